@@ -1,0 +1,22 @@
+"""meshtalk_fast: a fast, complete MeshTalk (Richard et al., ICCV 2021).
+
+Speech -> animated 3D face mesh, with a categorical latent space for what audio cannot predict.
+The PyTorch modules here are the reference every fast path (Triton, the C++ core) is tested against.
+"""
+from ._dispatch import BackendUnavailable, available_backends
+from .audio import audio_windows, load_audio, log_mel, mel_filterbank, num_frames, torch_log_mel
+from .checkpoint import CheckpointError, load_official
+from .losses import lip_vertex_error, masked_vertex_losses, step1_losses, torch_masked_vertex_losses
+from .mesh import load_mask, load_obj
+from .meshtalk import MeshTalk, MeshTalkConfig
+from .quantize import quantize
+from .smoothing import post_smooth, smooth_geom
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BackendUnavailable", "available_backends", "audio_windows", "load_audio", "log_mel", "mel_filterbank",
+    "num_frames", "torch_log_mel", "CheckpointError", "load_official", "lip_vertex_error",
+    "masked_vertex_losses", "step1_losses", "torch_masked_vertex_losses", "load_mask", "load_obj", "MeshTalk",
+    "MeshTalkConfig", "quantize", "post_smooth", "smooth_geom", "__version__",
+]

@@ -1,0 +1,66 @@
+"""Argument checks shared by the public API.
+
+Every error names the argument, what was expected and what was found, e.g.
+``"template must have shape [V, 3] with V == 6172, got [5023, 3]"``.
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional, Sequence, Union
+
+import torch
+
+__all__ = ["shape_str", "check_tensor", "check_finite", "check_positive_int", "check_choice"]
+
+
+def shape_str(shape: Sequence[int]) -> str:
+    return "[" + ", ".join(str(int(s)) for s in shape) + "]"
+
+
+def check_tensor(name: str, x, ndim: Union[int, Sequence[int], None] = None,
+                 shape: Optional[Sequence[Optional[int]]] = None, floating: bool = True,
+                 what: str = "") -> torch.Tensor:
+    """Check that ``x`` is a tensor of the given rank/shape; ``None`` in ``shape`` matches any size.
+
+    ``what`` describes the expected layout in the error, e.g. ``"[B, T, 16000]"``.
+    """
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor {what}".rstrip() + f", got {type(x).__name__}")
+    if floating and not x.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor, got dtype {x.dtype}")
+    if ndim is not None:
+        allowed = (ndim,) if isinstance(ndim, int) else tuple(ndim)
+        if x.dim() not in allowed:
+            dims = " or ".join(str(a) for a in allowed)
+            raise ValueError(f"{name} must have {dims} dimensions {what}".rstrip()
+                             + f", got shape {shape_str(x.shape)}")
+    if shape is not None:
+        if x.dim() != len(shape) or any(s is not None and s != d for s, d in zip(shape, x.shape)):
+            exp = "[" + ", ".join("*" if s is None else str(s) for s in shape) + "]"
+            raise ValueError(f"{name} must have shape {exp} {what}".rstrip()
+                             + f", got {shape_str(x.shape)}")
+    return x
+
+
+def check_finite(name: str, x: torch.Tensor) -> None:
+    if x.is_floating_point() and not bool(torch.isfinite(x).all()):
+        n_nan = int(torch.isnan(x).sum())
+        n_inf = int(torch.isinf(x).sum())
+        raise ValueError(f"{name} must be finite, got {n_nan} NaN and {n_inf} inf values "
+                         f"in a tensor of shape {shape_str(x.shape)}")
+
+
+def check_positive_int(name: str, value, maximum: Optional[int] = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int,)) and not (
+            isinstance(value, float) and math.isfinite(value) and value == int(value)):
+        raise TypeError(f"{name} must be a positive integer, got {value!r}")
+    value = int(value)
+    if value <= 0 or (maximum is not None and value > maximum):
+        rng = f"in [1, {maximum}]" if maximum is not None else "> 0"
+        raise ValueError(f"{name} must be an integer {rng}, got {value}")
+    return value
+
+
+def check_choice(name: str, value, choices: Sequence) -> None:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(repr(c) for c in choices)}, got {value!r}")

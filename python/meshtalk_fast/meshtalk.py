@@ -1,0 +1,170 @@
+"""``MeshTalk``: the one object users hold. Wraps the three released modules.
+
+State-dict keys are the released ones prefixed by the file they come from: ``encoder.*``
+(MultimodalEncoder, released ``encoder.pkl``), ``vertex_unet.*`` and ``context_model.*``.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Optional, Union
+
+import torch
+from torch import nn
+
+from ._checks import check_choice, check_positive_int, check_tensor, shape_str
+from ._dispatch import register, resolve
+from .models import ContextModel, MultimodalEncoder, VertexUnet
+from .quantize import quantize as _quantize
+
+__all__ = ["MeshTalk", "MeshTalkConfig"]
+
+
+@dataclasses.dataclass
+class MeshTalkConfig:
+    """Sizes of the model. Defaults are the released ones (the hidden sizes were hard-coded there)."""
+
+    n_vertices: int = 6172
+    heads: int = 16
+    classes: int = 128
+    expression_dim: int = 128
+    audio_dim: int = 128
+    fusion_hidden: int = 256
+    context_hidden: int = 64
+    fps: int = 30               # video frame rate the model was trained for
+    clock: str = "released"     # audio frame clock the model was trained with ("released" | "exact")
+
+    def validate(self) -> "MeshTalkConfig":
+        for f in dataclasses.fields(self):
+            if f.name != "clock":
+                setattr(self, f.name, check_positive_int(f.name, getattr(self, f.name)))
+        check_choice("clock", self.clock, ("released", "exact"))
+        return self
+
+
+class MeshTalk(nn.Module):
+    """MeshTalk: ``MeshTalk(n_vertices, heads=16, classes=128, mean=None, stddev=None, **config)``.
+
+    Randomly initialised as the release initialises. ``mean``/``stddev`` (``[V, 3]``) normalise
+    vertices in the expression encoder and the decoder (zeros/ones when None).
+    """
+
+    def __init__(self, n_vertices: int = 6172, heads: int = 16, classes: int = 128,
+                 mean: Optional[torch.Tensor] = None, stddev: Optional[torch.Tensor] = None, **config):
+        super().__init__()
+        unknown = set(config) - {f.name for f in dataclasses.fields(MeshTalkConfig)}
+        if unknown:
+            raise TypeError(f"unknown MeshTalk config keys: {sorted(unknown)}")
+        self.config = MeshTalkConfig(n_vertices=n_vertices, heads=heads, classes=classes, **config).validate()
+        c = self.config
+        for name, value in (("mean", mean), ("stddev", stddev)):
+            if value is not None:
+                check_tensor(name, torch.as_tensor(value), shape=(c.n_vertices, 3), what="[V, 3]")
+        mean = None if mean is None else torch.as_tensor(mean, dtype=torch.float32)
+        stddev = None if stddev is None else torch.as_tensor(stddev, dtype=torch.float32)
+        if stddev is not None and not bool((stddev > 0).all()):
+            raise ValueError(f"stddev must be > 0 everywhere, got min {float(stddev.min())}")
+        self.encoder = MultimodalEncoder(c.classes, c.heads, c.expression_dim, c.audio_dim, c.n_vertices,
+                                         mean, stddev, c.fusion_hidden)
+        self.vertex_unet = VertexUnet(c.classes, c.heads, c.n_vertices, mean, stddev)
+        self.context_model = ContextModel(c.classes, c.heads, c.audio_dim, c.context_hidden)
+
+    # ---------------------------------------------------------------- checks
+    def _check_bt(self, name: str, x: torch.Tensor, tail, what: str) -> None:
+        check_tensor(name, x, shape=(None, None, *tail), what=what)
+        if x.shape[0] == 0 or x.shape[1] == 0:
+            raise ValueError(f"{name} must have B > 0 and T > 0 {what}, got {shape_str(x.shape)}")
+
+    def _check_codes(self, name: str, one_hot: torch.Tensor) -> None:
+        c = self.config
+        self._check_bt(name, one_hot, (c.heads, c.classes), f"[B, T, H={c.heads}, C={c.classes}]")
+
+    def _check_audio_code(self, audio_code: torch.Tensor) -> None:
+        self._check_bt("audio_code", audio_code, (self.config.audio_dim,), f"[B, T, {self.config.audio_dim}]")
+
+    # ---------------------------------------------------------------- encoders
+    def encode_audio(self, windows: torch.Tensor) -> torch.Tensor:
+        """``windows [B, T, 16000]`` (``audio_windows`` per sequence) -> ``audio_code [B, T, A]``."""
+        self._check_bt("windows", windows, (16000,), "[B, T, 16000]")
+        return self.encoder.audio_encoder(windows)
+
+    def encode_expression(self, geom: torch.Tensor) -> torch.Tensor:
+        """``geom [B, T, V, 3]`` -> ``expression_code [B, T, E]``."""
+        self._check_bt("geom", geom, (self.config.n_vertices, 3), f"[B, T, V={self.config.n_vertices}, 3]")
+        return self.encoder.expression_encoder(geom)
+
+    def fuse(self, expression_code: torch.Tensor, audio_code: torch.Tensor) -> torch.Tensor:
+        """``[B, T, E]``, ``[B, T, A]`` -> ``logprobs [B, T, H, C]``."""
+        c = self.config
+        self._check_bt("expression_code", expression_code, (c.expression_dim,), f"[B, T, {c.expression_dim}]")
+        self._check_audio_code(audio_code)
+        if expression_code.shape[:2] != audio_code.shape[:2]:
+            raise ValueError(f"expression_code and audio_code must agree in [B, T], got "
+                             f"{shape_str(expression_code.shape)} and {shape_str(audio_code.shape)}")
+        return self.encoder.fusion_model(expression_code, audio_code)
+
+    @staticmethod
+    def quantize(logprobs: torch.Tensor, argmax: bool = False,
+                 generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        """``logprobs [B, T, H, C] -> one_hot [B, T, H, C]`` (straight-through Gumbel-softmax)."""
+        return _quantize(logprobs, argmax=argmax, generator=generator)
+
+    # ---------------------------------------------------------------- decoder
+    def _template_batch(self, template: torch.Tensor, B: int) -> torch.Tensor:
+        V = self.config.n_vertices
+        check_tensor("template", template, ndim=(2, 3), what=f"[V, 3] or [B, V, 3] with V == {V}")
+        if template.shape[-2:] != (V, 3):
+            raise ValueError(f"template must have shape [V, 3] or [B, V, 3] with V == {V}, got "
+                             f"{shape_str(template.shape)}")
+        if template.dim() == 3 and template.shape[0] not in (1, B):
+            raise ValueError(f"template batch must be 1 or B={B}, got {shape_str(template.shape)}")
+        return template.reshape(-1, 1, V, 3).expand(B, 1, V, 3)
+
+    def decode(self, template: torch.Tensor, one_hot: torch.Tensor, backend: str = "auto") -> torch.Tensor:
+        """``template [V, 3] or [B, V, 3]``, ``one_hot [B, T, H, C]`` -> meshes ``[B, T, V, 3]``."""
+        self._check_codes("one_hot", one_hot)
+        template = self._template_batch(template, one_hot.shape[0])
+        return resolve("decode", backend, one_hot.device)(self, template, one_hot)
+
+    # ---------------------------------------------------------------- prior
+    def context_logprobs(self, one_hot: torch.Tensor, audio_code: torch.Tensor) -> torch.Tensor:
+        """Teacher-forced prior: ``one_hot [B, T, H, C]``, ``audio_code [B, T, A]`` -> ``[B, T, H, C]``."""
+        self._check_codes("one_hot", one_hot)
+        self._check_audio_code(audio_code)
+        if one_hot.shape[:2] != audio_code.shape[:2]:
+            raise ValueError(f"one_hot and audio_code must agree in [B, T], got {shape_str(one_hot.shape)} "
+                             f"and {shape_str(audio_code.shape)}")
+        return self.context_model(one_hot, audio_code)
+
+    def sample(self, audio_code: torch.Tensor, argmax: bool = False, generator: Optional[torch.Generator] = None,
+               backend: str = "auto", **kwargs) -> torch.Tensor:
+        """Sample codes from the prior: ``audio_code [B, T, A]`` -> ``one_hot [B, T, H, C]``."""
+        self._check_audio_code(audio_code)
+        return resolve("sample", backend, audio_code.device)(self, audio_code, argmax=argmax,
+                                                             generator=generator, **kwargs)
+
+    # ---------------------------------------------------------------- files
+    def save(self, path: Union[str, "os.PathLike"]) -> None:
+        """One safetensors file with the config in its metadata (written atomically)."""
+        from .checkpoint import save_model
+
+        save_model(self, path)
+
+    @classmethod
+    def load(cls, path: Union[str, "os.PathLike"], map_location: str = "cpu") -> "MeshTalk":
+        """Load a file written by ``save``; its config comes from the file's metadata."""
+        from .checkpoint import load_model
+
+        return load_model(path, map_location)
+
+
+def _torch_decode(model: MeshTalk, template: torch.Tensor, one_hot: torch.Tensor) -> torch.Tensor:
+    return model.vertex_unet(template, one_hot)
+
+
+def _torch_sample(model: MeshTalk, audio_code: torch.Tensor, argmax: bool = False,
+                  generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    return model.context_model.sample(audio_code, argmax=argmax, generator=generator)
+
+
+register("decode", "torch", _torch_decode)
+register("sample", "torch", _torch_sample)

@@ -1,0 +1,137 @@
+"""ContextModel: the autoregressive prior over the categorical codes, conditioned on audio.
+
+Channels are read head-major: a ``[B, T, H, C]`` tensor is viewed as ``[B, T, H*C]`` with channel
+``h * C + c``. Each layer is a masked context convolution: ``masked_linear`` (1x1, output head i sees
+input heads < i at the same step), ``unmasked_linear`` (1x1 on the audio code of the same step) and,
+with kernel_size > 0, ``historic`` (kernel 2, the layer's dilation, over the previous steps only:
+step t sees t-1 and t-1-dilation).
+"""
+from __future__ import annotations
+
+from typing import List, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .encoders import LEAKY_SLOPE
+
+__all__ = ["MaskedContextConvolution", "ContextModel", "causal_head_mask", "gumbel_noise"]
+
+
+def causal_head_mask(ch_in: int, ch_out: int, heads: int) -> torch.Tensor:
+    """``[heads*ch_out, heads*ch_in, 1]``: 1 where the output head is strictly later than the input head."""
+    out_head = torch.arange(heads * ch_out) // ch_out
+    in_head = torch.arange(heads * ch_in) // ch_in
+    return (in_head[None, :] < out_head[:, None]).float().unsqueeze(-1)
+
+
+def gumbel_noise(shape, generator: Optional[torch.Generator] = None, device=None,
+                 dtype=torch.float32) -> torch.Tensor:
+    """``-log(-log(clamp(U, 1e-10, 1)))`` with U uniform in [0, 1), as released."""
+    u = torch.rand(shape, generator=generator, device=device, dtype=dtype)
+    return -torch.log(-torch.log(torch.clamp(u, min=1e-10, max=1.0)))
+
+
+class MaskedContextConvolution(nn.Module):
+    def __init__(self, ch_in: int, ch_out: int, heads: int, audio_dim: int, kernel_size: int = 0,
+                 dilation: int = 1):
+        super().__init__()
+        self.ch_in, self.ch_out, self.heads = ch_in, ch_out, heads
+        self.kernel_size, self.dilation = kernel_size, dilation
+        self.unmasked_linear = nn.Conv1d(audio_dim, ch_out * heads, kernel_size=1)
+        self.masked_linear = nn.Conv1d(ch_in * heads, ch_out * heads, kernel_size=1)
+        self.register_buffer("mask", causal_head_mask(ch_in, ch_out, heads))
+        if kernel_size > 0:
+            self.historic = nn.Conv1d(ch_in * heads, ch_out * heads, kernel_size=kernel_size, dilation=dilation)
+
+    def lookback(self) -> int:
+        """How many earlier steps this layer reads (0 without ``historic``)."""
+        return 0 if self.kernel_size == 0 else self.dilation * (self.kernel_size - 1) + 1
+
+    def forward(self, x: torch.Tensor, audio: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """``x [B, H*ch_in, T]``, ``audio [B, audio_dim, T]`` -> ``[B, H*ch_out, T]`` (teacher forced)."""
+        y = F.conv1d(x, self.masked_linear.weight * self.mask, self.masked_linear.bias)
+        if audio is not None:
+            y = y + self.unmasked_linear(audio)
+        if self.kernel_size > 0:
+            # shift right by one step, left-pad with zeros: step t sees t-1, t-1-dilation, ...
+            y = y + self.historic(F.pad(x[..., :-1], (self.lookback(), 0)))
+        return y
+
+
+class ContextModel(nn.Module):
+    """``embedding`` (C -> hidden per head), four ``context_layers`` (hidden -> hidden, kernel 2,
+    dilations 1, 2, 4, 8, with audio, each followed by leaky ReLU), ``logits`` (hidden -> C)."""
+
+    def __init__(self, classes: int = 128, heads: int = 16, audio_dim: int = 128, hidden: int = 64,
+                 dilations: Sequence[int] = (1, 2, 4, 8)):
+        super().__init__()
+        self.classes, self.heads, self.audio_dim, self.hidden = classes, heads, audio_dim, hidden
+        self.embedding = MaskedContextConvolution(classes, hidden, heads, audio_dim, kernel_size=0)
+        self.context_layers = nn.ModuleList([
+            MaskedContextConvolution(hidden, hidden, heads, audio_dim, kernel_size=2, dilation=d)
+            for d in dilations])
+        self.logits = MaskedContextConvolution(hidden, classes, heads, audio_dim, kernel_size=0)
+
+    def receptive_field(self) -> int:
+        """Steps that influence step t's log-probabilities, step t included (20 as released)."""
+        return 1 + sum(layer.lookback() for layer in self.context_layers)
+
+    def forward(self, one_hot: torch.Tensor, audio_code: torch.Tensor) -> torch.Tensor:
+        """Teacher forced: ``one_hot [B, T, H, C]``, ``audio_code [B, T, A]`` -> logprobs ``[B, T, H, C]``
+        with ``logprobs[b, t, h] = log p(c[t, h] | c[<t, :], c[t, <h], audio[<=t])``."""
+        B, T, H, C = one_hot.shape
+        x = one_hot.reshape(B, T, H * C).transpose(1, 2)
+        audio = audio_code.transpose(1, 2)
+        x = self.embedding(x)
+        for layer in self.context_layers:
+            x = F.leaky_relu(layer(x, audio), LEAKY_SLOPE)
+        logits = self.logits(x).view(B, H, C, T).permute(0, 3, 1, 2)
+        return F.log_softmax(logits, dim=-1)
+
+    @torch.no_grad()
+    def sample(self, audio_code: torch.Tensor, argmax: bool = False,
+               generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        """Reference sampler: ``audio_code [B, T, A] -> one_hot [B, T, H, C]``.
+
+        A plain loop over time and heads, as released but for any batch size: the ``historic`` and
+        audio terms of every layer are computed once per step from the cached activations of the
+        earlier steps; then, head by head, the masked terms for that head at this step, its
+        log-probabilities, Gumbel noise (unless ``argmax``) from ``generator`` with shape [B, C]
+        per (t, h) in loop order, and the argmax.
+        """
+        B, T, _ = audio_code.shape
+        H, C, dev, dt = self.heads, self.classes, audio_code.device, audio_code.dtype
+        one_hot = torch.zeros(B, T, H * C, device=dev, dtype=dt)
+        layers: List[MaskedContextConvolution] = [self.embedding, *self.context_layers, self.logits]
+        # acts[i] holds the input activations of layers[i] for all steps so far: [B, T, H*ch_in]
+        acts = [one_hot] + [torch.zeros(B, T, l.heads * l.ch_out, device=dev, dtype=dt) for l in layers[:-1]]
+        weights = [(l.masked_linear.weight[..., 0] * l.mask[..., 0]) for l in layers]
+        for t in range(T):
+            # per-layer terms that do not depend on this step's codes
+            fixed = []
+            for i, layer in enumerate(layers):
+                y = layer.masked_linear.bias.expand(B, -1).clone()
+                if 0 < i < len(layers) - 1:  # context layers get audio and history
+                    y += F.linear(audio_code[:, t], layer.unmasked_linear.weight[..., 0], layer.unmasked_linear.bias)
+                    w = layer.historic.weight
+                    y += layer.historic.bias
+                    if t - 1 >= 0:
+                        y += F.linear(acts[i][:, t - 1], w[..., 1])
+                    if t - 1 - layer.dilation >= 0:
+                        y += F.linear(acts[i][:, t - 1 - layer.dilation], w[..., 0])
+                fixed.append(y)
+            for h in range(H):
+                for i, layer in enumerate(layers):
+                    rows = slice(h * layer.ch_out, (h + 1) * layer.ch_out)
+                    z = fixed[i][:, rows] + F.linear(acts[i][:, t], weights[i][rows])
+                    if i == len(layers) - 1:
+                        logprobs = F.log_softmax(z, dim=-1)
+                    else:
+                        acts[i + 1][:, t, rows] = z if i == 0 else F.leaky_relu(z, LEAKY_SLOPE)
+                if not argmax:
+                    logprobs = logprobs + gumbel_noise((B, C), generator, dev, dt)
+                label = logprobs.argmax(dim=-1)
+                one_hot[torch.arange(B, device=dev), t, h * C + label] = 1.0
+        return one_hot.view(B, T, H, C)

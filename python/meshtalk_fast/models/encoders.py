@@ -1,0 +1,142 @@
+"""The MultimodalEncoder of MeshTalk: AudioEncoder, ExpressionEncoder and FusionMlp.
+
+Module and parameter names follow the released model so its ``encoder.pkl`` loads strictly.
+Leaky ReLU slope 0.2 throughout.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..audio import N_MELS, WIN_LENGTH, hann_window, mel_filterbank, torch_log_mel
+from .._checks import check_tensor
+
+__all__ = ["MelSpectrogram", "AudioEncoder", "ExpressionEncoder", "FusionMlp", "MultimodalEncoder",
+           "LEAKY_SLOPE"]
+
+LEAKY_SLOPE = 0.2
+
+
+class _Buffer(nn.Module):
+    """A holder for one named buffer, so state-dict keys read ``melspec.spectrogram.window``."""
+
+    def __init__(self, name: str, value: torch.Tensor):
+        super().__init__()
+        self.register_buffer(name, value)
+
+
+class MelSpectrogram(nn.Module):
+    """The released ``melspec`` with its two buffers; computes ``torch_log_mel`` (log included)."""
+
+    def __init__(self):
+        super().__init__()
+        self.spectrogram = _Buffer("window", hann_window(WIN_LENGTH))
+        self.mel_scale = _Buffer("fb", mel_filterbank())
+
+    def forward(self, audio: torch.Tensor) -> torch.Tensor:  # [..., L] -> [..., 80, 1 + L // 160]
+        return torch_log_mel(audio, self.spectrogram.window, self.mel_scale.fb)
+
+
+class AudioEncoder(nn.Module):
+    """1 s audio window -> ``latent_dim`` code: log-mel, a dilated conv stack, mean, linear.
+
+    Conv1d 80 -> 128 (kernel 5), then six Conv1d 128 -> 128 (kernel 5, dilations 2, 4, 6, 2, 4, 6)
+    in residual-average blocks; the receptive field is exactly 101 mel frames (one 1 s window).
+    Convolutions are initialised as released: Xavier-uniform weights, biases 0.01.
+    """
+
+    def __init__(self, latent_dim: int = 128, channels: int = 128, kernel_size: int = 5):
+        super().__init__()
+        self.melspec = MelSpectrogram()
+        self.convert_dimensions = nn.Conv1d(N_MELS, channels, kernel_size=kernel_size)
+        self.dilations = [2 * (i % 3 + 1) for i in range(6)]
+        self.convs = nn.ModuleList(
+            [nn.Conv1d(channels, channels, kernel_size=kernel_size, dilation=d) for d in self.dilations])
+        self.code = nn.Linear(channels, latent_dim)
+        self.receptive_field = kernel_size + sum((kernel_size - 1) * d for d in self.dilations)
+        for m in self.modules():
+            if isinstance(m, nn.Conv1d):
+                nn.init.xavier_uniform_(m.weight)
+                nn.init.constant_(m.bias, 0.01)
+
+    def encode_mel(self, mel: torch.Tensor) -> torch.Tensor:
+        """``mel [N, 80, F] -> [N, latent_dim]`` (mean over the F - 100 valid positions)."""
+        x = F.leaky_relu(self.convert_dimensions(mel), LEAKY_SLOPE)
+        for conv in self.convs:
+            y = F.leaky_relu(conv(x), LEAKY_SLOPE)
+            if self.training:
+                y = F.dropout(y, 0.2)
+            crop = (x.shape[-1] - y.shape[-1]) // 2
+            x = (x[..., crop:x.shape[-1] - crop] + y) / 2
+        return self.code(x.mean(dim=-1))
+
+    def forward(self, audio: torch.Tensor) -> torch.Tensor:
+        """``audio [B, T, 16000] -> code [B, T, latent_dim]``."""
+        check_tensor("audio", audio, ndim=3, what="[B, T, 16000]")
+        B, T = audio.shape[:2]
+        mel = self.melspec(audio.reshape(B * T, audio.shape[-1]))
+        return self.encode_mel(mel).view(B, T, -1)
+
+
+class ExpressionEncoder(nn.Module):
+    """Mesh sequence -> per-frame code: normalise, 2 linear layers, LSTM, linear."""
+
+    def __init__(self, latent_dim: int = 128, n_vertices: int = 6172, mean: Optional[torch.Tensor] = None,
+                 stddev: Optional[torch.Tensor] = None, hidden: int = 256, bottleneck: int = 128):
+        super().__init__()
+        self.n_vertices = n_vertices
+        shape = (1, 1, n_vertices, 3)
+        self.register_buffer("mean", torch.zeros(shape) if mean is None else mean.reshape(shape).float().clone())
+        self.register_buffer("stddev", torch.ones(shape) if stddev is None else stddev.reshape(shape).float().clone())
+        self.layers = nn.ModuleList([nn.Linear(n_vertices * 3, hidden), nn.Linear(hidden, bottleneck)])
+        self.lstm = nn.LSTM(input_size=bottleneck, hidden_size=bottleneck, num_layers=1, batch_first=True)
+        self.code = nn.Linear(bottleneck, latent_dim)
+
+    def forward(self, geom: torch.Tensor) -> torch.Tensor:
+        """``geom [B, T, V, 3] -> code [B, T, latent_dim]``."""
+        check_tensor("geom", geom, shape=(None, None, self.n_vertices, 3), what="[B, T, V, 3]")
+        x = (geom - self.mean) / self.stddev
+        x = x.reshape(x.shape[0], x.shape[1], self.n_vertices * 3)
+        for layer in self.layers:
+            x = F.leaky_relu(layer(x), LEAKY_SLOPE)
+        x, _ = self.lstm(x)
+        return self.code(x)
+
+
+class FusionMlp(nn.Module):
+    """[expression code, audio code] -> ``[B, T, heads, classes]`` log-probabilities."""
+
+    def __init__(self, classes: int = 128, heads: int = 16, expression_dim: int = 128, audio_dim: int = 128,
+                 hidden: int = 256):
+        super().__init__()
+        self.classes, self.heads = classes, heads
+        self.mlp = nn.Sequential(
+            nn.Linear(expression_dim + audio_dim, hidden), nn.LeakyReLU(LEAKY_SLOPE),
+            nn.Linear(hidden, hidden), nn.LeakyReLU(LEAKY_SLOPE),
+            nn.Linear(hidden, heads * classes))
+
+    def forward(self, expression_code: torch.Tensor, audio_code: torch.Tensor) -> torch.Tensor:
+        x = torch.cat([expression_code, audio_code], dim=-1)
+        x = self.mlp(x).view(x.shape[0], x.shape[1], self.heads, self.classes)
+        return F.log_softmax(x, dim=-1)
+
+
+class MultimodalEncoder(nn.Module):
+    """Owns ``audio_encoder``, ``expression_encoder`` and ``fusion_model`` (released names)."""
+
+    def __init__(self, classes: int = 128, heads: int = 16, expression_dim: int = 128, audio_dim: int = 128,
+                 n_vertices: int = 6172, mean: Optional[torch.Tensor] = None,
+                 stddev: Optional[torch.Tensor] = None, fusion_hidden: int = 256):
+        super().__init__()
+        self.audio_encoder = AudioEncoder(audio_dim)
+        self.expression_encoder = ExpressionEncoder(expression_dim, n_vertices, mean, stddev)
+        self.fusion_model = FusionMlp(classes, heads, expression_dim, audio_dim, fusion_hidden)
+
+    def forward(self, geom: torch.Tensor, audio: torch.Tensor):
+        """``geom [B, T, V, 3], audio [B, T, 16000] -> (logprobs, expression_code, audio_code)``."""
+        expression_code = self.expression_encoder(geom)
+        audio_code = self.audio_encoder(audio)
+        return self.fusion_model(expression_code, audio_code), expression_code, audio_code
