@@ -1,0 +1,33 @@
+"""Shared test fixtures: the released MeshTalk assets are read from ../shared/assets/meshtalk
+(beside the checkout), or from $MESHTALK_ASSETS. They are never copied into the package."""
+import os
+import pathlib
+
+import pytest
+import torch
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+ASSETS = pathlib.Path(os.environ.get("MESHTALK_ASSETS", ROOT.parent / "shared" / "assets" / "meshtalk"))
+
+
+@pytest.fixture(scope="session")
+def assets() -> pathlib.Path:
+    if not (ASSETS / "face_template.obj").is_file():
+        pytest.fail(f"MeshTalk assets not found in {ASSETS}: set MESHTALK_ASSETS to the folder holding "
+                    "face_template.obj, the masks and example_sentence.wav")
+    return ASSETS
+
+
+@pytest.fixture(scope="session")
+def speech(assets) -> torch.Tensor:
+    """The real recorded sentence, loaded as the released model expects it (16 kHz, normalised)."""
+    import meshtalk_fast as mf
+
+    return mf.load_audio(assets / "example_sentence.wav")
+
+
+@pytest.fixture(scope="session")
+def template(assets) -> torch.Tensor:
+    import meshtalk_fast as mf
+
+    return mf.load_obj(assets / "face_template.obj")[0]
