@@ -82,10 +82,10 @@ class MeshTalk(nn.Module):
         self._check_bt("audio_code", audio_code, (self.config.audio_dim,), f"[B, T, {self.config.audio_dim}]")
 
     # ---------------------------------------------------------------- encoders
-    def encode_audio(self, windows: torch.Tensor) -> torch.Tensor:
+    def encode_audio(self, windows: torch.Tensor, backend: str = "auto") -> torch.Tensor:
         """``windows [B, T, 16000]`` (``audio_windows`` per sequence) -> ``audio_code [B, T, A]``."""
         self._check_bt("windows", windows, (16000,), "[B, T, 16000]")
-        return self.encoder.audio_encoder(windows)
+        return resolve("encode_audio", backend, windows.device)(self, windows)
 
     def encode_expression(self, geom: torch.Tensor) -> torch.Tensor:
         """``geom [B, T, V, 3]`` -> ``expression_code [B, T, E]``."""
@@ -166,5 +166,10 @@ def _torch_sample(model: MeshTalk, audio_code: torch.Tensor, argmax: bool = Fals
     return model.context_model.sample(audio_code, argmax=argmax, generator=generator)
 
 
+def _torch_encode_audio(model: MeshTalk, windows: torch.Tensor) -> torch.Tensor:
+    return model.encoder.audio_encoder(windows)
+
+
+register("encode_audio", "torch", _torch_encode_audio)
 register("decode", "torch", _torch_decode)
 register("sample", "torch", _torch_sample)

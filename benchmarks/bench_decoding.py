@@ -1,0 +1,56 @@
+"""Decoding benchmarks: the autoregressive sampler and the VertexUnet decoder.
+
+Reference (PyTorch) here; fast paths join the same groups on the same inputs. Sizes:
+``MESHTALK_BENCH_SIZE=full`` gives the released sizes (H=16, C=128, V=6172, T=90); the default
+"smoke" size runs in the normal test suite so these benchmarks never rot.
+Run: ``MESHTALK_BENCH_SIZE=full python -m pytest benchmarks/bench_decoding.py --benchmark-enable``.
+"""
+import os
+
+import pytest
+import torch
+
+import meshtalk_fast as mf
+
+FULL = os.environ.get("MESHTALK_BENCH_SIZE", "smoke") == "full"
+SIZE = dict(V=6172, H=16, C=128, T=90) if FULL else dict(V=50, H=4, C=8, T=3)
+SAMPLE_BATCHES = [1, 32] if FULL else [1, 3]
+DECODE_BATCHES = [32] if FULL else [2]
+
+
+def make_model() -> mf.MeshTalk:
+    torch.manual_seed(0)
+    return mf.MeshTalk(SIZE["V"], heads=SIZE["H"], classes=SIZE["C"]).eval()
+
+
+def sample_inputs(B: int):
+    """One setup for every sampler backend: model and audio codes [B, T, 128]."""
+    return make_model(), torch.randn(B, SIZE["T"], 128, generator=torch.Generator().manual_seed(B))
+
+
+def decode_inputs(B: int):
+    """One setup for every decoder backend: model, template [V, 3], one-hot codes [B, T, H, C]."""
+    g = torch.Generator().manual_seed(B)
+    labels = torch.randint(0, SIZE["C"], (B, SIZE["T"], SIZE["H"]), generator=g)
+    return make_model(), torch.randn(SIZE["V"], 3, generator=g), torch.nn.functional.one_hot(labels, SIZE["C"]).float()
+
+
+@pytest.mark.parametrize("B", SAMPLE_BATCHES)
+@pytest.mark.parametrize("backend", ["torch"])
+def test_sample(benchmark, backend, B):
+    model, audio_code = sample_inputs(B)
+    benchmark.group = f"sample B={B} T={SIZE['T']} H={SIZE['H']} C={SIZE['C']}"
+    benchmark.extra_info["frames"] = B * SIZE["T"]
+    out = benchmark(lambda: model.sample(audio_code, argmax=True, backend=backend))
+    assert out.shape == (B, SIZE["T"], SIZE["H"], SIZE["C"])
+
+
+@pytest.mark.parametrize("B", DECODE_BATCHES)
+@pytest.mark.parametrize("backend", ["torch"])
+def test_decode(benchmark, backend, B):
+    model, template, one_hot = decode_inputs(B)
+    benchmark.group = f"decode B={B} T={SIZE['T']} V={SIZE['V']}"
+    benchmark.extra_info["frames"] = B * SIZE["T"]
+    with torch.no_grad():
+        out = benchmark(lambda: model.decode(template, one_hot, backend=backend))
+    assert out.shape == (B, SIZE["T"], SIZE["V"], 3)
