@@ -1,0 +1,124 @@
+"""The ``meshtalk-fast`` command line.
+
+Subcommands:
+  info               versions and which backends can run here
+  convert-official   released encoder.pkl / vertex_unet.pkl / context_model.pkl -> one .safetensors
+  demo               speech -> meshes with the reference path on the real example sentence
+Errors are one line on stderr with exit code 2.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+
+def _info(args) -> int:
+    import torch
+
+    import meshtalk_fast as mf
+    from meshtalk_fast._dispatch import _REGISTRY
+
+    print(f"meshtalk_fast {mf.__version__}, torch {torch.__version__}")
+    try:
+        from meshtalk_fast import _core
+
+        print(f"C++ core: {_core.core_version()}")
+    except ImportError as exc:
+        print(f"C++ core: not importable ({exc})")
+    for op in sorted(_REGISTRY):
+        status = mf.available_backends(op, torch.device("cpu"))
+        print(f"{op:>22}: " + ", ".join(f"{b}={'yes' if r is None else 'no'}" for b, r in status.items()))
+    return 0
+
+
+def _convert(args) -> int:
+    import meshtalk_fast as mf
+
+    model = mf.load_official(args.model_dir, heads=args.heads, classes=args.classes, n_vertices=args.vertices)
+    model.save(args.out)
+    print(f"wrote {args.out}")
+    return 0
+
+
+def _demo(args) -> int:
+    import numpy as np
+    import torch
+    from tqdm import tqdm
+
+    import meshtalk_fast as mf
+
+    assets = args.assets
+    audio = mf.load_audio(args.audio or os.path.join(assets, "example_sentence.wav"))
+    template, faces = mf.load_obj(os.path.join(assets, "face_template.obj"))
+    if args.model:
+        model = mf.MeshTalk.load(args.model)
+    else:
+        torch.manual_seed(args.seed)
+        model = mf.MeshTalk(template.shape[0], mean=torch.from_numpy(np.load(os.path.join(assets, "face_mean.npy"))),
+                            stddev=torch.from_numpy(np.load(os.path.join(assets, "face_std.npy"))))
+        print("no --model given: using randomly initialised weights (shapes and timings only)")
+    model.eval()
+    V = model.config.n_vertices
+    forehead = mf.load_mask(os.path.join(assets, "forehead_mask.txt"), V)
+    neck = mf.load_mask(os.path.join(assets, "neck_mask.txt"), V)
+    os.makedirs(args.out, exist_ok=True)
+    times = {}
+    with torch.no_grad(), tqdm(total=4, desc="demo", unit="stage") as bar:
+        t0 = time.perf_counter()
+        windows = mf.audio_windows(audio, model.config.fps, model.config.clock)[None]
+        code = model.encode_audio(windows)
+        times["encode_audio_s"] = time.perf_counter() - t0
+        bar.update()
+        t0 = time.perf_counter()
+        one_hot = model.sample(code, generator=torch.Generator().manual_seed(args.seed))
+        times["sample_s"] = time.perf_counter() - t0
+        bar.update()
+        t0 = time.perf_counter()
+        geom = model.decode(template, one_hot)[0]
+        times["decode_s"] = time.perf_counter() - t0
+        bar.update()
+        geom = mf.post_smooth(geom, forehead, neck)
+        bar.update()
+    seconds = audio.shape[0] / 16000
+    out = os.path.join(args.out, "meshes.npz")
+    tmp = out + ".tmp.npz"
+    np.savez(tmp, vertices=geom.numpy(), faces=faces.numpy(), fps=model.config.fps)
+    os.replace(tmp, out)
+    report = dict(frames=int(geom.shape[0]), audio_s=seconds, **times,
+                  real_time_factor=seconds / sum(times.values()))
+    print(json.dumps(report, indent=1))
+    print(f"wrote {out}")
+    return 0
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="meshtalk-fast", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("info", help="versions and available backends").set_defaults(fn=_info)
+    p = sub.add_parser("convert-official", help="released .pkl files -> one .safetensors file")
+    p.add_argument("model_dir")
+    p.add_argument("out")
+    p.add_argument("--heads", type=int, default=16)
+    p.add_argument("--classes", type=int, default=128)
+    p.add_argument("--vertices", type=int, default=6172)
+    p.set_defaults(fn=_convert)
+    p = sub.add_parser("demo", help="speech -> meshes with the reference path")
+    p.add_argument("--assets", required=True, help="folder with face_template.obj, masks, mean/std")
+    p.add_argument("--audio", help="speech file (default: the assets' example_sentence.wav)")
+    p.add_argument("--model", help="a .safetensors model (default: random weights)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True)
+    p.set_defaults(fn=_demo)
+    args = parser.parse_args(argv)
+    try:
+        return args.fn(args)
+    except (ValueError, TypeError, OSError, RuntimeError) as exc:
+        print(f"meshtalk-fast {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
