@@ -168,8 +168,10 @@ def test_missing_key_and_missing_file(numpy_file, tmp_path):
         _core.SafetensorsFile(missing)
     with pytest.raises(OSError, match=str(missing)):
         _core.read_safetensors(str(missing))
-    with pytest.raises(OSError, match="directory"):
+    with pytest.raises(OSError, match="is a directory"):
         _core.SafetensorsFile(tmp_path)
+    with pytest.raises(OSError, match="not a regular file"):  # a device would never end
+        _core.SafetensorsFile("/dev/zero")
 
 
 # ----------------------------------------------------------------------------------------------
