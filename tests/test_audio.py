@@ -123,3 +123,17 @@ def test_windows_bad_input():
         mf.audio_windows(torch.zeros(20000), fps=0)
     with pytest.raises(ValueError, match="too short"):
         mf.audio_windows(torch.zeros(100))
+
+
+def test_lookahead_shifts_the_window():
+    audio = torch.arange(40000, dtype=torch.float64)
+    for clock in ("released", "exact"):
+        centred = mf.audio_windows(audio, 30, clock)
+        early = mf.audio_windows(audio, 30, clock, lookahead=2000)
+        assert early.shape == centred.shape
+        # window k now ends 2000 samples after the frame centre instead of 8000
+        k = 40
+        assert float(early[k, -1]) == float(centred[k, 8000]) + 1999
+        assert float(early[k, 14000]) == float(centred[k, 8000])
+    with pytest.raises(ValueError, match=r"lookahead must be an integer number of samples in \[0, 16000\]"):
+        mf.audio_windows(audio, lookahead=16001)

@@ -19,7 +19,7 @@ from ._dispatch import register, resolve
 
 __all__ = [
     "SAMPLE_RATE", "N_FFT", "WIN_LENGTH", "HOP_LENGTH", "N_MELS", "WINDOW_SAMPLES",
-    "load_audio", "audio_windows", "num_frames", "hann_window", "mel_filterbank",
+    "load_audio", "audio_windows", "num_frames", "frame_centres", "hann_window", "mel_filterbank",
     "torch_log_mel", "log_mel",
 ]
 
@@ -134,7 +134,17 @@ def num_frames(n_samples: int, fps: int = 30, clock: str = "released") -> int:
     return (n_samples * fps) // SAMPLE_RATE
 
 
-def audio_windows(audio: torch.Tensor, fps: int = 30, clock: str = "released") -> torch.Tensor:
+def frame_centres(n_frames: int, fps: int = 30, clock: str = "released") -> torch.Tensor:
+    """Sample index (in the unpadded signal) at the centre of each video frame: ``Tensor[T]`` int64."""
+    k = torch.arange(n_frames, dtype=torch.int64)
+    if clock == "released":
+        spf = SAMPLE_RATE // fps
+        return WINDOW_SAMPLES // 2 - (WINDOW_SAMPLES - spf) // 2 + k * spf
+    return ((2 * k + 1) * SAMPLE_RATE + fps) // (2 * fps)
+
+
+def audio_windows(audio: torch.Tensor, fps: int = 30, clock: str = "released",
+                  lookahead: int = WINDOW_SAMPLES // 2) -> torch.Tensor:
     """One 1 s audio window per video frame: ``audio [L] -> Tensor[T, 16000]``.
 
     clock="released": the released chunking. ``spf = 16000 // fps`` samples per frame, zero padding
@@ -145,26 +155,27 @@ def audio_windows(audio: torch.Tensor, fps: int = 30, clock: str = "released") -
         frame's middle sample ``round((k + 1/2) * 16000 / fps)`` (halves round up, so the first
         windows coincide with the released clock) and zero-padded outside the signal;
         ``T = floor(L * fps / 16000)``.
+    lookahead: samples of the window after the frame centre, in [0, 16000]. 8000 (default) is the
+        released centred window (0.5 s of look-ahead); a smaller value trains a model for live use
+        with less latency (the window then covers more of the past).
     """
     check_tensor("audio", audio, ndim=1, what="[L] (mono, 16 kHz)")
     fps = check_positive_int("fps", fps, maximum=SAMPLE_RATE // 2)
     check_choice("clock", clock, ("released", "exact"))
+    if isinstance(lookahead, bool) or not isinstance(lookahead, int) or not 0 <= lookahead <= WINDOW_SAMPLES:
+        raise ValueError(f"lookahead must be an integer number of samples in [0, {WINDOW_SAMPLES}], got {lookahead!r}")
     n = audio.shape[0]
     T = num_frames(n, fps, clock)
     if T == 0:
         raise ValueError(f"audio is too short for one video frame at fps={fps} with clock={clock!r}: "
                          f"got {n} samples")
-    if clock == "released":
+    starts = frame_centres(T, fps, clock) + lookahead - WINDOW_SAMPLES
+    padded = torch.nn.functional.pad(audio, (WINDOW_SAMPLES, WINDOW_SAMPLES))
+    if clock == "released":  # regular steps: a strided view, no copy
         spf = SAMPLE_RATE // fps
-        pad = (WINDOW_SAMPLES - spf) // 2
-        padded = torch.nn.functional.pad(audio, (pad, pad))
-        return padded.unfold(0, WINDOW_SAMPLES, spf)[:T]
-    half = WINDOW_SAMPLES // 2
-    k = torch.arange(T, dtype=torch.int64)
-    centres = ((2 * k + 1) * SAMPLE_RATE + fps) // (2 * fps)
-    padded = torch.nn.functional.pad(audio, (half, half))
-    # in padded coordinates window k starts at centre_k - half + half = centre_k
-    index = centres[:, None] + torch.arange(WINDOW_SAMPLES, dtype=torch.int64)[None, :]
+        first = int(starts[0]) + WINDOW_SAMPLES
+        return padded[first:].unfold(0, WINDOW_SAMPLES, spf)[:T]
+    index = (starts + WINDOW_SAMPLES)[:, None] + torch.arange(WINDOW_SAMPLES, dtype=torch.int64)[None, :]
     return padded[index.to(audio.device)]
 
 

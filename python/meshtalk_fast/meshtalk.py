@@ -32,13 +32,22 @@ class MeshTalkConfig:
     context_hidden: int = 64
     fps: int = 30               # video frame rate the model was trained for
     clock: str = "released"     # audio frame clock the model was trained with ("released" | "exact")
+    lookahead: int = 8000       # audio samples after the frame centre in its window (8000: centred, released)
 
     def validate(self) -> "MeshTalkConfig":
         for f in dataclasses.fields(self):
-            if f.name != "clock":
+            if f.name not in ("clock", "lookahead"):
                 setattr(self, f.name, check_positive_int(f.name, getattr(self, f.name)))
         check_choice("clock", self.clock, ("released", "exact"))
+        if isinstance(self.lookahead, bool) or not isinstance(self.lookahead, int) or not 0 <= self.lookahead <= 16000:
+            raise ValueError(f"lookahead must be an integer in [0, 16000] samples, got {self.lookahead!r}")
         return self
+
+    def windows(self, audio: torch.Tensor) -> torch.Tensor:
+        """``audio [L]`` -> this model's audio windows ``[T, 16000]`` (its fps, clock and look-ahead)."""
+        from .audio import audio_windows
+
+        return audio_windows(audio, self.fps, self.clock, self.lookahead)
 
 
 class MeshTalk(nn.Module):
