@@ -17,7 +17,7 @@ from ._checks import shape_str
 from .meshtalk import MeshTalk, MeshTalkConfig
 from .models.context_model import causal_head_mask
 
-__all__ = ["load_official", "save_model", "load_model", "CheckpointError", "OFFICIAL_FILES",
+__all__ = ["load_official", "save_model", "load_model", "atomic_save_file", "read_config", "CheckpointError", "OFFICIAL_FILES",
            "FORMAT_NAME", "FORMAT_VERSION"]
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -102,21 +102,19 @@ def _saved_state(model: MeshTalk) -> Dict[str, torch.Tensor]:
             if not k.endswith(".mask")}
 
 
-def save_model(model: MeshTalk, path: PathLike) -> None:
-    """Write ``model`` to one safetensors file, config in the metadata. Atomic: a temporary file in
-    the same folder is renamed over ``path`` only when complete."""
+def atomic_save_file(tensors: Dict[str, torch.Tensor], path: PathLike, metadata: Dict[str, str]) -> None:
+    """``safetensors.torch.save_file``, atomically: a temporary file in the same folder is fsynced and
+    renamed over ``path`` only when complete, so a kill mid-write leaves the previous file intact."""
     from safetensors.torch import save_file
 
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
         raise FileNotFoundError(f"path {path!r}: folder {folder!r} does not exist")
-    meta = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION,
-            "config": json.dumps(model.config.__dict__, sort_keys=True)}
     fd, tmp = tempfile.mkstemp(prefix=".meshtalk-", suffix=".tmp", dir=folder)
     os.close(fd)
     try:
-        save_file(_saved_state(model), tmp, metadata=meta)
+        save_file(tensors, tmp, metadata=metadata)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -124,6 +122,13 @@ def save_model(model: MeshTalk, path: PathLike) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def save_model(model: MeshTalk, path: PathLike) -> None:
+    """Write ``model`` to one safetensors file, config in the metadata (atomically)."""
+    meta = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION,
+            "config": json.dumps(model.config.__dict__, sort_keys=True)}
+    atomic_save_file(_saved_state(model), path, meta)
 
 
 def read_config(path: PathLike) -> MeshTalkConfig:

@@ -1,0 +1,127 @@
+"""Training configuration: one TOML file, the released values as defaults.
+
+```toml
+[model]            # MeshTalk sizes (n_vertices comes from the data)
+heads = 16
+classes = 128
+clock = "released"
+lookahead = 8000   # samples of audio after the frame centre: 8000 = centred (released)
+
+[stage1]           # encoders + decoder
+batch_size = 8
+segment_frames = 32
+lr = 1e-4
+weight_decay = 1e-3   # decoder (VertexUnet) only, as released
+
+[stage2]           # the autoregressive prior on frozen argmax codes
+batch_size = 8
+segment_frames = 64
+lr = 1e-4
+```
+"""
+from __future__ import annotations
+
+import dataclasses
+import sys
+from typing import Any, Dict, Optional
+
+from .._checks import check_choice, check_positive_int
+
+__all__ = ["ModelSection", "StageSection", "TrainConfig", "load_config"]
+
+
+@dataclasses.dataclass
+class ModelSection:
+    heads: int = 16
+    classes: int = 128
+    expression_dim: int = 128
+    audio_dim: int = 128
+    fusion_hidden: int = 256
+    context_hidden: int = 64
+    fps: int = 30
+    clock: str = "released"
+    lookahead: int = 8000
+
+
+@dataclasses.dataclass
+class StageSection:
+    batch_size: int = 8
+    segment_frames: int = 32
+    lr: float = 1e-4              # released code; the authors report 1e-3
+    weight_decay: float = 1e-3    # stage 1: decoder only (released); stage 2: unused unless set
+    steps: int = 100000
+    schedule: str = "constant"    # "constant" (released) | "cosine" (to 10% of lr)
+    warmup_steps: int = 0
+    accumulate: int = 1           # micro-batches per optimizer step (per process)
+    distance: str = "squared"     # stage 1 vertex distance: "squared" (released) | "l2" (paper)
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    model: ModelSection = dataclasses.field(default_factory=ModelSection)
+    stage1: StageSection = dataclasses.field(default_factory=StageSection)
+    stage2: StageSection = dataclasses.field(
+        default_factory=lambda: StageSection(segment_frames=64, weight_decay=0.0))
+    seed: int = 0
+    log_every: int = 10
+    val_every: int = 500
+    checkpoint_every: int = 500
+    amp: bool = True              # bf16 autocast on CUDA for the encoders/decoder (never on CPU)
+
+    def validate(self) -> "TrainConfig":
+        check_choice("model.clock", self.model.clock, ("released", "exact"))
+        for name in ("stage1", "stage2"):
+            st: StageSection = getattr(self, name)
+            for field in ("batch_size", "segment_frames", "steps", "accumulate"):
+                check_positive_int(f"{name}.{field}", getattr(st, field))
+            check_choice(f"{name}.schedule", st.schedule, ("constant", "cosine"))
+            check_choice(f"{name}.distance", st.distance, ("squared", "l2"))
+            if not st.lr > 0:
+                raise ValueError(f"{name}.lr must be > 0, got {st.lr}")
+            if st.weight_decay < 0:
+                raise ValueError(f"{name}.weight_decay must be >= 0, got {st.weight_decay}")
+        for field in ("log_every", "val_every", "checkpoint_every"):
+            check_positive_int(field, getattr(self, field))
+        return self
+
+    def to_dict(self) -> Dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, raw: Dict[str, Any], source: str = "config") -> "TrainConfig":
+        raw = dict(raw)
+        sections = {"model": ModelSection, "stage1": StageSection, "stage2": StageSection}
+        kwargs: Dict[str, Any] = {}
+        default = cls()
+        for key, value in raw.items():
+            if key in sections:
+                if not isinstance(value, dict):
+                    raise ValueError(f"{source}: [{key}] must be a table, got {type(value).__name__}")
+                known = {f.name for f in dataclasses.fields(sections[key])}
+                unknown = sorted(set(value) - known)
+                if unknown:
+                    raise ValueError(f"{source}: unknown keys in [{key}]: {unknown}; known: {sorted(known)}")
+                kwargs[key] = dataclasses.replace(getattr(default, key), **value)
+            elif key in {f.name for f in dataclasses.fields(cls)}:
+                kwargs[key] = value
+            else:
+                raise ValueError(f"{source}: unknown key {key!r}")
+        return cls(**kwargs).validate()
+
+
+def load_config(path: Optional[str]) -> TrainConfig:
+    """Read a TOML config (``None``: the released defaults)."""
+    if path is None:
+        return TrainConfig().validate()
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover - Python 3.9/3.10
+        import tomli as tomllib
+    try:
+        with open(path, "rb") as f:
+            raw = tomllib.load(f)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"config file {path!r} does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ValueError(f"config file {path!r} is not valid TOML: {exc}") from None
+    return TrainConfig.from_dict(raw, source=path)

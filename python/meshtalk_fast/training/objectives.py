@@ -1,0 +1,74 @@
+"""The two training objectives as modules, so DistributedDataParallel can wrap them.
+
+Stage 1 trains the encoders and the decoder with the released step-1 terms; stage 2 trains the
+autoregressive prior on the frozen encoder's argmax codes (cross-entropy).
+"""
+from __future__ import annotations
+
+from typing import Dict
+
+import torch
+from torch import nn
+
+from ..losses import step1_losses
+from ..models import MultimodalEncoder, VertexUnet
+from ..quantize import quantize
+
+__all__ = ["Stage1Objective", "Stage2Objective", "frozen_codes"]
+
+
+class Stage1Objective(nn.Module):
+    """``forward(batch, generator) -> loss terms`` (released step 1). Masks are ``[V]`` buffers."""
+
+    def __init__(self, encoder: MultimodalEncoder, vertex_unet: VertexUnet, landmarks: torch.Tensor,
+                 mouth: torch.Tensor, eye: torch.Tensor, distance: str = "squared"):
+        super().__init__()
+        self.encoder, self.vertex_unet, self.distance = encoder, vertex_unet, distance
+        self.register_buffer("landmarks", landmarks.float())
+        self.register_buffer("mouth", mouth.float())
+        self.register_buffer("eye", eye.float())
+
+    def _reconstruct(self, template, expression_code, audio_code, generator):
+        one_hot = quantize(self.encoder.fusion_model(expression_code, audio_code), generator=generator)
+        return self.vertex_unet(template[:, None], one_hot)
+
+    def forward(self, template: torch.Tensor, geom: torch.Tensor, windows: torch.Tensor,
+                generator: torch.Generator) -> Dict[str, torch.Tensor]:
+        """``template [B, V, 3]``, ``geom [B, T, V, 3]``, ``windows [B, T, 16000]``."""
+        B = geom.shape[0]
+        if B < 2:
+            raise ValueError(f"stage 1 needs at least 2 sequences per micro-batch for the modality-crossing "
+                             f"terms, got {B}")
+        expression_code = self.encoder.expression_encoder(geom)
+        audio_code = self.encoder.audio_encoder(windows)
+        shift = int(torch.randint(1, B, (1,), generator=generator))  # another sequence of the batch
+        recon = self._reconstruct(template, expression_code, audio_code, generator)
+        keep_audio = self._reconstruct(template, expression_code.roll(shift, 0), audio_code, generator)
+        keep_expression = self._reconstruct(template, expression_code, audio_code.roll(shift, 0), generator)
+        return step1_losses(recon.float(), keep_audio.float(), keep_expression.float(), geom, self.landmarks,
+                            self.mouth, self.eye, distance=self.distance)
+
+
+@torch.no_grad()
+def frozen_codes(encoder: MultimodalEncoder, geom: torch.Tensor, windows: torch.Tensor):
+    """Stage-2 targets: argmax codes of the frozen encoder and its audio codes."""
+    was_training = encoder.training
+    encoder.eval()
+    expression_code = encoder.expression_encoder(geom)
+    audio_code = encoder.audio_encoder(windows)
+    one_hot = quantize(encoder.fusion_model(expression_code, audio_code), argmax=True)
+    encoder.train(was_training)
+    return one_hot.detach(), audio_code.detach()
+
+
+class Stage2Objective(nn.Module):
+    """``forward(one_hot, audio_code) -> {"cross_entropy", "total"}`` for the ContextModel."""
+
+    def __init__(self, context_model: nn.Module):
+        super().__init__()
+        self.context_model = context_model
+
+    def forward(self, one_hot: torch.Tensor, audio_code: torch.Tensor) -> Dict[str, torch.Tensor]:
+        logprobs = self.context_model(one_hot, audio_code)
+        nll = -(logprobs * one_hot).sum(-1).mean()
+        return {"cross_entropy": nll, "total": nll}

@@ -1,0 +1,76 @@
+"""Training checkpoints: model + optimizer + step + RNG state in one safetensors file.
+
+Written atomically (``atomic_save_file``): a kill during the write leaves the last good checkpoint.
+Tensors live under ``model.*``, ``optim.<param index>.<name>`` and ``rng.torch``; the rest (configs,
+stage, step, the optimizer's hyper-parameters) is JSON in the metadata.
+"""
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Dict
+
+import torch
+
+from ..checkpoint import CheckpointError, _check_against, _saved_state, atomic_save_file
+from ..meshtalk import MeshTalk, MeshTalkConfig
+
+__all__ = ["save_train_state", "load_train_state", "TRAIN_FORMAT"]
+
+TRAIN_FORMAT = "meshtalk_fast.train"
+
+
+def save_train_state(path: str, model: MeshTalk, optimizer: torch.optim.Optimizer, stage: int, step: int,
+                     train_config: Dict[str, Any]) -> None:
+    tensors = {f"model.{k}": v for k, v in _saved_state(model).items()}
+    opt = optimizer.state_dict()
+    scalars: Dict[str, Dict[str, Any]] = {}
+    for idx, entry in opt["state"].items():
+        for name, value in entry.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"optim.{idx}.{name}"] = value.detach().cpu().contiguous()
+            else:
+                scalars.setdefault(str(idx), {})[name] = value
+    tensors["rng.torch"] = torch.get_rng_state()
+    meta = {
+        "format": TRAIN_FORMAT, "stage": str(stage), "step": str(step),
+        "model_config": json.dumps(model.config.__dict__, sort_keys=True),
+        "train_config": json.dumps(train_config, sort_keys=True),
+        "param_groups": json.dumps(opt["param_groups"]), "optim_scalars": json.dumps(scalars),
+    }
+    atomic_save_file(tensors, path, meta)
+
+
+def load_train_state(path: str) -> Dict[str, Any]:
+    """-> dict(model=MeshTalk, optimizer_state=..., stage, step, train_config, rng_state)."""
+    from safetensors import safe_open
+
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"checkpoint {path!r} does not exist")
+    try:
+        with safe_open(path, framework="pt") as f:
+            meta = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as exc:
+        raise CheckpointError(f"{path}: not a readable safetensors file ({exc})") from None
+    if meta.get("format") != TRAIN_FORMAT:
+        raise CheckpointError(f"{path}: metadata 'format' must be {TRAIN_FORMAT!r}, got {meta.get('format')!r}")
+    config = MeshTalkConfig(**json.loads(meta["model_config"])).validate()
+    model = MeshTalk(**config.__dict__)
+    state = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+    _check_against(_saved_state(model), state, path, config)
+    model.load_state_dict(state, strict=False)  # head masks are rebuilt by the constructor
+    opt_state: Dict[int, Dict[str, Any]] = {}
+    for k, v in tensors.items():
+        if k.startswith("optim."):
+            _, idx, name = k.split(".", 2)
+            opt_state.setdefault(int(idx), {})[name] = v
+    for idx, entry in json.loads(meta["optim_scalars"]).items():
+        opt_state.setdefault(int(idx), {}).update(entry)
+    return {
+        "model": model, "stage": int(meta["stage"]), "step": int(meta["step"]),
+        "train_config": json.loads(meta["train_config"]),
+        "optimizer_state": {"state": opt_state, "param_groups": json.loads(meta["param_groups"])},
+        "rng_state": tensors["rng.torch"],
+    }

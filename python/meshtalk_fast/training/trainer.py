@@ -1,0 +1,228 @@
+"""The two-stage MeshTalk trainer (single process, or ``torchrun`` with DistributedDataParallel).
+
+Stage 1: encoders + decoder with the released step-1 terms (``step1_losses`` -> the fused kernel on
+CUDA). Stage 2: the prior on frozen argmax codes. See ``batches.py`` for how every random draw is
+derived from (seed, step, micro-batch), which makes resumes bit-exact on CPU and makes N processes
+compute what one process does with N micro-batches.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import time
+from typing import Dict, List, Optional, Sequence
+
+import torch
+import torch.distributed as dist
+
+from ..meshtalk import MeshTalk
+from .batches import Clip, CropSampler, step_seed
+from .config import TrainConfig
+from .objectives import Stage1Objective, Stage2Objective, frozen_codes
+from .state import load_train_state, save_train_state
+
+__all__ = ["Trainer", "TrainingMasks"]
+
+
+class TrainingMasks:
+    """Per-vertex weights ``[V]`` the trainer and the evaluation need."""
+
+    def __init__(self, mouth, eye, eye_keypoints, lips, upper_face):
+        self.mouth, self.eye, self.eye_keypoints = mouth.float(), eye.float(), eye_keypoints.float()
+        self.lips, self.upper_face = lips.float(), upper_face.float()
+
+
+def _world():
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+class Trainer:
+    """``Trainer(model, train_clips, masks, config, out_dir, val_clips=None, device="cpu")``;
+    ``fit(stage, max_seconds=None)`` trains one stage; ``resume(path)`` continues a checkpoint."""
+
+    def __init__(self, model: MeshTalk, train_clips: Sequence[Clip], masks: TrainingMasks, config: TrainConfig,
+                 out_dir: str, val_clips: Sequence[Clip] = (), device: str = "cpu", progress: bool = True):
+        self.model, self.masks, self.config = model.to(device), masks, config.validate()
+        self.train_clips, self.val_clips = list(train_clips), list(val_clips)
+        self.out_dir, self.device, self.progress = out_dir, torch.device(device), progress
+        self.rank, self.world = _world()
+        self.step = 0
+        self.stage = 1
+        self.optimizer: Optional[torch.optim.Optimizer] = None
+        self._resume_state: Optional[dict] = None
+        os.makedirs(out_dir, exist_ok=True)
+        self.log_path = os.path.join(out_dir, "metrics.jsonl")
+        self._tb = None
+        if self.rank == 0:
+            try:
+                from torch.utils.tensorboard import SummaryWriter  # needs the tensorboard package
+
+                self._tb = SummaryWriter(os.path.join(out_dir, "tensorboard"))
+            except ImportError:
+                self._tb = None
+
+    # ------------------------------------------------------------------ setup
+    def _stage_cfg(self, stage: int):
+        return self.config.stage1 if stage == 1 else self.config.stage2
+
+    def _build(self, stage: int):
+        cfg, m, dev = self._stage_cfg(stage), self.model, self.device
+        if stage == 1:
+            objective = Stage1Objective(m.encoder, m.vertex_unet, self.masks.eye_keypoints, self.masks.mouth,
+                                        self.masks.eye, cfg.distance).to(dev)
+            groups = [{"params": list(m.encoder.parameters()), "weight_decay": 0.0},
+                      {"params": list(m.vertex_unet.parameters()), "weight_decay": cfg.weight_decay}]
+        else:
+            objective = Stage2Objective(m.context_model).to(dev)
+            groups = [{"params": list(m.context_model.parameters()), "weight_decay": cfg.weight_decay}]
+        optimizer = torch.optim.Adam(groups, lr=cfg.lr)
+        if self.world > 1:
+            objective = torch.nn.parallel.DistributedDataParallel(objective)
+        return objective, optimizer
+
+    def _lr(self, stage: int, step: int) -> float:
+        cfg = self._stage_cfg(stage)
+        scale = 1.0
+        if cfg.warmup_steps and step < cfg.warmup_steps:
+            scale = (step + 1) / cfg.warmup_steps
+        elif cfg.schedule == "cosine":
+            frac = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps))
+            scale = 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac))
+        return cfg.lr * scale
+
+    # ------------------------------------------------------------------ state
+    def save_checkpoint(self) -> str:
+        path = os.path.join(self.out_dir, "checkpoint.safetensors")
+        if self.rank == 0:
+            save_train_state(path, self.model, self.optimizer, self.stage, self.step, self.config.to_dict())
+        return path
+
+    def resume(self, path: str) -> None:
+        """Continue from a checkpoint written by this trainer (model, optimizer, stage, step, RNG)."""
+        state = load_train_state(path)
+        if state["model"].config != self.model.config:
+            raise ValueError(f"checkpoint {path!r} holds a model with config {state['model'].config}, "
+                             f"but the trainer's model has {self.model.config}")
+        self.model.load_state_dict(state["model"].state_dict())
+        self.stage, self.step = state["stage"], state["step"]
+        torch.set_rng_state(state["rng_state"])
+        self._resume_state = state["optimizer_state"]
+
+    # ------------------------------------------------------------------ one step
+    def _micro_batches(self, sampler: CropSampler, stage: int, step: int):
+        cfg = self._stage_cfg(stage)
+        M = cfg.accumulate * self.world
+        if cfg.batch_size % M:
+            raise ValueError(f"stage{stage}.batch_size={cfg.batch_size} must be divisible by accumulate x processes "
+                             f"= {cfg.accumulate} x {self.world}")
+        items = sampler.batch(step, cfg.batch_size)
+        size = cfg.batch_size // M
+        for m in range(self.rank, M, self.world):
+            yield m, M, sampler.collate(items[m * size:(m + 1) * size])
+
+    def _train_step(self, objective, optimizer, sampler: CropSampler, stage: int) -> Dict[str, float]:
+        for group in optimizer.param_groups:
+            group["lr"] = self._lr(stage, self.step)
+        use_amp = self.config.amp and self.device.type == "cuda"
+        sums: Dict[str, torch.Tensor] = {}
+        micros = list(self._micro_batches(sampler, stage, self.step))
+        for i, (m, M, batch) in enumerate(micros):
+            batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+            torch.manual_seed(step_seed(self.config.seed, "dropout", self.step, m))
+            gen = torch.Generator(device=self.device).manual_seed(step_seed(self.config.seed, "gumbel", self.step, m))
+            last = i == len(micros) - 1
+            sync = contextlib.nullcontext() if (last or self.world == 1) else objective.no_sync()
+            with sync, torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=use_amp):
+                if stage == 1:
+                    terms = objective(batch["template"], batch["geom"], batch["windows"], gen)
+                else:
+                    one_hot, audio_code = frozen_codes(self.model.encoder, batch["geom"], batch["windows"])
+                    terms = objective(one_hot, audio_code)
+                (terms["total"] * (self.world / M)).backward()
+            for k, v in terms.items():
+                sums[k] = sums.get(k, 0.0) + v.detach().float() / M
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        keys = sorted(sums)
+        vec = torch.stack([sums[k] for k in keys])
+        if self.world > 1:
+            dist.all_reduce(vec)
+        return {k: float(v) for k, v in zip(keys, vec)}
+
+    # ------------------------------------------------------------------ logging
+    def _log(self, record: Dict) -> None:
+        if self.rank != 0:
+            return
+        with open(self.log_path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+        if self._tb is not None:
+            for k, v in record.items():
+                if isinstance(v, (int, float)) and k not in ("step", "stage"):
+                    self._tb.add_scalar(f"stage{record['stage']}/{record.get('split', 'train')}/{k}", v, record["step"])
+
+    def validate(self, stage: int) -> Optional[Dict[str, float]]:
+        from ..evaluate import evaluate
+
+        if self.rank != 0 or not self.val_clips:
+            return None
+        mode = "reconstruct" if stage == 1 else "audio"
+        result = evaluate(self.model, self.val_clips, self.masks.lips, self.masks.upper_face, mode=mode,
+                          seed=self.config.seed)
+        self._log({"stage": stage, "step": self.step, "split": "val", "mode": mode, **result})
+        return result
+
+    # ------------------------------------------------------------------ the loop
+    def fit(self, stage: int, max_seconds: Optional[float] = None) -> Dict[str, float]:
+        """Train ``stage`` until ``stage{N}.steps`` or ``max_seconds``; returns the last logged losses."""
+        from tqdm import tqdm
+
+        if stage not in (1, 2):
+            raise ValueError(f"stage must be 1 or 2, got {stage!r}")
+        cfg, mc = self._stage_cfg(stage), self.model.config
+        resuming = self._resume_state is not None and self.stage == stage
+        if not resuming:
+            self.step = 0
+        self.stage = stage
+        sampler = CropSampler(self.train_clips, cfg.segment_frames, mc.fps, mc.clock, mc.lookahead, self.config.seed)
+        objective, self.optimizer = self._build(stage)
+        if resuming:
+            self.optimizer.load_state_dict(self._resume_state)
+        self._resume_state = None
+        self.model.train()
+        if stage == 2:
+            self.model.encoder.eval()
+        start, last = time.perf_counter(), {}
+        bar = tqdm(total=cfg.steps, initial=self.step, desc=f"stage {stage}", unit="step",
+                   disable=not self.progress or self.rank != 0)
+        frames_per_step = cfg.batch_size * cfg.segment_frames
+        while self.step < cfg.steps:
+            if max_seconds is not None and time.perf_counter() - start >= max_seconds:
+                break
+            t0 = time.perf_counter()
+            losses = self._train_step(objective, self.optimizer, sampler, stage)
+            dt = time.perf_counter() - t0
+            self.step += 1
+            last = {"stage": stage, "step": self.step, "split": "train", **losses,
+                    "lr": self.optimizer.param_groups[0]["lr"], "frames_per_s": frames_per_step / dt}
+            if self.step % self.config.log_every == 0 or self.step == 1:
+                self._log(last)
+            bar.set_postfix(loss=f"{losses['total']:.4g}", fps=f"{frames_per_step / dt:.0f}")
+            bar.update()
+            if self.step % self.config.val_every == 0:
+                self.validate(stage)
+            if self.step % self.config.checkpoint_every == 0:
+                self.save_checkpoint()
+        bar.close()
+        if last and self.step % self.config.log_every:
+            self._log(last)
+        self.save_checkpoint()
+        if self.rank == 0:
+            self.model.save(os.path.join(self.out_dir, "model.safetensors"))
+            from ..plots import plot_training_curves
+
+            plot_training_curves(self.log_path, os.path.join(self.out_dir, "training_curves.png"))
+        return last
