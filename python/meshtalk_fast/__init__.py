@@ -11,6 +11,8 @@ from .mesh import load_mask, load_obj
 from .meshtalk import MeshTalk, MeshTalkConfig
 from .quantize import quantize
 from .smoothing import post_smooth, smooth_geom
+from .streaming_mel import StreamingLogMel
+from . import _triton  # registers the Triton fast paths (triton itself is imported on first use)
 
 __version__ = "0.1.0"
 
@@ -18,5 +20,5 @@ __all__ = [
     "BackendUnavailable", "available_backends", "audio_windows", "load_audio", "log_mel", "mel_filterbank",
     "num_frames", "torch_log_mel", "CheckpointError", "load_official", "lip_vertex_error",
     "masked_vertex_losses", "step1_losses", "torch_masked_vertex_losses", "load_mask", "load_obj", "MeshTalk",
-    "MeshTalkConfig", "quantize", "post_smooth", "smooth_geom", "__version__",
+    "MeshTalkConfig", "quantize", "post_smooth", "smooth_geom", "StreamingLogMel", "__version__",
 ]

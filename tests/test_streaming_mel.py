@@ -1,0 +1,99 @@
+"""StreamingLogMel: pushed chunks, concatenated, equal log_mel of the whole signal (same backend)."""
+import os
+
+import torch
+
+if not torch.cuda.is_available():
+    os.environ["TRITON_INTERPRET"] = "1"  # must precede the first import of triton (triton backend tests)
+DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+import pytest  # noqa: E402
+
+import meshtalk_fast as mf  # noqa: E402
+
+
+def stream(x, chunks, backend):
+    """Push ``x`` in chunks of the given sizes (cycled), then close; returns (frames [80, F], outputs)."""
+    s = mf.StreamingLogMel(backend=backend)
+    outs, i, k = [], 0, 0
+    while i < x.shape[0]:
+        n = chunks[k % len(chunks)]
+        outs.append(s.push(x[i:i + n]))
+        i, k = i + n, k + 1
+    outs.append(s.close())
+    for o in outs:
+        assert o.dim() == 2 and o.shape[0] == 80
+    return torch.cat(outs, dim=1), outs
+
+
+@pytest.mark.parametrize("chunks", [[1], [7], [160], [4000], [100000], [0, 3, 1500, 161, 0, 999]])
+def test_torch_backend_equals_whole(speech, chunks):
+    x = speech[:2 * 16000 + 33] if chunks != [1] else speech[:16000 + 33]
+    out, _ = stream(x, chunks, "torch")
+    ref = mf.log_mel(x, backend="torch")
+    assert out.shape == ref.shape
+    torch.testing.assert_close(out, ref, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("chunks", [[700], [4000]])
+def test_triton_backend_equals_whole(speech, chunks):
+    x = speech[20000:20000 + 8011].to(DEVICE)
+    out, _ = stream(x, chunks, "triton")
+    ref = mf.log_mel(x, backend="triton")
+    torch.testing.assert_close(out, ref, rtol=0, atol=1e-5)
+    err = (out.cpu().double() - mf.torch_log_mel(x.cpu().double())).abs().max()
+    assert float(err) <= 1e-3
+
+
+def test_each_frame_comes_out_as_soon_as_its_samples_are_in():
+    x = 0.01 * torch.randn(3000, generator=torch.Generator().manual_seed(0))
+    s = mf.StreamingLogMel(backend="torch")
+    emitted_at = []  # number of samples pushed when each frame came out
+    for n in range(1, x.shape[0] + 1):
+        emitted_at += [n] * s.push(x[n - 1:n]).shape[1]
+    # frame t needs samples up to 160 t + 399, and log_mel needs at least 1025 samples in all
+    assert emitted_at == [max(1025, 160 * t + 400) for t in range(len(emitted_at))]
+    assert len(emitted_at) == (3000 - 400) // 160 + 1
+    assert s.close().shape[1] == 3000 // 160 + 1 - len(emitted_at)
+
+
+def test_buffer_stays_bounded():
+    s = mf.StreamingLogMel(backend="torch")
+    g = torch.Generator().manual_seed(1)
+    peak = 0
+    for _ in range(300):  # 300 x 1000 samples = 18.75 s
+        s.push(0.01 * torch.randn(1000, generator=g))
+        peak = max(peak, s.buffered_samples)
+    assert peak <= 1185, f"buffer grew to {peak} samples"
+    assert s.samples_seen == 300_000 and s.frames_emitted == (300_000 - 400) // 160 + 1
+
+
+def test_float64_stream(speech):
+    x = speech[:5000].double()
+    out, _ = stream(x, [1234], "torch")
+    assert out.dtype == torch.float64
+    torch.testing.assert_close(out, mf.log_mel(x, backend="torch"), rtol=0, atol=1e-9)
+
+
+def test_errors():
+    with pytest.raises(ValueError, match="backend must be one of"):
+        mf.StreamingLogMel(backend="cuda")
+    s = mf.StreamingLogMel(backend="torch")
+    with pytest.raises(ValueError, match=r"samples must have 1 dimensions \[n\] \(mono, 16 kHz\), got shape \[2, 5\]"):
+        s.push(torch.zeros(2, 5))
+    with pytest.raises(ValueError, match="samples must be finite, got 1 NaN and 0 inf"):
+        s.push(torch.tensor([0.0, float("nan")]))
+    with pytest.raises(TypeError, match="samples must be a torch.Tensor"):
+        s.push([0.0, 1.0])
+    s.push(torch.zeros(1000))
+    with pytest.raises(ValueError, match="at least 1025 samples along the last dim, got 1000") as short:
+        s.close()
+    with pytest.raises(ValueError) as whole:
+        mf.log_mel(torch.zeros(1000), backend="torch")
+    assert str(short.value) == str(whole.value)
+    with pytest.raises(RuntimeError, match="push\\(\\) called after close\\(\\)"):
+        s.push(torch.zeros(10))
+    with pytest.raises(RuntimeError, match="close\\(\\) called twice"):
+        s.close()
+    with pytest.raises(ValueError, match="at least 1025 samples"):
+        mf.StreamingLogMel(backend="torch").close()
