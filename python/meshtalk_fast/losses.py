@@ -106,8 +106,8 @@ register("masked_vertex_losses", "torch", torch_masked_vertex_losses)
 
 def masked_vertex_losses(preds: Preds, target: torch.Tensor, masks: torch.Tensor, pred_index=None,
                          distance: str = "squared", backend: str = "auto") -> torch.Tensor:
-    """All K masked vertex losses in one call: see the module docstring. Differentiable in preds
-    (and in target with the reference backend)."""
+    """All K masked vertex losses in one call: see the module docstring. Differentiable in preds and
+    in target (both backends)."""
     return resolve("masked_vertex_losses", backend, target.device)(preds, target, masks, pred_index, distance)
 
 
@@ -123,7 +123,9 @@ def step1_losses(recon: torch.Tensor, keep_audio: torch.Tensor, keep_expression:
     crossing terms), ``modality_crossing = mouth + eye`` and ``total`` (all weights 1, as released).
     """
     V = target.shape[-2]
-    ones = torch.ones(V, dtype=target.dtype, device=target.device)
+    # masks stay float32 (or float64 for float64 targets) so 16-bit targets do not round the weights
+    dtype = torch.float64 if target.dtype == torch.float64 else torch.float32
+    ones = torch.ones(V, dtype=dtype, device=target.device)
     masks = torch.stack([ones, landmarks.to(ones), mouth_mask.to(ones), eye_mask.to(ones)])
     terms = masked_vertex_losses([recon, keep_audio, keep_expression], target, masks, pred_index=[0, 0, 1, 2],
                                  distance=distance, backend=backend)
@@ -142,6 +144,9 @@ def torch_lip_vertex_error(pred: torch.Tensor, target: torch.Tensor, lip_mask: t
         raise ValueError(f"pred and target must have the same shape [..., V, 3], got {shape_str(pred.shape)} "
                          f"and {shape_str(target.shape)}")
     V = target.shape[-2]
+    check_tensor("lip_mask", lip_mask, floating=False, what=f"[V={V}]")
+    check_finite("pred", pred)
+    check_finite("target", target)
     if lip_mask.shape != (V,):
         raise ValueError(f"lip_mask must have shape [V={V}], got {shape_str(lip_mask.shape)}")
     sel = lip_mask != 0
