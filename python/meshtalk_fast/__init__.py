@@ -11,6 +11,7 @@ from .mesh import load_mask, load_obj
 from .meshtalk import MeshTalk, MeshTalkConfig
 from .quantize import quantize
 from .smoothing import post_smooth, smooth_geom
+from . import data  # data sets: FaceSequence, SegmentDataset, SpeechFaceSet, readers
 from .streaming_mel import StreamingLogMel
 from . import _triton  # registers the Triton fast paths (triton itself is imported on first use)
 
