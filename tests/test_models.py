@@ -222,3 +222,25 @@ def test_quantize_straight_through():
     torch.testing.assert_close(grad, expected)
     hard = mf.quantize(logprobs.detach(), argmax=True)
     assert torch.equal(hard, torch.nn.functional.one_hot(logprobs.detach().argmax(-1), 6).double())
+
+
+def test_audio_encoder_stream_framing(speech):
+    """Streaming framing reads the conv stack at one position per frame of the utterance's mel: each
+    output equals the encoder on exactly the 101 mel frames of that position."""
+    from meshtalk_fast.audio import STREAM_PAD, stream_mel_frames, stream_positions
+
+    enc = randomize(AudioEncoder(latent_dim=12), 12)
+    audio = speech[:16000 + 2345].double()
+    for clock, lookahead in [("released", 8000), ("exact", 0), ("exact", 16000), ("exact", 4321)]:
+        T = mf.num_frames(audio.shape[0], 30, clock)
+        pos = stream_positions(T, 30, clock, lookahead)
+        mel = mf.torch_log_mel(torch.nn.functional.pad(audio, (STREAM_PAD, STREAM_PAD)))[None]
+        assert mel.shape[-1] == stream_mel_frames(audio.shape[0])
+        assert int(pos.min()) >= 0 and int(pos.max()) <= mel.shape[-1] - 101
+        out = enc.encode_stream(mel, pos)
+        for k in (0, T // 2, T - 1):
+            p = int(pos[k])
+            np.testing.assert_allclose(P(out[0, k]), P(enc.encode_mel(mel[..., p:p + 101])[0]), rtol=1e-10, atol=1e-10)
+        # the window centre it stands for is within 80 samples (half a hop) of the frame's window centre
+        centre = mf.audio.frame_centres(T, 30, clock) + lookahead - 8000
+        assert int(((pos + 50) * 160 - STREAM_PAD - centre).abs().max()) <= 80

@@ -19,7 +19,7 @@ from ._dispatch import register, resolve
 
 __all__ = [
     "SAMPLE_RATE", "N_FFT", "WIN_LENGTH", "HOP_LENGTH", "N_MELS", "WINDOW_SAMPLES",
-    "load_audio", "audio_windows", "num_frames", "frame_centres", "hann_window", "mel_filterbank",
+    "load_audio", "audio_windows", "num_frames", "frame_centres", "stream_positions", "stream_mel_frames", "STREAM_PAD", "hann_window", "mel_filterbank",
     "torch_log_mel", "log_mel",
 ]
 
@@ -177,6 +177,27 @@ def audio_windows(audio: torch.Tensor, fps: int = 30, clock: str = "released",
         return padded[first:].unfold(0, WINDOW_SAMPLES, spf)[:T]
     index = (starts + WINDOW_SAMPLES)[:, None] + torch.arange(WINDOW_SAMPLES, dtype=torch.int64)[None, :]
     return padded[index.to(audio.device)]
+
+
+STREAM_PAD = WINDOW_SAMPLES  # zeros on both sides of an utterance before its streaming log-mel
+
+
+def stream_positions(n_frames: int, fps: int = 30, clock: str = "released",
+                     lookahead: int = WINDOW_SAMPLES // 2) -> torch.Tensor:
+    """Streaming framing: for each video frame, the first of the 101 mel frames (of
+    ``log_mel(pad(audio, 16000, 16000))``, the utterance framed once on the 10 ms grid) that stand in
+    for its 1 s window: ``Tensor[T]`` int64. The window ``[c + lookahead - 16000, c + lookahead)`` of
+    frame centre c is centred on sample ``w = c + lookahead - 8000``; mel frame ``m`` of the padded
+    signal is centred on sample ``160 m - 16000``, so the window's middle mel frame is
+    ``round((w + 16000) / 160)`` and its first ``50`` before. Compared with per-window framing this
+    shifts each window by at most 80 samples (5 ms), and the signal edges see zeros, not reflections."""
+    w = frame_centres(n_frames, fps, clock) + lookahead - WINDOW_SAMPLES // 2
+    return torch.div(w + STREAM_PAD + HOP_LENGTH // 2, HOP_LENGTH, rounding_mode="floor") - 50
+
+
+def stream_mel_frames(n_samples: int) -> int:
+    """Mel frames of the padded utterance: ``1 + (n + 32000) // 160``."""
+    return 1 + (n_samples + 2 * STREAM_PAD) // HOP_LENGTH
 
 
 # --------------------------------------------------------------------------------------------

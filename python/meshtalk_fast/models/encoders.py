@@ -73,6 +73,20 @@ class AudioEncoder(nn.Module):
             x = (x[..., crop:x.shape[-1] - crop] + y) / 2
         return self.code(x.mean(dim=-1))
 
+    def encode_stream(self, mel: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """Streaming framing: the conv stack once over a whole mel sequence ``mel [B, 80, F]``, read at
+        ``positions [T]`` (index of the first of the 101 mel frames each video frame sees, in
+        ``[0, F - 101]``) -> ``[B, T, latent_dim]``. About 17x less work than one 1 s window per frame."""
+        x = F.leaky_relu(self.convert_dimensions(mel), LEAKY_SLOPE)
+        for conv in self.convs:
+            y = F.leaky_relu(conv(x), LEAKY_SLOPE)
+            if self.training:
+                y = F.dropout(y, 0.2)
+            crop = (x.shape[-1] - y.shape[-1]) // 2
+            x = (x[..., crop:x.shape[-1] - crop] + y) / 2
+        # x [B, C, F - 100]: output j has seen mel frames j .. j + 100, exactly one 1 s window
+        return self.code(x[..., positions].transpose(1, 2))
+
     def forward(self, audio: torch.Tensor) -> torch.Tensor:
         """``audio [B, T, 16000] -> code [B, T, latent_dim]``."""
         check_tensor("audio", audio, ndim=3, what="[B, T, 16000]")
