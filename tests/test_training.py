@@ -133,6 +133,27 @@ def test_two_processes_match_one(tmp_path):
         torch.testing.assert_close(result["state"][k], v, rtol=1e-4, atol=1e-6)
 
 
+def test_stream_framing_crops_match_the_whole_utterance(tmp_path):
+    from meshtalk_fast.training import CropSampler
+
+    clips = synthetic_clips(n=2, seconds=2.5)
+    model = mf.MeshTalk(V, heads=4, classes=8, framing="stream", clock="exact", lookahead=3000).eval()
+    sampler = CropSampler(clips, 9, 30, "exact", 3000, seed=0, framing="stream")
+    items = sampler.batch(0, 3)
+    batch = sampler.collate(items)
+    assert batch["positions"].shape == (3, 9) and batch["mel"].shape[:2] == (3, 80)
+    with torch.no_grad():
+        crops = model.encoder.audio_encoder.encode_stream(batch["mel"], batch["positions"])
+        for b, (i, s) in enumerate(items):
+            whole = model.encode_speech(sampler.clips[i].audio)[0, s:s + 9]
+            torch.testing.assert_close(crops[b], whole, rtol=1e-5, atol=1e-6)
+    cfg = small_config(steps=2)
+    cfg.model.framing = "stream"
+    trainer = Trainer(mf.MeshTalk(V, heads=4, classes=8, framing="stream"), clips, masks(), cfg, str(tmp_path),
+                      progress=False)
+    assert trainer.fit(1)["total"] > 0 and trainer.fit(2)["cross_entropy"] > 0
+
+
 def test_config_file(tmp_path):
     p = tmp_path / "train.toml"
     p.write_text('seed = 3\n[model]\nheads = 8\nlookahead = 4000\n[stage1]\nlr = 1e-3\nschedule = "cosine"\n')

@@ -5,14 +5,22 @@
 #include <pybind11/stl.h>
 #include <pybind11/stl/filesystem.h>
 
+#include <chrono>
+#include <cstdint>
 #include <cstring>
 #include <filesystem>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
 
+#include "meshtalk/decoder.hpp"
+#include "meshtalk/gemm.hpp"
 #include "meshtalk/safetensors.hpp"
+#include "meshtalk/sampler.hpp"
 #include "meshtalk/status.hpp"
+#include "meshtalk/threads.hpp"
+#include "meshtalk/weights.hpp"
 
 namespace py = pybind11;
 using meshtalk::DType;
@@ -80,6 +88,257 @@ void translate_error(const meshtalk::Error& e) {
   PyErr_SetString(PyExc_RuntimeError, e.what());
 }
 
+// ---------------------------------------------------------------------------------------------
+// Decoding: arrays are checked here (type, dtype, layout, shape) and handed to the core as raw
+// pointers, zero-copy; the core runs with the GIL released.
+// ---------------------------------------------------------------------------------------------
+
+[[noreturn]] void bad_argument(const std::string& what, const std::string& expected, const std::string& found) {
+  meshtalk::throw_mismatch(what, expected, found);
+}
+
+std::vector<int64_t> shape_of(const py::array& a) {
+  return std::vector<int64_t>(a.shape(), a.shape() + a.ndim());
+}
+
+std::string describe_dtype(const py::array& a) { return py::str(a.dtype()).cast<std::string>(); }
+
+// A float32, C-contiguous, aligned numpy array of `ndim` dimensions (`layout` names them in errors).
+py::array float_array(const py::handle& obj, const std::string& name, py::ssize_t ndim, const std::string& layout,
+                      bool writable = false) {
+  if (!py::isinstance<py::array>(obj))
+    throw py::type_error(name + ": expected a numpy float32 array " + layout + ", found " +
+                         py::str(py::type::of(obj).attr("__name__")).cast<std::string>());
+  py::array a = py::reinterpret_borrow<py::array>(obj);
+  if (!a.dtype().equal(py::dtype::of<float>()))  // native-endian float32 (">f4" is refused)
+    bad_argument(name + " dtype", "float32", describe_dtype(a));
+  if (a.ndim() != ndim)
+    bad_argument(name + " shape", std::to_string(ndim) + " dimensions " + layout,
+                 meshtalk::shape_to_string(shape_of(a)));
+  if (!(a.flags() & py::array::c_style))
+    bad_argument(name + " layout", "a C-contiguous array (call .contiguous() / np.ascontiguousarray)",
+                 "strides " + meshtalk::shape_to_string(std::vector<int64_t>(a.strides(), a.strides() + a.ndim())));
+  if (reinterpret_cast<std::uintptr_t>(a.data()) % alignof(float) != 0)
+    bad_argument(name + " alignment", "4-byte aligned data", "a misaligned buffer");
+  if (writable && !a.writeable()) bad_argument(name, "a writable array", "a read-only array");
+  return a;
+}
+
+void expect_shape(const py::array& a, const std::string& name, const std::vector<int64_t>& expected) {
+  const std::vector<int64_t> found = shape_of(a);
+  bool ok = found.size() == expected.size();
+  for (size_t i = 0; ok && i < found.size(); ++i) ok = expected[i] < 0 || expected[i] == found[i];
+  if (!ok) bad_argument(name + " shape", meshtalk::shape_to_string(expected), meshtalk::shape_to_string(found));
+}
+
+// A 1-d integer array (any integer dtype) of `size` entries.
+py::array integer_array(const py::handle& obj, const std::string& name, int64_t size) {
+  if (!py::isinstance<py::array>(obj))
+    throw py::type_error(name + ": expected a 1-d numpy integer array of " + std::to_string(size) + " entries, found " +
+                         py::str(py::type::of(obj).attr("__name__")).cast<std::string>());
+  py::array a = py::reinterpret_borrow<py::array>(obj);
+  const char kind = a.dtype().kind();
+  if (kind != 'i' && kind != 'u') bad_argument(name + " dtype", "an integer dtype", describe_dtype(a));
+  expect_shape(a, name, {size});
+  return a;
+}
+
+// Lengths as int64 (a uint64 above 2^63 is refused rather than wrapped to a negative value).
+std::vector<int64_t> int_vector(const py::handle& obj, const std::string& name, int64_t size) {
+  py::array a = integer_array(obj, name, size);
+  std::vector<int64_t> out(static_cast<size_t>(size));
+  if (a.dtype().kind() == 'u' && a.itemsize() == 8) {
+    auto u = py::array_t<uint64_t, py::array::c_style | py::array::forcecast>::ensure(a);
+    for (int64_t i = 0; i < size; ++i) {
+      if (u.at(i) > static_cast<uint64_t>(INT64_MAX))
+        bad_argument(name + "[" + std::to_string(i) + "]", "at most 2^63 - 1", std::to_string(u.at(i)));
+      out[i] = static_cast<int64_t>(u.at(i));
+    }
+    return out;
+  }
+  auto v = py::array_t<int64_t, py::array::c_style | py::array::forcecast>::ensure(a);
+  for (int64_t i = 0; i < size; ++i) out[i] = v.at(i);
+  return out;
+}
+
+// Seeds: any value in [0, 2^64).
+std::vector<uint64_t> seed_vector(const py::handle& obj, int64_t size) {
+  py::array a = integer_array(obj, "seeds", size);
+  std::vector<uint64_t> out(static_cast<size_t>(size));
+  if (a.dtype().kind() == 'u') {
+    auto u = py::array_t<uint64_t, py::array::c_style | py::array::forcecast>::ensure(a);
+    for (int64_t i = 0; i < size; ++i) out[i] = u.at(i);
+    return out;
+  }
+  auto v = py::array_t<int64_t, py::array::c_style | py::array::forcecast>::ensure(a);
+  for (int64_t i = 0; i < size; ++i) {
+    if (v.at(i) < 0) bad_argument("seeds", "non-negative integers", std::to_string(v.at(i)));
+    out[i] = static_cast<uint64_t>(v.at(i));
+  }
+  return out;
+}
+
+meshtalk::GemmBackend parse_backend(const std::string& name) {
+  if (name == "builtin") return meshtalk::GemmBackend::kBuiltin;
+  if (name == "blas") return meshtalk::GemmBackend::kBlas;
+  bad_argument("gemm", "'builtin' or 'blas'", "'" + name + "'");
+}
+
+py::dict config_dict(const meshtalk::ModelConfig& c) {
+  py::dict d;
+  d["heads"] = c.heads;
+  d["classes"] = c.classes;
+  d["n_vertices"] = c.n_vertices;
+  d["context_hidden"] = c.context_hidden;
+  d["audio_dim"] = c.audio_dim;
+  d["dilations"] = c.dilations;
+  return d;
+}
+
+meshtalk::ModelConfig config_from_dict(const py::dict& d) {
+  meshtalk::ModelConfig c;
+  auto get = [&](const char* key, int64_t* dst) {
+    if (!d.contains(key)) throw py::key_error(std::string("config: missing '") + key + "'");
+    *dst = py::cast<int64_t>(d[key]);
+  };
+  get("heads", &c.heads);
+  get("classes", &c.classes);
+  get("n_vertices", &c.n_vertices);
+  get("context_hidden", &c.context_hidden);
+  get("audio_dim", &c.audio_dim);
+  if (d.contains("dilations")) c.dilations = py::cast<std::vector<int64_t>>(d["dilations"]);
+  c.validate();
+  return c;
+}
+
+// The buffers of a {name: float32 array} dict; `keep` holds references while the GIL is released.
+meshtalk::BufferSource buffer_source(const py::dict& tensors, std::vector<py::object>* keep) {
+  meshtalk::BufferSource src;
+  for (const auto& item : tensors) {
+    const std::string key = py::cast<std::string>(item.first);
+    const std::string name = "weights '" + key + "'";
+    if (!py::isinstance<py::array>(item.second)) float_array(item.second, name, 0, "");  // raises TypeError
+    py::array a = float_array(item.second, name, py::reinterpret_borrow<py::array>(item.second).ndim(), "");
+    keep->push_back(a);
+    src.add(key, static_cast<const float*>(a.data()), shape_of(a));
+  }
+  return src;
+}
+
+struct PyContextWeights {
+  std::shared_ptr<const meshtalk::ContextWeights> w;
+};
+struct PyDecoderWeights {
+  std::shared_ptr<const meshtalk::DecoderWeights> w;
+};
+
+template <class Loader>
+auto load_from_file(const std::filesystem::path& path, Loader loader) {
+  const std::string p = path.string();
+  py::gil_scoped_release release;
+  const SafetensorsFile file = SafetensorsFile::open(p);
+  return loader(meshtalk::FileSource(file), meshtalk::read_model_config(file));
+}
+
+py::array_t<int32_t> sample_py(const PyContextWeights& weights, const py::handle& audio_code, bool argmax,
+                               const py::object& seeds, const py::object& lengths, int64_t threads,
+                               const py::object& one_hot) {
+  const meshtalk::ContextWeights& w = *weights.w;
+  const meshtalk::ModelConfig& c = w.config;
+  const std::string layout = "[B, T, A=" + std::to_string(c.audio_dim) + "]";
+  py::array audio = float_array(audio_code, "audio_code", 3, layout);
+  expect_shape(audio, "audio_code", {-1, -1, c.audio_dim});
+  const int64_t B = audio.shape(0), T = audio.shape(1);
+  if (B < 1 || T < 1) bad_argument("audio_code shape", layout + " with B >= 1 and T >= 1",
+                                   meshtalk::shape_to_string(shape_of(audio)));
+  std::vector<uint64_t> seed_values;
+  if (!seeds.is_none()) {
+    seed_values = seed_vector(seeds, B);
+  } else if (!argmax) {
+    bad_argument("seeds", "an array of " + std::to_string(B) + " seeds for Gumbel sampling (argmax=False)", "None");
+  }
+  std::vector<int64_t> length_values;
+  if (!lengths.is_none()) length_values = int_vector(lengths, "lengths", B);
+  float* one_hot_data = nullptr;
+  if (!one_hot.is_none()) {
+    py::array oh = float_array(one_hot, "one_hot", 4, "[B, T, H, C]", true);
+    expect_shape(oh, "one_hot", {B, T, c.heads, c.classes});
+    one_hot_data = static_cast<float*>(oh.mutable_data());
+  }
+  py::array_t<int32_t> labels({B, T, c.heads});
+  int32_t* label_data = labels.mutable_data();
+  const float* audio_data = static_cast<const float*>(audio.data());
+  meshtalk::SampleOptions options;
+  options.argmax = argmax;
+  options.threads = threads;
+  {
+    py::gil_scoped_release release;
+    meshtalk::sample(w, audio_data, B, T, length_values.empty() ? nullptr : length_values.data(),
+                     seed_values.empty() ? nullptr : seed_values.data(), options, label_data, one_hot_data);
+  }
+  return labels;
+}
+
+py::array decode_py(const PyDecoderWeights& weights, const py::handle& templ, const py::handle& one_hot,
+                    int64_t threads, const py::object& out) {
+  const meshtalk::DecoderWeights& w = *weights.w;
+  const meshtalk::ModelConfig& c = w.config;
+  const std::string codes_layout = "[B, T, H=" + std::to_string(c.heads) + ", C=" + std::to_string(c.classes) + "]";
+  py::array codes = float_array(one_hot, "one_hot", 4, codes_layout);
+  expect_shape(codes, "one_hot", {-1, -1, c.heads, c.classes});
+  const int64_t B = codes.shape(0), T = codes.shape(1);
+  if (B < 1 || T < 1) bad_argument("one_hot shape", codes_layout + " with B >= 1 and T >= 1",
+                                   meshtalk::shape_to_string(shape_of(codes)));
+  py::array tp = float_array(templ, "template", 3, "[1 or B, V, 3]");
+  expect_shape(tp, "template", {-1, c.n_vertices, 3});
+  if (tp.shape(0) != 1 && tp.shape(0) != B)
+    bad_argument("template shape", "[1 or B=" + std::to_string(B) + ", V=" + std::to_string(c.n_vertices) + ", 3]",
+                 meshtalk::shape_to_string(shape_of(tp)));
+  py::array result;
+  if (out.is_none()) {
+    result = py::array_t<float>({B, T, c.n_vertices, int64_t(3)});
+  } else {
+    result = float_array(out, "out", 4, "[B, T, V, 3]", true);
+    expect_shape(result, "out", {B, T, c.n_vertices, 3});
+  }
+  const float* tp_data = static_cast<const float*>(tp.data());
+  const float* codes_data = static_cast<const float*>(codes.data());
+  float* out_data = static_cast<float*>(result.mutable_data());
+  const int64_t Bt = tp.shape(0);
+  meshtalk::DecodeOptions options;
+  options.threads = threads;
+  {
+    py::gil_scoped_release release;
+    meshtalk::decode(w, tp_data, Bt, codes_data, B, T, out_data, options);
+  }
+  return result;
+}
+
+// Seconds per call of gemm(m, A[m, k], W[n, k]) on random data, for the GEMM measurements of
+// benchmarks/RESULTS.md (the time of the whole loop divided by reps, after one warm-up call).
+double bench_gemm(int64_t m, int64_t n, int64_t k, const std::string& backend, int64_t reps, int64_t threads) {
+  if (m < 1 || n < 1 || k < 1 || reps < 1) bad_argument("bench_gemm sizes", "m, n, k, reps >= 1", "smaller");
+  const meshtalk::GemmBackend be = parse_backend(backend);
+  py::gil_scoped_release release;
+  std::vector<float> a(static_cast<size_t>(m * k)), w(static_cast<size_t>(n * k)), c(static_cast<size_t>(m * n));
+  uint32_t state = 12345;
+  auto next = [&] { state = state * 1664525u + 1013904223u; return static_cast<float>(state >> 8) / 16777216.0f - 0.5f; };
+  for (float& v : a) v = next();
+  for (float& v : w) v = next();
+  const meshtalk::WeightMatrix wm(w.data(), n, k, k, be);
+  meshtalk::ThreadPool pool(meshtalk::resolve_thread_count(threads));
+  const int64_t panels = wm.panels(), splits = std::min<int64_t>(pool.size(), panels);
+  auto once = [&] {
+    pool.parallel_for(splits, [&](int64_t s) {
+      meshtalk::gemm(m, a.data(), k, wm, c.data(), n, false, s * panels / splits, (s + 1) * panels / splits);
+    });
+  };
+  once();
+  const auto start = std::chrono::steady_clock::now();
+  for (int64_t r = 0; r < reps; ++r) once();
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() / reps;
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_core, m) {
@@ -87,7 +346,9 @@ PYBIND11_MODULE(_core, m) {
       "meshtalk_fast._core: the C++ core of meshtalk_fast (no torch inside).\n\n"
       "SafetensorsFile / read_safetensors: a strict safetensors reader that validates the header, "
       "every shape and every byte range before reading data. Malformed contents raise ValueError, "
-      "an unreadable path OSError (FileNotFoundError when missing), a missing tensor KeyError.";
+      "an unreadable path OSError (FileNotFoundError when missing), a missing tensor KeyError.\n\n"
+      "ContextWeights / sample: the batched autoregressive sampler; DecoderWeights / decode: the batched "
+      "VertexUnet decoder. Bad arguments raise ValueError (KeyError for a missing weight).";
 
   py::register_exception_translator([](std::exception_ptr p) {
     try {
@@ -154,4 +415,81 @@ PYBIND11_MODULE(_core, m) {
         return out;
       },
       py::arg("path"), "Read every tensor of a safetensors file: {name: numpy array}, sorted by name.");
+
+  // ------------------------------------------------------------------------------------------- decoding
+  m.def("default_threads", &meshtalk::default_thread_count,
+        "The number of cores this process may run on (the default `threads`).");
+  m.def("gemm_info", [] {
+    py::dict d;
+    d["blas_available"] = meshtalk::blas_available();
+    d["blas"] = std::string(meshtalk::blas_description());
+    d["builtin_isa"] = std::string(meshtalk::builtin_kernel_isa());
+    return d;
+  }, "Which GEMM backends this core has: {'blas_available', 'blas', 'builtin_isa'}.");
+  m.def("gumbel_uniform", &meshtalk::counter_uniform, py::arg("seed"), py::arg("t"), py::arg("h"), py::arg("c"),
+        "The uniform U(seed, t, h, c) in [0, 1) behind the sampler's Gumbel noise.");
+  m.def("bench_gemm", &bench_gemm, py::arg("m"), py::arg("n"), py::arg("k"), py::arg("backend"),
+        py::arg("reps") = 10, py::arg("threads") = 1,
+        "Seconds per product C[m, n] = A[m, k] W[n, k]^T on random data with backend 'builtin' or 'blas'.");
+
+  py::class_<PyContextWeights>(m, "ContextWeights",
+                               "The ContextModel laid out for the sampler (a copy of the weights).")
+      .def(py::init([](const py::dict& config, const py::dict& tensors, const std::string& gemm) {
+             const meshtalk::ModelConfig c = config_from_dict(config);
+             const meshtalk::GemmBackend be = parse_backend(gemm);
+             std::vector<py::object> keep;
+             const meshtalk::BufferSource src = buffer_source(tensors, &keep);
+             py::gil_scoped_release release;
+             return PyContextWeights{meshtalk::ContextWeights::load(src, c, "context_model.", be)};
+           }),
+           py::arg("config"), py::arg("tensors"), py::arg("gemm") = "builtin",
+           "From float32 arrays keyed like MeshTalk.state_dict() ('context_model.logits.masked_linear.weight', ...) "
+           "and a config {heads, classes, n_vertices, context_hidden, audio_dim[, dilations]}. gemm: 'builtin' "
+           "(our kernel: faster, and results independent of batch composition) or 'blas' (OpenBLAS, to compare).")
+      .def_static("from_file", [](const std::filesystem::path& path, const std::string& gemm) {
+             const meshtalk::GemmBackend be = parse_backend(gemm);
+             return load_from_file(path, [&](const meshtalk::TensorSource& src, const meshtalk::ModelConfig& c) {
+               return PyContextWeights{meshtalk::ContextWeights::load(src, c, "context_model.", be)};
+             });
+           }, py::arg("path"), py::arg("gemm") = "builtin", "From a file written by MeshTalk.save.")
+      .def_property_readonly("config", [](const PyContextWeights& w) { return config_dict(w.w->config); })
+      .def_property_readonly("nbytes", [](const PyContextWeights& w) { return w.w->nbytes(); })
+      .def_property_readonly("gemm", [](const PyContextWeights& w) {
+        return std::string(meshtalk::gemm_backend_name(w.w->backend));
+      });
+
+  py::class_<PyDecoderWeights>(m, "DecoderWeights", "The VertexUnet laid out for the decoder (a copy of the weights).")
+      .def(py::init([](const py::dict& config, const py::dict& tensors, const std::string& gemm) {
+             const meshtalk::ModelConfig c = config_from_dict(config);
+             const meshtalk::GemmBackend be = parse_backend(gemm);
+             std::vector<py::object> keep;
+             const meshtalk::BufferSource src = buffer_source(tensors, &keep);
+             py::gil_scoped_release release;
+             return PyDecoderWeights{meshtalk::DecoderWeights::load(src, c, be)};
+           }),
+           py::arg("config"), py::arg("tensors"), py::arg("gemm") = "builtin",
+           "From float32 arrays keyed like MeshTalk.state_dict() ('vertex_unet.fusion.weight', ...) and a config. "
+           "gemm: 'builtin' (our kernel, the faster one measured) or 'blas' (OpenBLAS, when linked in).")
+      .def_static("from_file", [](const std::filesystem::path& path, const std::string& gemm) {
+             const meshtalk::GemmBackend be = parse_backend(gemm);
+             return load_from_file(path, [&](const meshtalk::TensorSource& src, const meshtalk::ModelConfig& c) {
+               return PyDecoderWeights{meshtalk::DecoderWeights::load(src, c, be)};
+             });
+           }, py::arg("path"), py::arg("gemm") = "builtin", "From a file written by MeshTalk.save.")
+      .def_property_readonly("config", [](const PyDecoderWeights& w) { return config_dict(w.w->config); })
+      .def_property_readonly("nbytes", [](const PyDecoderWeights& w) { return w.w->nbytes(); })
+      .def_property_readonly("gemm", [](const PyDecoderWeights& w) {
+        return std::string(meshtalk::gemm_backend_name(w.w->backend));
+      });
+
+  m.def("sample", &sample_py, py::arg("weights"), py::arg("audio_code"), py::arg("argmax") = false,
+        py::arg("seeds") = py::none(), py::arg("lengths") = py::none(), py::arg("threads") = 0,
+        py::arg("one_hot") = py::none(),
+        "Sample codes: audio_code float32 [B, T, A] -> labels int32 [B, T, H] (-1 past a sequence's length).\n\n"
+        "seeds: [B] non-negative ints (required unless argmax); lengths: [B] ints in [0, T]; threads: 0 = all "
+        "cores; one_hot: optional zero-filled float32 [B, T, H, C] array that receives 1.0 at each label.");
+  m.def("decode", &decode_py, py::arg("weights"), py::arg("template"), py::arg("one_hot"), py::arg("threads") = 0,
+        py::arg("out") = py::none(),
+        "Decode meshes: template float32 [1 or B, V, 3], one_hot float32 [B, T, H, C] -> [B, T, V, 3] (written "
+        "into `out` when given).");
 }

@@ -14,6 +14,12 @@ from .smoothing import post_smooth, smooth_geom
 from . import data  # data sets: FaceSequence, SegmentDataset, SpeechFaceSet, readers
 from .streaming_mel import StreamingLogMel
 from . import _triton  # registers the Triton fast paths (triton itself is imported on first use)
+from . import _cpp  # registers the C++ core's sample/decode (reports why when _core cannot be imported)
+
+from .animate import animate  # the function (shadows the submodule name; `from .animate import x` still works)
+from .streaming import StreamingAnimator
+from .export import save_glb, save_npz, save_obj_sequence, write_animation
+from .render import probe_mp4, render_frames, save_preview_mp4
 
 __version__ = "0.1.0"
 
@@ -23,3 +29,5 @@ __all__ = [
     "masked_vertex_losses", "step1_losses", "torch_masked_vertex_losses", "load_mask", "load_obj", "MeshTalk",
     "MeshTalkConfig", "quantize", "post_smooth", "smooth_geom", "StreamingLogMel", "__version__",
 ]
+__all__ += ["animate", "StreamingAnimator", "save_glb", "save_npz", "save_obj_sequence", "write_animation",
+            "probe_mp4", "render_frames", "save_preview_mp4"]

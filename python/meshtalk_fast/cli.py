@@ -4,6 +4,9 @@ Subcommands:
   info               versions and which backends can run here
   convert-official   released encoder.pkl / vertex_unet.pkl / context_model.pkl -> one .safetensors
   demo               speech -> meshes with the reference path on the real example sentence
+  animate            speech -> meshes.npz, OBJ sequence, animation.glb, preview.mp4 (cli_animate.py)
+  stream             live speech (file or stdin) -> frames as they are ready, with the latency (cli_animate.py)
+  make-dataset, train, evaluate, quickstart: data, training and evaluation (cli_train.py)
 Errors are one line on stderr with exit code 2.
 """
 from __future__ import annotations
@@ -112,6 +115,11 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True)
     p.set_defaults(fn=_demo)
+    from .cli_animate import add_parsers as _add_animate_parsers
+    from .cli_train import add_parsers as _add_train_parsers
+
+    _add_animate_parsers(sub)
+    _add_train_parsers(sub)
     args = parser.parse_args(argv)
     try:
         return args.fn(args)

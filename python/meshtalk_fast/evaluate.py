@@ -19,8 +19,7 @@ __all__ = ["animate_clip", "reconstruct_clip", "evaluate", "disentanglement"]
 
 @torch.no_grad()
 def _codes(model: MeshTalk, clip: Clip):
-    windows = model.config.windows(clip.audio)[None, :clip.frames]
-    audio_code = model.encode_audio(windows)
+    audio_code = model.encode_speech(clip.audio)[:, :clip.frames]
     expression_code = model.encode_expression(clip.geom[None])
     return expression_code, audio_code
 
@@ -28,8 +27,7 @@ def _codes(model: MeshTalk, clip: Clip):
 @torch.no_grad()
 def animate_clip(model: MeshTalk, clip: Clip, seed: int = 0, argmax: bool = False) -> torch.Tensor:
     """Speech -> meshes ``[T, V, 3]`` with codes sampled from the prior (Gumbel, seeded)."""
-    windows = model.config.windows(clip.audio)[None, :clip.frames]
-    one_hot = model.sample(model.encode_audio(windows), argmax=argmax,
+    one_hot = model.sample(model.encode_speech(clip.audio)[:, :clip.frames], argmax=argmax,
                            generator=torch.Generator().manual_seed(seed))
     return model.decode(clip.template, one_hot)[0]
 

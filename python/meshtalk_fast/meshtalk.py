@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from ._checks import check_choice, check_positive_int, check_tensor, shape_str
+from .audio import num_frames
 from ._dispatch import register, resolve
 from .models import ContextModel, MultimodalEncoder, VertexUnet
 from .quantize import quantize as _quantize
@@ -33,12 +34,15 @@ class MeshTalkConfig:
     fps: int = 30               # video frame rate the model was trained for
     clock: str = "released"     # audio frame clock the model was trained with ("released" | "exact")
     lookahead: int = 8000       # audio samples after the frame centre in its window (8000: centred, released)
+    framing: str = "window"     # "window": log-mel per 1 s window (released); "stream": one log-mel of the
+                                # whole utterance read at one position per frame (~17x less encoder work)
 
     def validate(self) -> "MeshTalkConfig":
         for f in dataclasses.fields(self):
-            if f.name not in ("clock", "lookahead"):
+            if f.name not in ("clock", "lookahead", "framing"):
                 setattr(self, f.name, check_positive_int(f.name, getattr(self, f.name)))
         check_choice("clock", self.clock, ("released", "exact"))
+        check_choice("framing", self.framing, ("window", "stream"))
         if isinstance(self.lookahead, bool) or not isinstance(self.lookahead, int) or not 0 <= self.lookahead <= 16000:
             raise ValueError(f"lookahead must be an integer in [0, 16000] samples, got {self.lookahead!r}")
         return self
@@ -96,6 +100,28 @@ class MeshTalk(nn.Module):
         self._check_bt("windows", windows, (16000,), "[B, T, 16000]")
         return resolve("encode_audio", backend, windows.device)(self, windows)
 
+    def encode_speech(self, audio: torch.Tensor, backend: str = "auto") -> torch.Tensor:
+        """Speech -> ``audio_code [B, T, A]`` with this model's fps, clock, look-ahead and framing.
+
+        ``audio [L]`` or ``[B, L]`` (16 kHz, normalised as ``load_audio`` does); T frames per
+        ``num_frames(L, fps, clock)``. Framing "window" is the released per-frame 1 s windows;
+        "stream" computes one log-mel of the whole (zero-padded) utterance and reads the encoder at one
+        position per frame.
+        """
+        from .audio import STREAM_PAD, log_mel, stream_positions
+
+        check_tensor("audio", audio, ndim=(1, 2), what="[L] or [B, L] (16 kHz)")
+        audio = audio[None] if audio.dim() == 1 else audio
+        c = self.config
+        if c.framing == "window":
+            return self.encode_audio(torch.stack([c.windows(a) for a in audio]), backend=backend)
+        T = num_frames(audio.shape[-1], c.fps, c.clock)
+        if T == 0:
+            raise ValueError(f"audio is too short for one video frame at fps={c.fps}: got {audio.shape[-1]} samples")
+        mel = log_mel(torch.nn.functional.pad(audio, (STREAM_PAD, STREAM_PAD)), backend=backend)
+        positions = stream_positions(T, c.fps, c.clock, c.lookahead).to(audio.device)
+        return self.encoder.audio_encoder.encode_stream(mel, positions)
+
     def encode_expression(self, geom: torch.Tensor) -> torch.Tensor:
         """``geom [B, T, V, 3]`` -> ``expression_code [B, T, E]``."""
         self._check_bt("geom", geom, (self.config.n_vertices, 3), f"[B, T, V={self.config.n_vertices}, 3]")
@@ -128,11 +154,17 @@ class MeshTalk(nn.Module):
             raise ValueError(f"template batch must be 1 or B={B}, got {shape_str(template.shape)}")
         return template.reshape(-1, 1, V, 3).expand(B, 1, V, 3)
 
-    def decode(self, template: torch.Tensor, one_hot: torch.Tensor, backend: str = "auto") -> torch.Tensor:
-        """``template [V, 3] or [B, V, 3]``, ``one_hot [B, T, H, C]`` -> meshes ``[B, T, V, 3]``."""
+    def decode(self, template: torch.Tensor, one_hot: torch.Tensor, backend: str = "auto",
+               threads: Optional[int] = None) -> torch.Tensor:
+        """``template [V, 3] or [B, V, 3]``, ``one_hot [B, T, H, C]`` -> meshes ``[B, T, V, 3]``.
+
+        ``threads`` (backend "cpp" only): cores to use, default all. The cpp backend computes no
+        gradients, so ``auto`` picks it only outside grad mode (under ``torch.no_grad()``).
+        """
         self._check_codes("one_hot", one_hot)
         template = self._template_batch(template, one_hot.shape[0])
-        return resolve("decode", backend, one_hot.device)(self, template, one_hot)
+        extra = {} if threads is None else {"threads": threads}
+        return resolve("decode", backend, one_hot.device)(self, template, one_hot, **extra)
 
     # ---------------------------------------------------------------- prior
     def context_logprobs(self, one_hot: torch.Tensor, audio_code: torch.Tensor) -> torch.Tensor:
@@ -145,11 +177,20 @@ class MeshTalk(nn.Module):
         return self.context_model(one_hot, audio_code)
 
     def sample(self, audio_code: torch.Tensor, argmax: bool = False, generator: Optional[torch.Generator] = None,
-               backend: str = "auto", **kwargs) -> torch.Tensor:
-        """Sample codes from the prior: ``audio_code [B, T, A]`` -> ``one_hot [B, T, H, C]``."""
+               backend: str = "auto", seeds=None, lengths=None, threads: Optional[int] = None,
+               **kwargs) -> torch.Tensor:
+        """Sample codes from the prior: ``audio_code [B, T, A]`` -> ``one_hot [B, T, H, C]``.
+
+        Options of backend "cpp" (the C++ core; ``auto`` picks it for CPU tensors):
+        ``seeds``: the Gumbel noise source, an int (sequence b uses ``seeds + b``) or ``[B]`` ints; when
+        None, B seeds are drawn from ``generator`` (torch's global generator if None), so ``generator``
+        still makes a run repeatable but is not itself the noise source. ``lengths``: ``[B]`` steps per
+        sequence in [0, T], outputs past a length are zero. ``threads``: cores to use, default all.
+        """
         self._check_audio_code(audio_code)
+        extra = {k: v for k, v in (("seeds", seeds), ("lengths", lengths), ("threads", threads)) if v is not None}
         return resolve("sample", backend, audio_code.device)(self, audio_code, argmax=argmax,
-                                                             generator=generator, **kwargs)
+                                                             generator=generator, **extra, **kwargs)
 
     # ---------------------------------------------------------------- files
     def save(self, path: Union[str, "os.PathLike"]) -> None:

@@ -75,8 +75,8 @@ class AudioEncoder(nn.Module):
 
     def encode_stream(self, mel: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         """Streaming framing: the conv stack once over a whole mel sequence ``mel [B, 80, F]``, read at
-        ``positions [T]`` (index of the first of the 101 mel frames each video frame sees, in
-        ``[0, F - 101]``) -> ``[B, T, latent_dim]``. About 17x less work than one 1 s window per frame."""
+        ``positions [T]`` or ``[B, T]`` (index of the first of the 101 mel frames each video frame sees,
+        in ``[0, F - 101]``) -> ``[B, T, latent_dim]``. About 17x less work than one 1 s window per frame."""
         x = F.leaky_relu(self.convert_dimensions(mel), LEAKY_SLOPE)
         for conv in self.convs:
             y = F.leaky_relu(conv(x), LEAKY_SLOPE)
@@ -85,7 +85,10 @@ class AudioEncoder(nn.Module):
             crop = (x.shape[-1] - y.shape[-1]) // 2
             x = (x[..., crop:x.shape[-1] - crop] + y) / 2
         # x [B, C, F - 100]: output j has seen mel frames j .. j + 100, exactly one 1 s window
-        return self.code(x[..., positions].transpose(1, 2))
+        if positions.dim() == 1:
+            return self.code(x[..., positions].transpose(1, 2))
+        index = positions[:, None, :].expand(-1, x.shape[1], -1)
+        return self.code(torch.gather(x, 2, index).transpose(1, 2))
 
     def forward(self, audio: torch.Tensor) -> torch.Tensor:
         """``audio [B, T, 16000] -> code [B, T, latent_dim]``."""

@@ -13,7 +13,7 @@ from typing import Dict, List, Sequence
 
 import torch
 
-from ..audio import WINDOW_SAMPLES, frame_centres, num_frames
+from ..audio import STREAM_PAD, WINDOW_SAMPLES, frame_centres, num_frames, stream_positions, torch_log_mel
 
 __all__ = ["step_seed", "Clip", "CropSampler", "align"]
 
@@ -38,12 +38,16 @@ class CropSampler:
     """Fixed-length crops ``segment_frames`` long from ``clips`` (sequences at least that long).
 
     ``batch(step, size)`` -> list of (clip index, start frame), drawn from ``step_seed(seed, step)``
-    with clips weighted by their number of possible crops. ``collate`` builds the tensors.
+    with clips weighted by their number of possible crops. ``collate`` builds the tensors: audio
+    windows ``[B, T, 16000]`` (framing "window"), or for framing "stream" the crop's span of the
+    utterance's log-mel ``mel [B, 80, F]`` (computed once per clip and cached) with ``positions [B, T]``.
     """
 
     def __init__(self, clips: Sequence[Clip], segment_frames: int, fps: int, clock: str, lookahead: int,
-                 seed: int):
+                 seed: int, framing: str = "window"):
         self.segment_frames, self.fps, self.clock, self.lookahead, self.seed = segment_frames, fps, clock, lookahead, seed
+        self.framing = framing
+        self._mel: Dict[int, torch.Tensor] = {}
         self.clips = [c for c in clips if c.frames >= segment_frames]
         if not self.clips:
             longest = max((c.frames for c in clips), default=0)
@@ -68,14 +72,29 @@ class CropSampler:
         index = (starts - lo)[:, None] + torch.arange(WINDOW_SAMPLES)[None, :]
         return span[index]
 
+    def mel_span(self, index: int, start: int):
+        """Framing "stream": (``mel [80, F]`` covering the crop's windows, ``positions [T]`` into it)."""
+        clip = self.clips[index]
+        if index not in self._mel:
+            padded = torch.nn.functional.pad(clip.audio, (STREAM_PAD, STREAM_PAD))
+            self._mel[index] = torch_log_mel(padded)
+        pos = stream_positions(start + self.segment_frames, self.fps, self.clock, self.lookahead)[start:]
+        lo = int(pos[0])
+        return self._mel[index][:, lo:int(pos[-1]) + 101], pos - lo
+
     def collate(self, items: Sequence[tuple]) -> Dict[str, torch.Tensor]:
         T = self.segment_frames
         clips = [(self.clips[i], s) for i, s in items]
-        return {
-            "template": torch.stack([c.template for c, _ in clips]),
-            "geom": torch.stack([c.geom[s:s + T] for c, s in clips]),
-            "windows": torch.stack([self.windows(c, s) for c, s in clips]),
-        }
+        out = {"template": torch.stack([c.template for c, _ in clips]),
+               "geom": torch.stack([c.geom[s:s + T] for c, s in clips])}
+        if self.framing == "window":
+            out["windows"] = torch.stack([self.windows(c, s) for c, s in clips])
+            return out
+        spans = [self.mel_span(i, s) for i, s in items]
+        width = max(m.shape[-1] for m, _ in spans)  # spans differ by a frame at most; zero tails are never read
+        out["mel"] = torch.stack([torch.nn.functional.pad(m, (0, width - m.shape[-1])) for m, _ in spans])
+        out["positions"] = torch.stack([p for _, p in spans])
+        return out
 
 
 def align(name: str, template: torch.Tensor, geom: torch.Tensor, audio: torch.Tensor, fps: int, clock: str,

@@ -41,6 +41,7 @@ class ModelSection:
     fps: int = 30
     clock: str = "released"
     lookahead: int = 8000
+    framing: str = "window"   # "window" (released) or "stream" (one log-mel per utterance; ~17x cheaper)
 
 
 @dataclasses.dataclass
@@ -70,6 +71,7 @@ class TrainConfig:
 
     def validate(self) -> "TrainConfig":
         check_choice("model.clock", self.model.clock, ("released", "exact"))
+        check_choice("model.framing", self.model.framing, ("window", "stream"))
         for name in ("stage1", "stage2"):
             st: StageSection = getattr(self, name)
             for field in ("batch_size", "segment_frames", "steps", "accumulate"):

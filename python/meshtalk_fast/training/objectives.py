@@ -5,7 +5,7 @@ autoregressive prior on the frozen encoder's argmax codes (cross-entropy).
 """
 from __future__ import annotations
 
-from typing import Dict
+from typing import Dict, Optional
 
 import torch
 from torch import nn
@@ -14,7 +14,7 @@ from ..losses import step1_losses
 from ..models import MultimodalEncoder, VertexUnet
 from ..quantize import quantize
 
-__all__ = ["Stage1Objective", "Stage2Objective", "frozen_codes"]
+__all__ = ["Stage1Objective", "Stage2Objective", "frozen_codes", "encode_audio_inputs"]
 
 
 class Stage1Objective(nn.Module):
@@ -32,15 +32,17 @@ class Stage1Objective(nn.Module):
         one_hot = quantize(self.encoder.fusion_model(expression_code, audio_code), generator=generator)
         return self.vertex_unet(template[:, None], one_hot)
 
-    def forward(self, template: torch.Tensor, geom: torch.Tensor, windows: torch.Tensor,
-                generator: torch.Generator) -> Dict[str, torch.Tensor]:
-        """``template [B, V, 3]``, ``geom [B, T, V, 3]``, ``windows [B, T, 16000]``."""
+    def forward(self, template: torch.Tensor, geom: torch.Tensor, generator: torch.Generator,
+                windows: Optional[torch.Tensor] = None, mel: Optional[torch.Tensor] = None,
+                positions: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
+        """``template [B, V, 3]``, ``geom [B, T, V, 3]`` and the audio: ``windows [B, T, 16000]``
+        (framing "window") or ``mel [B, 80, F]`` + ``positions [B, T]`` (framing "stream")."""
         B = geom.shape[0]
         if B < 2:
             raise ValueError(f"stage 1 needs at least 2 sequences per micro-batch for the modality-crossing "
                              f"terms, got {B}")
         expression_code = self.encoder.expression_encoder(geom)
-        audio_code = self.encoder.audio_encoder(windows)
+        audio_code = encode_audio_inputs(self.encoder, windows, mel, positions)
         shift = int(torch.randint(1, B, (1,), generator=generator))  # another sequence of the batch
         recon = self._reconstruct(template, expression_code, audio_code, generator)
         keep_audio = self._reconstruct(template, expression_code.roll(shift, 0), audio_code, generator)
@@ -49,13 +51,20 @@ class Stage1Objective(nn.Module):
                             self.mouth, self.eye, distance=self.distance)
 
 
+def encode_audio_inputs(encoder: MultimodalEncoder, windows=None, mel=None, positions=None) -> torch.Tensor:
+    """Audio codes ``[B, T, A]`` from windows (framing "window") or mel + positions ("stream")."""
+    if windows is not None:
+        return encoder.audio_encoder(windows)
+    return encoder.audio_encoder.encode_stream(mel, positions)
+
+
 @torch.no_grad()
-def frozen_codes(encoder: MultimodalEncoder, geom: torch.Tensor, windows: torch.Tensor):
+def frozen_codes(encoder: MultimodalEncoder, geom: torch.Tensor, windows=None, mel=None, positions=None):
     """Stage-2 targets: argmax codes of the frozen encoder and its audio codes."""
     was_training = encoder.training
     encoder.eval()
     expression_code = encoder.expression_encoder(geom)
-    audio_code = encoder.audio_encoder(windows)
+    audio_code = encode_audio_inputs(encoder, windows, mel, positions)
     one_hot = quantize(encoder.fusion_model(expression_code, audio_code), argmax=True)
     encoder.train(was_training)
     return one_hot.detach(), audio_code.detach()

@@ -136,11 +136,12 @@ class Trainer:
             gen = torch.Generator(device=self.device).manual_seed(step_seed(self.config.seed, "gumbel", self.step, m))
             last = i == len(micros) - 1
             sync = contextlib.nullcontext() if (last or self.world == 1) else objective.no_sync()
+            audio = {k: batch[k] for k in ("windows", "mel", "positions") if k in batch}
             with sync, torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=use_amp):
                 if stage == 1:
-                    terms = objective(batch["template"], batch["geom"], batch["windows"], gen)
+                    terms = objective(batch["template"], batch["geom"], gen, **audio)
                 else:
-                    one_hot, audio_code = frozen_codes(self.model.encoder, batch["geom"], batch["windows"])
+                    one_hot, audio_code = frozen_codes(self.model.encoder, batch["geom"], **audio)
                     terms = objective(one_hot, audio_code)
                 (terms["total"] * (self.world / M)).backward()
             for k, v in terms.items():
@@ -187,7 +188,8 @@ class Trainer:
         if not resuming:
             self.step = 0
         self.stage = stage
-        sampler = CropSampler(self.train_clips, cfg.segment_frames, mc.fps, mc.clock, mc.lookahead, self.config.seed)
+        sampler = CropSampler(self.train_clips, cfg.segment_frames, mc.fps, mc.clock, mc.lookahead, self.config.seed,
+                              mc.framing)
         objective, self.optimizer = self._build(stage)
         if resuming:
             self.optimizer.load_state_dict(self._resume_state)

@@ -1,0 +1,320 @@
+// The GEMM backends of gemm.hpp.
+//
+// Builtin kernel: W [N, K] is packed once into panels of 16 columns, panel p holding
+// W[16p + j, k] at [k * 16 + j] (zero past N), so the inner loop reads 64 contiguous bytes per k and
+// panel. A register tile of MR rows x NP panels keeps MR * NP * 16 accumulators in vector
+// registers; each step k broadcasts A[m, k] and does one multiply-add per accumulator vector
+// (sums over blocks of 256 steps, each then added to C). The
+// panel loop is outside the row loop, so a block of NP panels (K * NP * 64 bytes) stays in L2
+// while all rows stream past it. Vector width and tile are chosen per instruction set to fit its
+// register file (a vector type wider than the ISA's registers would be lowered through memory):
+//   AVX-512 (32 x 16 floats): MR=4 x NP=4 (16 accumulators), NP=8 when one row is left (GEMV:
+//                             8 independent chains hide the FMA latency);
+//   AVX2+FMA (16 x 8 floats): MR=6 x NP=1 (12 accumulators), NP=4 for one row;
+//   baseline (SSE2/NEON, 16 x 4 floats): MR=2 x NP=1 (8 accumulators), NP=2 for one row.
+// The vectors are GCC/Clang vector extensions, so one source serves every instruction set; this
+// file is compiled with -ffp-contract=fast (CMakeLists.txt) so `acc += w * a` becomes an FMA where
+// the target has one. Other compilers get the same loop order in plain scalar code.
+#include "meshtalk/gemm.hpp"
+
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <limits>
+#include <mutex>
+#include <new>
+#include <string>
+
+#include "meshtalk/status.hpp"
+
+#ifdef MESHTALK_HAVE_OPENBLAS
+// scipy-openblas32 prefixes every symbol with scipy_ (so it cannot clash with another BLAS in the
+// process); its cblas.h declares them under those names.
+#include <cblas.h>
+#endif
+
+namespace meshtalk {
+namespace {
+
+constexpr int64_t P = WeightMatrix::kPanel;
+constexpr int64_t kKBlock = 256;  // steps of k summed before they are added to C
+
+#if defined(__GNUC__) || defined(__clang__)
+#define MESHTALK_INLINE inline __attribute__((always_inline))
+typedef float Vec16 __attribute__((vector_size(64)));
+typedef float Vec8 __attribute__((vector_size(32)));
+typedef float Vec4 __attribute__((vector_size(16)));
+
+// v = p[0, valid) (zeros after); valid may be <= 0 or >= the vector width.
+template <class V>
+MESHTALK_INLINE void vload(V& v, const float* p, int64_t valid) {
+  constexpr int64_t L = sizeof(V) / sizeof(float);
+  if (valid >= L) {
+    std::memcpy(&v, p, sizeof v);
+  } else {
+    float tmp[L] = {};
+    if (valid > 0) std::memcpy(tmp, p, static_cast<size_t>(valid) * sizeof(float));
+    std::memcpy(&v, tmp, sizeof v);
+  }
+}
+
+template <class V>
+MESHTALK_INLINE void vstore(float* p, const V& v, int64_t valid) {
+  constexpr int64_t L = sizeof(V) / sizeof(float);
+  if (valid >= L) {
+    std::memcpy(p, &v, sizeof v);
+  } else if (valid > 0) {
+    float tmp[L];
+    std::memcpy(tmp, &v, sizeof v);
+    std::memcpy(p, tmp, static_cast<size_t>(valid) * sizeof(float));
+  }
+}
+
+// C[MR rows, cols] (+)= A[MR rows, K] * packed panels [NP]; cols <= NP * 16 valid columns.
+template <class V, int MR, int NP>
+MESHTALK_INLINE void tile(int64_t k, const float* a, int64_t lda, const float* w, int64_t pstride,
+                          float* c, int64_t ldc, int64_t cols, bool accumulate) {
+  constexpr int L = sizeof(V) / sizeof(float);
+  constexpr int VP = P / L;  // vectors per panel row
+  V acc[MR][NP * VP];
+  // Blocks of kKBlock steps are summed from zero and then added to C: the rounding error grows with
+  // the block length plus the number of blocks rather than with K (the template encoder has
+  // K = V*3 = 18516). The order is fixed, so results still do not depend on M or the threads.
+  for (int64_t k0 = 0; k0 < k || (k0 == 0 && !accumulate); k0 += kKBlock) {
+    const int64_t k1 = std::min(k, k0 + kKBlock);
+    for (int m = 0; m < MR; ++m)
+      for (int q = 0; q < NP * VP; ++q) acc[m][q] = V{};
+    for (int64_t kk = k0; kk < k1; ++kk) {
+      V wv[NP * VP];
+      for (int q = 0; q < NP * VP; ++q) std::memcpy(&wv[q], w + (q / VP) * pstride + kk * P + (q % VP) * L, sizeof(V));
+      for (int m = 0; m < MR; ++m) {
+        const float s = a[m * lda + kk];
+        for (int q = 0; q < NP * VP; ++q) acc[m][q] += wv[q] * s;
+      }
+    }
+    const bool add = accumulate || k0 > 0;  // the first block of a plain product overwrites C
+    for (int m = 0; m < MR; ++m)
+      for (int q = 0; q < NP * VP; ++q) {
+        const int64_t col = (q / VP) * P + (q % VP) * L;
+        if (add) {
+          V old;
+          vload(old, c + m * ldc + col, cols - col);
+          acc[m][q] = old + acc[m][q];
+        }
+        vstore(c + m * ldc + col, acc[m][q], cols - col);
+      }
+  }
+}
+
+template <class V, int MR, int NPMAX>
+MESHTALK_INLINE void tile_n(int np, int64_t k, const float* a, int64_t lda, const float* w,
+                            int64_t pstride, float* c, int64_t ldc, int64_t cols, bool accumulate) {
+  // np in [1, NPMAX]; each case is a fully unrolled tile.
+  switch (np) {
+    case 8: if constexpr (NPMAX >= 8) { tile<V, MR, 8>(k, a, lda, w, pstride, c, ldc, cols, accumulate); return; } break;
+    case 7: if constexpr (NPMAX >= 7) { tile<V, MR, 7>(k, a, lda, w, pstride, c, ldc, cols, accumulate); return; } break;
+    case 6: if constexpr (NPMAX >= 6) { tile<V, MR, 6>(k, a, lda, w, pstride, c, ldc, cols, accumulate); return; } break;
+    case 5: if constexpr (NPMAX >= 5) { tile<V, MR, 5>(k, a, lda, w, pstride, c, ldc, cols, accumulate); return; } break;
+    case 4: if constexpr (NPMAX >= 4) { tile<V, MR, 4>(k, a, lda, w, pstride, c, ldc, cols, accumulate); return; } break;
+    case 3: if constexpr (NPMAX >= 3) { tile<V, MR, 3>(k, a, lda, w, pstride, c, ldc, cols, accumulate); return; } break;
+    case 2: if constexpr (NPMAX >= 2) { tile<V, MR, 2>(k, a, lda, w, pstride, c, ldc, cols, accumulate); return; } break;
+    default: break;
+  }
+  tile<V, MR, 1>(k, a, lda, w, pstride, c, ldc, cols, accumulate);
+}
+
+// Rows in tiles of MRMAX (the rest one by one) x NPMAX panels; NP1 panels when M = 1.
+template <class V, int MRMAX, int NPMAX, int NP1>
+MESHTALK_INLINE void packed_driver(int64_t m, const float* a, int64_t lda, const float* packed, int64_t n,
+                                   int64_t k, float* c, int64_t ldc, bool accumulate, int64_t p0, int64_t p1) {
+  const int64_t pstride = k * P;
+  const int64_t block = m == 1 ? NP1 : NPMAX;
+  for (int64_t p = p0; p < p1; p += block) {
+    const int np = static_cast<int>(std::min<int64_t>(block, p1 - p));
+    const int64_t col0 = p * P;
+    const int64_t cols = std::min<int64_t>(np * P, n - col0);
+    const float* wp = packed + p * pstride;
+    if (m == 1) {
+      tile_n<V, 1, NP1>(np, k, a, lda, wp, pstride, c + col0, ldc, cols, accumulate);
+      continue;
+    }
+    int64_t r = 0;
+    for (; r + MRMAX <= m; r += MRMAX)
+      tile_n<V, MRMAX, NPMAX>(np, k, a + r * lda, lda, wp, pstride, c + r * ldc + col0, ldc, cols, accumulate);
+    for (; r < m; ++r)
+      tile_n<V, 1, NPMAX>(np, k, a + r * lda, lda, wp, pstride, c + r * ldc + col0, ldc, cols, accumulate);
+  }
+}
+
+#if defined(__x86_64__) || defined(__i386__)
+#define MESHTALK_X86_DISPATCH 1
+__attribute__((target("avx512f,avx2,fma"))) void packed_avx512(int64_t m, const float* a, int64_t lda,
+                                                               const float* packed, int64_t n, int64_t k, float* c,
+                                                               int64_t ldc, bool accumulate, int64_t p0, int64_t p1) {
+  packed_driver<Vec16, 4, 4, 8>(m, a, lda, packed, n, k, c, ldc, accumulate, p0, p1);
+}
+__attribute__((target("avx2,fma"))) void packed_avx2(int64_t m, const float* a, int64_t lda, const float* packed,
+                                                     int64_t n, int64_t k, float* c, int64_t ldc, bool accumulate,
+                                                     int64_t p0, int64_t p1) {
+  packed_driver<Vec8, 6, 1, 4>(m, a, lda, packed, n, k, c, ldc, accumulate, p0, p1);
+}
+#endif
+void packed_baseline(int64_t m, const float* a, int64_t lda, const float* packed, int64_t n, int64_t k, float* c,
+                     int64_t ldc, bool accumulate, int64_t p0, int64_t p1) {
+  packed_driver<Vec4, 2, 1, 2>(m, a, lda, packed, n, k, c, ldc, accumulate, p0, p1);
+}
+
+#else  // no vector extensions: the same accumulation order in scalar code
+
+void packed_baseline(int64_t m, const float* a, int64_t lda, const float* packed, int64_t n, int64_t k, float* c,
+                     int64_t ldc, bool accumulate, int64_t p0, int64_t p1) {
+  for (int64_t r = 0; r < m; ++r)
+    for (int64_t p = p0; p < p1; ++p) {
+      const float* wp = packed + p * k * P;
+      const int64_t cols = std::min<int64_t>(P, n - p * P);
+      for (int64_t j = 0; j < cols; ++j) {
+        float total = accumulate ? c[r * ldc + p * P + j] : 0.0f;
+        for (int64_t k0 = 0; k0 < k; k0 += kKBlock) {  // the blocking of the vector kernels
+          float acc = 0.0f;
+          for (int64_t kk = k0; kk < std::min(k, k0 + kKBlock); ++kk) acc += wp[kk * P + j] * a[r * lda + kk];
+          total = (accumulate || k0 > 0) ? total + acc : acc;
+        }
+        c[r * ldc + p * P + j] = total;
+      }
+    }
+}
+#endif
+
+using PackedFn = void (*)(int64_t, const float*, int64_t, const float*, int64_t, int64_t, float*, int64_t, bool,
+                          int64_t, int64_t);
+
+struct Kernel {
+  PackedFn fn;
+  const char* isa;
+};
+
+// The best kernel this CPU runs. MESHTALK_GEMM_ISA=avx2|baseline caps it (to test those kernels on
+// a bigger CPU, or to compare them); a cap above what the CPU has is ignored.
+Kernel select_kernel() {
+  const char* cap_env = std::getenv("MESHTALK_GEMM_ISA");
+  const std::string cap = cap_env ? cap_env : "";
+#ifdef MESHTALK_X86_DISPATCH
+  __builtin_cpu_init();
+  const bool fma = __builtin_cpu_supports("fma"), avx2 = __builtin_cpu_supports("avx2");
+  if (cap != "avx2" && cap != "baseline" && __builtin_cpu_supports("avx512f") && avx2 && fma)
+    return {packed_avx512, "avx512f"};
+  if (cap != "baseline" && avx2 && fma) return {packed_avx2, "avx2+fma"};
+#endif
+  return {packed_baseline, "baseline"};
+}
+
+const Kernel& kernel() {
+  static const Kernel k = select_kernel();  // thread-safe initialisation (C++11 statics)
+  return k;
+}
+
+#ifdef MESHTALK_HAVE_OPENBLAS
+void blas_single_thread() {
+  // The core runs its own threads; OpenBLAS must not start a second pool underneath them.
+  static std::once_flag once;
+  std::call_once(once, [] { scipy_openblas_set_num_threads(1); });
+}
+#endif
+
+[[maybe_unused]] void check_int32(const char* what, int64_t v) {
+  if (v > std::numeric_limits<int>::max())
+    throw_mismatch(std::string("gemm: ") + what, "at most " + std::to_string(std::numeric_limits<int>::max()) +
+                                                     " (32-bit BLAS)", std::to_string(v));
+}
+
+}  // namespace
+
+const char* gemm_backend_name(GemmBackend backend) noexcept {
+  return backend == GemmBackend::kBlas ? "blas" : "builtin";
+}
+
+bool blas_available() noexcept {
+#ifdef MESHTALK_HAVE_OPENBLAS
+  return true;
+#else
+  return false;
+#endif
+}
+
+const char* blas_description() {
+#ifdef MESHTALK_HAVE_OPENBLAS
+  static const std::string text = std::string(scipy_openblas_get_config()) + " (scipy-openblas32, core " +
+                                  scipy_openblas_get_corename() + ")";
+  return text.c_str();
+#else
+  return "none: this core was built without BLAS (MESHTALK_BLAS=OFF or scipy-openblas32 not found); "
+         "the builtin kernels serve every product";
+#endif
+}
+
+const char* builtin_kernel_isa() { return kernel().isa; }
+
+void WeightMatrix::AlignedDelete::operator()(float* p) const noexcept {
+  ::operator delete[](p, std::align_val_t(64));
+}
+
+WeightMatrix::WeightMatrix(const float* w, int64_t n, int64_t k, int64_t ldw, GemmBackend backend)
+    : backend_(backend), n_(n), k_(k) {
+  if (n < 0 || k < 0 || ldw < k)
+    throw_mismatch("WeightMatrix", "n >= 0, k >= 0, ldw >= k",
+                   "n=" + std::to_string(n) + ", k=" + std::to_string(k) + ", ldw=" + std::to_string(ldw));
+  if (backend == GemmBackend::kBlas && !blas_available())
+    throw Error(ErrorCode::kInvalidArgument, std::string("gemm backend 'blas': ") + blas_description());
+  size_ = backend == GemmBackend::kBlas ? static_cast<size_t>(n * k) : static_cast<size_t>(panels() * k * P);
+  data_.reset(static_cast<float*>(::operator new[](std::max<size_t>(size_, 1) * sizeof(float), std::align_val_t(64))));
+  float* d = data_.get();
+  if (backend == GemmBackend::kBlas) {
+    for (int64_t r = 0; r < n; ++r) std::memcpy(d + r * k, w + r * ldw, static_cast<size_t>(k) * sizeof(float));
+    return;
+  }
+  std::fill(d, d + size_, 0.0f);
+  for (int64_t p = 0; p < panels(); ++p) {
+    float* panel = d + p * k * P;
+    const int64_t cols = std::min<int64_t>(P, n - p * P);
+    for (int64_t j = 0; j < cols; ++j) {
+      const float* row = w + (p * P + j) * ldw;
+      for (int64_t kk = 0; kk < k; ++kk) panel[kk * P + j] = row[kk];
+    }
+  }
+}
+
+void gemm(int64_t m, const float* a, int64_t lda, const WeightMatrix& w, float* c, int64_t ldc, bool accumulate,
+          int64_t panel_begin, int64_t panel_end) {
+  const int64_t n = w.n(), k = w.k();
+  if (panel_end < 0) panel_end = w.panels();
+  if (m < 0 || lda < k || ldc < n || panel_begin < 0 || panel_begin > panel_end || panel_end > w.panels())
+    throw_mismatch("gemm", "m >= 0, lda >= K, ldc >= N and 0 <= panel_begin <= panel_end <= panels",
+                   "m=" + std::to_string(m) + ", lda=" + std::to_string(lda) + ", ldc=" + std::to_string(ldc) +
+                       ", panels [" + std::to_string(panel_begin) + ", " + std::to_string(panel_end) + ") of " +
+                       std::to_string(w.panels()) + " (K=" + std::to_string(k) + ", N=" + std::to_string(n) + ")");
+  if (m == 0 || panel_begin == panel_end) return;
+  if (w.backend() == GemmBackend::kBuiltin) {
+    kernel().fn(m, a, lda, w.data(), n, k, c, ldc, accumulate, panel_begin, panel_end);
+    return;
+  }
+#ifdef MESHTALK_HAVE_OPENBLAS
+  const int64_t col0 = panel_begin * P;
+  const int64_t cols = std::min(panel_end * P, n) - col0;
+  if (k == 0) {  // BLAS leaves C alone for K = 0 with beta = 1; we define the result as 0 or C.
+    if (!accumulate)
+      for (int64_t r = 0; r < m; ++r) std::fill(c + r * ldc + col0, c + r * ldc + col0 + cols, 0.0f);
+    return;
+  }
+  check_int32("m", m);
+  check_int32("n", n);
+  check_int32("k", k);
+  check_int32("lda", lda);
+  check_int32("ldc", ldc);
+  blas_single_thread();
+  scipy_cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(m), static_cast<int>(cols),
+                    static_cast<int>(k), 1.0f, a, static_cast<int>(lda), w.data() + col0 * k, static_cast<int>(k),
+                    accumulate ? 1.0f : 0.0f, c + col0, static_cast<int>(ldc));
+#endif
+}
+
+}  // namespace meshtalk

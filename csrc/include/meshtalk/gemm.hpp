@@ -1,0 +1,68 @@
+// Matrix products of the decoding core: C[M, N] (+)= A[M, K] · W^T with W a weight [N, K] in
+// PyTorch's [out, in] layout.
+//
+// Two backends behind one type, chosen per weight when it is prepared (kBuiltin by default: it
+// measured faster than OpenBLAS for every product of the sampler and the decoder on our machine,
+// see benchmarks/RESULTS.md):
+//   kBuiltin  our kernel over W packed once into column panels of 16 (see gemm.cpp). Every output
+//             element is accumulated in the same order (blocks of 256 consecutive k, one fused
+//             multiply-add each, each block's sum then added to C) whatever M, the tiling or the
+//             thread split, so a row's result does not depend on which other rows share the call:
+//             this makes sampling independent of batch composition.
+//             Compiled for AVX-512, AVX2+FMA and a portable baseline; the best one for the CPU is
+//             picked when the library loads.
+//   kBlas     cblas_sgemm of the OpenBLAS in the scipy-openblas32 wheel (when the build found it,
+//             see CMakeLists.txt), on the row-major weight as stored: the reference point of those
+//             measurements, selectable per weight set. Called single-threaded: the core splits
+//             work across its own threads (threads.hpp), so there is one thread pool.
+// Which backend serves which op, and the measurements behind the choice: benchmarks/RESULTS.md.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+
+namespace meshtalk {
+
+enum class GemmBackend { kBuiltin, kBlas };
+
+const char* gemm_backend_name(GemmBackend backend) noexcept;  // "builtin" | "blas"
+bool blas_available() noexcept;      // true when the core was linked against OpenBLAS
+const char* blas_description();      // "OpenBLAS 0.3.x ... (scipy-openblas32)" or why there is none
+const char* builtin_kernel_isa();    // the instruction set the builtin kernel runs with here
+
+// A weight W [N, K] prepared for one backend (a copy: the caller's buffer may go away).
+class WeightMatrix {
+ public:
+  static constexpr int64_t kPanel = 16;  // columns of C per packed panel (builtin layout)
+
+  WeightMatrix() = default;
+  // w: N rows of K floats, row r at w + r * ldw (ldw >= K). Throws kInvalidArgument for kBlas
+  // when no BLAS was linked in, and for negative sizes.
+  WeightMatrix(const float* w, int64_t n, int64_t k, int64_t ldw, GemmBackend backend);
+
+  int64_t n() const noexcept { return n_; }
+  int64_t k() const noexcept { return k_; }
+  GemmBackend backend() const noexcept { return backend_; }
+  int64_t panels() const noexcept { return (n_ + kPanel - 1) / kPanel; }
+  size_t nbytes() const noexcept { return size_ * sizeof(float); }
+  const float* data() const noexcept { return data_.get(); }
+
+ private:
+  struct AlignedDelete {
+    void operator()(float* p) const noexcept;
+  };
+  GemmBackend backend_ = GemmBackend::kBuiltin;
+  int64_t n_ = 0, k_ = 0;
+  size_t size_ = 0;
+  std::unique_ptr<float[], AlignedDelete> data_;  // packed panels, or row-major [N, K]
+};
+
+// C[m, n] = (accumulate ? C[m, n] : 0) + sum_k A[m, k] * W[n, k]  for m < M and the columns n of
+// panels [panel_begin, panel_end) (panel p covers columns 16p .. 16p+15, clipped to N); a panel_end
+// of -1 means all panels. A is row-major with row stride lda >= K, C with row stride ldc >= N.
+// Column slices let threads split one product without changing any element's value.
+void gemm(int64_t m, const float* a, int64_t lda, const WeightMatrix& w, float* c, int64_t ldc,
+          bool accumulate, int64_t panel_begin = 0, int64_t panel_end = -1);
+
+}  // namespace meshtalk

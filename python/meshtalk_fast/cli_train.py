@@ -1,0 +1,163 @@
+"""``meshtalk-fast`` subcommands for data, training and evaluation.
+
+  make-dataset   write the built-in SpeechFace data set in the plain folder format
+  train          train stage 1 (encoders + decoder) or stage 2 (the prior) on a plain-folder data set;
+                 ``torchrun --nproc_per_node N -m meshtalk_fast.cli train ...`` runs it data-parallel
+  evaluate       LVE, FDD and the disentanglement numbers of a model on a split
+  quickstart     make a small data set, train both stages in a time budget, evaluate, animate
+"""
+from __future__ import annotations
+
+import json
+import os
+
+__all__ = ["add_parsers"]
+
+
+def _clips(data: str, split: str, config):
+    from .data import read_folder
+    from .training import align
+
+    mc = config.model if hasattr(config, "model") else config
+    clips = [align(s.name, s.template, s.geom, s.audio, mc.fps, mc.clock) for s in read_folder(data, split, mmap=False)]
+    if not clips:
+        raise ValueError(f"data set {data!r} has no sequences in split {split!r}")
+    return clips
+
+
+def _masks(data: str):
+    from .data import load_folder_masks
+
+    fm = load_folder_masks(data)
+    if fm is None:
+        raise FileNotFoundError(f"data set {data!r} has no masks/ folder (mouth, eye, eye_keypoints, forehead, neck)")
+    return fm
+
+
+def _make_dataset(args) -> int:
+    from .data import load_masks, make_dataset
+
+    kwargs = dict(seed=args.seed, n_sentences=args.sentences)
+    if (args.template is None) != (args.masks is None):
+        raise ValueError("--template and --masks go together: a user template needs its mask folder")
+    if args.template:
+        kwargs.update(template=args.template, masks=load_masks(args.masks))
+    info = make_dataset(args.out, overwrite=args.overwrite, progress=True, **kwargs)
+    print(f"wrote {args.out}: " + ", ".join(f"{k} {len(v)}" for k, v in info["splits"].items()))
+    return 0
+
+
+def _setup_distributed():
+    import torch
+    import torch.distributed as dist
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        if torch.cuda.is_available():
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+            return f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+    return None
+
+
+def _train(args) -> int:
+    import torch
+
+    from .meshtalk import MeshTalk
+    from .quickstart import normalisation
+    from .training import load_config
+    from .training.trainer import Trainer, TrainingMasks
+
+    config = load_config(args.config)
+    device = _setup_distributed() or args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    train = _clips(args.data, "train", config)
+    val = _clips(args.data, "val", config) if os.path.isdir(os.path.join(args.data, "val")) else []
+    fm = _masks(args.data)
+    masks = TrainingMasks(fm.mouth, fm.eye, fm.eye_keypoints, fm.lips, fm.upper_face)
+    mc = config.model
+    if args.model:
+        model = MeshTalk.load(args.model)
+    elif args.stage == 2 and not args.resume:
+        raise ValueError("--stage 2 needs --model (the stage-1 model.safetensors) or --resume")
+    else:
+        mean, std = normalisation(train)
+        model = MeshTalk(train[0].template.shape[0], heads=mc.heads, classes=mc.classes,
+                         expression_dim=mc.expression_dim, audio_dim=mc.audio_dim, fusion_hidden=mc.fusion_hidden,
+                         context_hidden=mc.context_hidden, fps=mc.fps, clock=mc.clock, lookahead=mc.lookahead,
+                         framing=mc.framing, mean=mean, stddev=std)
+    trainer = Trainer(model, train, masks, config, args.out, val_clips=val[:8], device=device)
+    if args.resume:
+        trainer.resume(args.resume)
+    trainer.fit(args.stage, max_seconds=None if args.minutes is None else 60 * args.minutes)
+    if trainer.rank == 0:
+        print(f"wrote {os.path.join(args.out, 'model.safetensors')} (stage {args.stage}, step {trainer.step})")
+    return 0
+
+
+def _evaluate(args) -> int:
+    from .evaluate import disentanglement, evaluate
+    from .meshtalk import MeshTalk
+
+    model = MeshTalk.load(args.model).eval()
+    clips = _clips(args.data, args.split, model.config)
+    fm = _masks(args.data)
+    result = evaluate(model, clips, fm.lips, fm.upper_face, mode=args.mode, seed=args.seed)
+    result["lve_ratio"] = result["lve"] / result["lve_static"]
+    if len(clips) > 1:
+        swap = disentanglement(model, clips[0], clips[1], fm.mouth, fm.upper_face)
+        result["disentanglement_expression"] = swap["expression_ratio"]
+        result["disentanglement_audio"] = swap["audio_ratio"]
+    text = json.dumps(result, indent=1)
+    print(text)
+    if args.out:
+        with open(args.out, "w") as f:
+            f.write(text + "\n")
+    return 0
+
+
+def _quickstart(args) -> int:
+    from .quickstart import quickstart
+
+    quickstart(args.out, minutes=args.minutes, template=args.template, masks=args.masks, seed=args.seed,
+               n_sentences=args.sentences, device=args.device)
+    return 0
+
+
+def add_parsers(sub) -> None:
+    p = sub.add_parser("make-dataset", help="write the built-in SpeechFace data set (plain folder format)")
+    p.add_argument("--out", required=True)
+    p.add_argument("--sentences", type=int, default=None, help="use the first N built-in sentences (default all)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--template", help="a user template OBJ (default: procedural faces)")
+    p.add_argument("--masks", help="the template's mask folder")
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(fn=_make_dataset)
+
+    p = sub.add_parser("train", help="train stage 1 or 2 on a plain-folder data set")
+    p.add_argument("--data", required=True)
+    p.add_argument("--stage", type=int, choices=(1, 2), required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--config", help="TOML config (default: the released values)")
+    p.add_argument("--model", help="start from this model.safetensors (stage 2: the stage-1 model)")
+    p.add_argument("--resume", help="continue from a checkpoint.safetensors bit for bit")
+    p.add_argument("--minutes", type=float, default=None, help="stop after this much training time")
+    p.add_argument("--device", default=None)
+    p.set_defaults(fn=_train)
+
+    p = sub.add_parser("evaluate", help="LVE, FDD and disentanglement of a model on a split")
+    p.add_argument("--model", required=True)
+    p.add_argument("--data", required=True)
+    p.add_argument("--split", default="test")
+    p.add_argument("--mode", choices=("audio", "reconstruct"), default="audio")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", help="also write the numbers to this JSON file")
+    p.set_defaults(fn=_evaluate)
+
+    p = sub.add_parser("quickstart", help="data set + both stages + evaluation + animation in a time budget")
+    p.add_argument("--out", required=True)
+    p.add_argument("--minutes", type=float, default=10.0)
+    p.add_argument("--template")
+    p.add_argument("--masks")
+    p.add_argument("--sentences", type=int, default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default=None)
+    p.set_defaults(fn=_quickstart)
