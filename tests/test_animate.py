@@ -278,3 +278,19 @@ def test_cli_animate_never_overwrites_and_leaves_nothing_on_failure(files, asset
     assert sorted(os.listdir(out)) == ["animation.glb", "meshes.npz", "preview.mp4"]
     with np.load(out / "meshes.npz") as z:
         assert z["vertices"].shape[1:] == (6172, 3)
+
+
+def test_stream_framing_model_animates_offline_and_refuses_streaming(speech, template):
+    """A model trained with framing="stream" animates from one log-mel of the utterance; the live
+    animator (per-window audio encoder) refuses it with the reason."""
+    torch.manual_seed(0)
+    model = mf.MeshTalk(6172, heads=4, classes=8, framing="stream", clock="exact").eval()
+    audio = speech[:16000]
+    geom = mf.animate(audio, template, model, seed=0, backend="torch", normalize=False, progress=False)
+    assert geom.shape == (mf.num_frames(16000, 30, "exact"), 6172, 3)
+    with torch.no_grad():
+        one_hot = model.sample(model.encode_speech(audio), generator=torch.Generator().manual_seed(0), backend="torch")
+        expected = model.decode(template, one_hot, backend="torch")[0]
+    torch.testing.assert_close(geom, expected)
+    with pytest.raises(ValueError, match="framing='window'"):
+        mf.StreamingAnimator(model, template)

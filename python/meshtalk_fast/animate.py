@@ -14,7 +14,7 @@ from typing import Optional, Sequence, Tuple, Union
 import torch
 
 from ._checks import check_finite, check_tensor, shape_str
-from .audio import SAMPLE_RATE, load_audio
+from .audio import SAMPLE_RATE, load_audio, num_frames
 from .smoothing import post_smooth
 
 __all__ = ["animate", "prepare_audio", "encode_audio_chunked", "fit_expression", "check_smooth_masks",
@@ -139,8 +139,12 @@ def animate(audio: Union[str, os.PathLike, torch.Tensor], template: torch.Tensor
         raise ValueError(f"chunk_frames must be a positive integer, got {chunk_frames!r}")
     device = next(model.parameters()).device
     samples = prepare_audio(audio, normalize).to(device)
-    windows = c.windows(samples)  # [T, 16000]; raises if the audio is shorter than one frame
-    T = windows.shape[0]
+    if c.framing == "window":
+        windows = c.windows(samples)  # [T, 16000]; raises if the audio is shorter than one frame
+        T = windows.shape[0]
+    else:  # streaming framing: one log-mel of the utterance, the encoder read once per frame
+        windows = None
+        T = num_frames(samples.shape[0], c.fps, c.clock)
     if expression is not None:
         expression = fit_expression(torch.as_tensor(expression), T, c.n_vertices, strict_expression)
     template = template.to(device, torch.float32)
@@ -151,7 +155,12 @@ def animate(audio: Union[str, os.PathLike, torch.Tensor], template: torch.Tensor
 
         bar = tqdm(total=T, desc="audio encoder", unit="frame")
     try:
-        audio_code = encode_audio_chunked(model, windows, chunk_frames, bar)
+        if windows is not None:
+            audio_code = encode_audio_chunked(model, windows, chunk_frames, bar)
+        else:
+            audio_code = model.encode_speech(samples)
+            if bar is not None:
+                bar.update(T)
         if bar is not None:
             bar.set_description("codes (prior)" if expression is None else "codes (expression)")
         if expression is None:

@@ -108,19 +108,23 @@ class ContextModel(nn.Module):
         # acts[i] holds the input activations of layers[i] for all steps so far: [B, T, H*ch_in]
         acts = [one_hot] + [torch.zeros(B, T, l.heads * l.ch_out, device=dev, dtype=dt) for l in layers[:-1]]
         weights = [(l.masked_linear.weight[..., 0] * l.mask[..., 0]) for l in layers]
+        # contiguous copies of the 1x1 / kernel-tap slices: F.linear on the strided views of the conv
+        # weights takes torch's slow non-BLAS path (about 3x slower sampling)
+        audio_w = [l.unmasked_linear.weight[..., 0].contiguous() for l in layers]
+        hist_w = [(l.historic.weight[..., 0].contiguous(), l.historic.weight[..., 1].contiguous())
+                  if l.kernel_size > 0 else None for l in layers]
         for t in range(T):
             # per-layer terms that do not depend on this step's codes
             fixed = []
             for i, layer in enumerate(layers):
                 y = layer.masked_linear.bias.expand(B, -1).clone()
                 if 0 < i < len(layers) - 1:  # context layers get audio and history
-                    y += F.linear(audio_code[:, t], layer.unmasked_linear.weight[..., 0], layer.unmasked_linear.bias)
-                    w = layer.historic.weight
+                    y += F.linear(audio_code[:, t], audio_w[i], layer.unmasked_linear.bias)
                     y += layer.historic.bias
                     if t - 1 >= 0:
-                        y += F.linear(acts[i][:, t - 1], w[..., 1])
+                        y += F.linear(acts[i][:, t - 1], hist_w[i][1])
                     if t - 1 - layer.dilation >= 0:
-                        y += F.linear(acts[i][:, t - 1 - layer.dilation], w[..., 0])
+                        y += F.linear(acts[i][:, t - 1 - layer.dilation], hist_w[i][0])
                 fixed.append(y)
             for h in range(H):
                 for i, layer in enumerate(layers):
