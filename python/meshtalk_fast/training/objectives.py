@@ -21,9 +21,10 @@ class Stage1Objective(nn.Module):
     """``forward(batch, generator) -> loss terms`` (released step 1). Masks are ``[V]`` buffers."""
 
     def __init__(self, encoder: MultimodalEncoder, vertex_unet: VertexUnet, landmarks: torch.Tensor,
-                 mouth: torch.Tensor, eye: torch.Tensor, distance: str = "squared"):
+                 mouth: torch.Tensor, eye: torch.Tensor, distance: str = "squared", loss_backend: str = "auto"):
         super().__init__()
         self.encoder, self.vertex_unet, self.distance = encoder, vertex_unet, distance
+        self.loss_backend = loss_backend  # "auto": the fused Triton losses on CUDA, the reference on CPU
         self.register_buffer("landmarks", landmarks.float())
         self.register_buffer("mouth", mouth.float())
         self.register_buffer("eye", eye.float())
@@ -48,7 +49,7 @@ class Stage1Objective(nn.Module):
         keep_audio = self._reconstruct(template, expression_code.roll(shift, 0), audio_code, generator)
         keep_expression = self._reconstruct(template, expression_code, audio_code.roll(shift, 0), generator)
         return step1_losses(recon.float(), keep_audio.float(), keep_expression.float(), geom, self.landmarks,
-                            self.mouth, self.eye, distance=self.distance)
+                            self.mouth, self.eye, distance=self.distance, backend=self.loss_backend)
 
 
 def encode_audio_inputs(encoder: MultimodalEncoder, windows=None, mel=None, positions=None) -> torch.Tensor:
