@@ -31,3 +31,12 @@ def template(assets) -> torch.Tensor:
     import meshtalk_fast as mf
 
     return mf.load_obj(assets / "face_template.obj")[0]
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Run a module's tests with one intra-op thread (restored afterwards)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -14,12 +14,8 @@ OUTPUTS = ["animation.glb", "meshes.npz", "obj", "preview.mp4"]
 
 
 @pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Thousands of tiny sampler ops: on a busy 2-core machine two intra-op threads mostly wait."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+def _one_thread(one_torch_thread):
+    """Thousands of tiny ops: on a busy 2-core machine two intra-op threads mostly wait."""
 
 
 @pytest.fixture(scope="module")

@@ -16,12 +16,8 @@ WIDTH = {"SCALAR": 1, "VEC2": 2, "VEC3": 3, "VEC4": 4}
 
 
 @pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small linear algebra: on a busy 2-core machine two intra-op threads mostly wait for each other."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+def _one_thread(one_torch_thread):
+    """Thousands of tiny ops: on a busy 2-core machine two intra-op threads mostly wait."""
 
 
 @pytest.fixture(scope="module")

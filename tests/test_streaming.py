@@ -18,12 +18,8 @@ ATOL = 1e-4  # coordinates are ~100 (float32 ulp ~1e-5); one different code move
 
 
 @pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Thousands of tiny ops: on a busy 2-core machine two intra-op threads mostly wait for each other."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+def _one_thread(one_torch_thread):
+    """Thousands of tiny ops: on a busy 2-core machine two intra-op threads mostly wait."""
 
 
 @pytest.fixture(scope="module")

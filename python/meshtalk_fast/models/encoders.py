@@ -64,6 +64,10 @@ class AudioEncoder(nn.Module):
 
     def encode_mel(self, mel: torch.Tensor) -> torch.Tensor:
         """``mel [N, 80, F] -> [N, latent_dim]`` (mean over the F - 100 valid positions)."""
+        return self.code(self._conv_stack(mel).mean(dim=-1))
+
+    def _conv_stack(self, mel: torch.Tensor) -> torch.Tensor:
+        """``mel [N, 80, F] -> [N, C, F - 100]``: output j has seen mel frames j .. j + 100."""
         x = F.leaky_relu(self.convert_dimensions(mel), LEAKY_SLOPE)
         for conv in self.convs:
             y = F.leaky_relu(conv(x), LEAKY_SLOPE)
@@ -71,20 +75,13 @@ class AudioEncoder(nn.Module):
                 y = F.dropout(y, 0.2)
             crop = (x.shape[-1] - y.shape[-1]) // 2
             x = (x[..., crop:x.shape[-1] - crop] + y) / 2
-        return self.code(x.mean(dim=-1))
+        return x
 
     def encode_stream(self, mel: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         """Streaming framing: the conv stack once over a whole mel sequence ``mel [B, 80, F]``, read at
         ``positions [T]`` or ``[B, T]`` (index of the first of the 101 mel frames each video frame sees,
         in ``[0, F - 101]``) -> ``[B, T, latent_dim]``. About 17x less work than one 1 s window per frame."""
-        x = F.leaky_relu(self.convert_dimensions(mel), LEAKY_SLOPE)
-        for conv in self.convs:
-            y = F.leaky_relu(conv(x), LEAKY_SLOPE)
-            if self.training:
-                y = F.dropout(y, 0.2)
-            crop = (x.shape[-1] - y.shape[-1]) // 2
-            x = (x[..., crop:x.shape[-1] - crop] + y) / 2
-        # x [B, C, F - 100]: output j has seen mel frames j .. j + 100, exactly one 1 s window
+        x = self._conv_stack(mel)  # [B, C, F - 100]: one 1 s window per output position
         if positions.dim() == 1:
             return self.code(x[..., positions].transpose(1, 2))
         index = positions[:, None, :].expand(-1, x.shape[1], -1)
