@@ -11,6 +11,7 @@ import pytest
 import torch
 
 import meshtalk_fast as mf
+from common import synchronized
 
 SIZE = os.environ.get("MESHTALK_BENCH_SIZE", "smoke")
 if SIZE not in ("smoke", "full"):
@@ -27,15 +28,6 @@ def mel_inputs(framing: str) -> torch.Tensor:
         B, T = WINDOWS
         return (0.01 * torch.randn(B, T, 16000, generator=g)).to(DEVICE)
     return (0.01 * torch.randn(int(STREAM_SECONDS * 16000), generator=g)).to(DEVICE)
-
-
-def synchronized(fn):
-    def call():
-        out = fn()
-        if DEVICE.type == "cuda":
-            torch.cuda.synchronize()
-        return out
-    return call
 
 
 @pytest.mark.parametrize("framing", ["windows", "stream"])

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 import meshtalk_fast as mf
+from common import synchronized
 
 SIZE = os.environ.get("MESHTALK_BENCH_SIZE", "smoke")
 if SIZE not in ("smoke", "full"):
@@ -29,15 +30,6 @@ def loss_inputs(dtype=torch.float32):
     landmarks[torch.randperm(V, generator=g)[:62]] = 1.0
     masks = torch.stack([torch.ones(V), landmarks, torch.rand(V, generator=g), torch.rand(V, generator=g)])
     return preds, target.to(DEVICE, dtype), masks.to(DEVICE)
-
-
-def synchronized(fn):
-    def call():
-        out = fn()
-        if DEVICE.type == "cuda":
-            torch.cuda.synchronize()
-        return out
-    return call
 
 
 def skip_without_gpu(backend):

@@ -40,3 +40,20 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="session")
+def face_model(assets):
+    """``face_model(seed, **config)``: a MeshTalk on the real topology and normalisation, random weights."""
+    import numpy as np
+
+    import meshtalk_fast as mf
+
+    mean = torch.from_numpy(np.load(assets / "face_mean.npy"))
+    std = torch.from_numpy(np.load(assets / "face_std.npy"))
+
+    def make(seed: int = 0, **config):
+        torch.manual_seed(seed)
+        return mf.MeshTalk(6172, mean=mean, stddev=std, **config).eval()
+
+    return make

@@ -19,18 +19,14 @@ def _one_thread(one_torch_thread):
 
 
 @pytest.fixture(scope="module")
-def model(assets):
+def model(face_model):
     """The released sizes (16 heads x 128 classes, V = 6172) with random weights."""
-    torch.manual_seed(0)
-    return mf.MeshTalk(6172, mean=torch.from_numpy(np.load(assets / "face_mean.npy")),
-                       stddev=torch.from_numpy(np.load(assets / "face_std.npy"))).eval()
+    return face_model(0)
 
 
 @pytest.fixture(scope="module")
-def small(assets):
-    torch.manual_seed(1)
-    return mf.MeshTalk(6172, heads=4, classes=16, mean=torch.from_numpy(np.load(assets / "face_mean.npy")),
-                       stddev=torch.from_numpy(np.load(assets / "face_std.npy"))).eval()
+def small(face_model):
+    return face_model(1, heads=4, classes=16)
 
 
 @pytest.fixture(scope="module")

@@ -23,11 +23,9 @@ def _one_thread(one_torch_thread):
 
 
 @pytest.fixture(scope="module")
-def model(assets):
+def model(face_model):
     """Real topology and normalisation, fewer heads/classes so the sampler is quick."""
-    torch.manual_seed(0)
-    return mf.MeshTalk(6172, heads=4, classes=16, mean=torch.from_numpy(np.load(assets / "face_mean.npy")),
-                       stddev=torch.from_numpy(np.load(assets / "face_std.npy"))).eval()
+    return face_model(0, heads=4, classes=16)
 
 
 @pytest.fixture(scope="module")

@@ -73,17 +73,13 @@ def _train(args) -> int:
     val = _clips(args.data, "val", config) if os.path.isdir(os.path.join(args.data, "val")) else []
     fm = _masks(args.data)
     masks = TrainingMasks(fm.mouth, fm.eye, fm.eye_keypoints, fm.lips, fm.upper_face)
-    mc = config.model
     if args.model:
         model = MeshTalk.load(args.model)
     elif args.stage == 2 and not args.resume:
         raise ValueError("--stage 2 needs --model (the stage-1 model.safetensors) or --resume")
     else:
         mean, std = normalisation(train)
-        model = MeshTalk(train[0].template.shape[0], heads=mc.heads, classes=mc.classes,
-                         expression_dim=mc.expression_dim, audio_dim=mc.audio_dim, fusion_hidden=mc.fusion_hidden,
-                         context_hidden=mc.context_hidden, fps=mc.fps, clock=mc.clock, lookahead=mc.lookahead,
-                         framing=mc.framing, mean=mean, stddev=std)
+        model = MeshTalk(train[0].template.shape[0], mean=mean, stddev=std, **config.model_kwargs())
     trainer = Trainer(model, train, masks, config, args.out, val_clips=val[:8], device=device)
     if args.resume:
         trainer.resume(args.resume)

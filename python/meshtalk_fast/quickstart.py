@@ -81,9 +81,7 @@ def quickstart(out_dir: str, minutes: float = 10.0, template: Optional[str] = No
     fm = load_folder_masks(data_dir)
     masks_t = TrainingMasks(fm.mouth, fm.eye, fm.eye_keypoints, fm.lips, fm.upper_face)
     mean, std = normalisation(train)
-    mc = config.model
-    model = MeshTalk(train[0].template.shape[0], heads=mc.heads, classes=mc.classes, mean=mean, stddev=std,
-                     fps=mc.fps, clock=mc.clock, lookahead=mc.lookahead, framing=mc.framing)
+    model = MeshTalk(train[0].template.shape[0], mean=mean, stddev=std, **config.model_kwargs())
     print(f"data: {len(train)} train, {len(val)} val, {len(test)} test sequences; "
           f"{train[0].template.shape[0]} vertices ({time.perf_counter() - t_start:.0f} s)", flush=True)
     trainer = Trainer(model, train, masks_t, config, out_dir, val_clips=val[:4], device=device, progress=progress)

@@ -26,22 +26,9 @@ import sys
 from typing import Any, Dict, Optional
 
 from .._checks import check_choice, check_positive_int
+from ..meshtalk import MeshTalkConfig as ModelSection  # [model] = the model's config; n_vertices comes from the data
 
 __all__ = ["ModelSection", "StageSection", "TrainConfig", "load_config"]
-
-
-@dataclasses.dataclass
-class ModelSection:
-    heads: int = 16
-    classes: int = 128
-    expression_dim: int = 128
-    audio_dim: int = 128
-    fusion_hidden: int = 256
-    context_hidden: int = 64
-    fps: int = 30
-    clock: str = "released"
-    lookahead: int = 8000
-    framing: str = "window"   # "window" (released) or "stream" (one log-mel per utterance; ~17x cheaper)
 
 
 @dataclasses.dataclass
@@ -70,8 +57,7 @@ class TrainConfig:
     amp: bool = True              # bf16 autocast on CUDA for the encoders/decoder (never on CPU)
 
     def validate(self) -> "TrainConfig":
-        check_choice("model.clock", self.model.clock, ("released", "exact"))
-        check_choice("model.framing", self.model.framing, ("window", "stream"))
+        self.model.validate()
         for name in ("stage1", "stage2"):
             st: StageSection = getattr(self, name)
             for field in ("batch_size", "segment_frames", "steps", "accumulate"):
@@ -85,6 +71,10 @@ class TrainConfig:
         for field in ("log_every", "val_every", "checkpoint_every"):
             check_positive_int(field, getattr(self, field))
         return self
+
+    def model_kwargs(self) -> Dict[str, Any]:
+        """``MeshTalk(n_vertices, **model_kwargs())``: the [model] section without n_vertices (from the data)."""
+        return {k: v for k, v in dataclasses.asdict(self.model).items() if k != "n_vertices"}
 
     def to_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)
