@@ -272,9 +272,9 @@ def test_cli_animate_never_overwrites_and_leaves_nothing_on_failure(files, asset
         assert z["vertices"].shape[1:] == (6172, 3)
 
 
-def test_stream_framing_model_animates_offline_and_refuses_streaming(speech, template):
-    """A model trained with framing="stream" animates from one log-mel of the utterance; the live
-    animator (per-window audio encoder) refuses it with the reason."""
+def test_stream_framing_model_animates_offline(speech, template):
+    """A model trained with framing="stream" animates from one log-mel of the utterance (its live
+    animation is tested in test_streaming.py)."""
     torch.manual_seed(0)
     model = mf.MeshTalk(6172, heads=4, classes=8, framing="stream", clock="exact").eval()
     audio = speech[:16000]
@@ -284,5 +284,3 @@ def test_stream_framing_model_animates_offline_and_refuses_streaming(speech, tem
         one_hot = model.sample(model.encode_speech(audio), generator=torch.Generator().manual_seed(0), backend="torch")
         expected = model.decode(template, one_hot, backend="torch")[0]
     torch.testing.assert_close(geom, expected)
-    with pytest.raises(ValueError, match="framing='window'"):
-        mf.StreamingAnimator(model, template)

@@ -116,6 +116,43 @@ def test_exact_clock_short_lookahead_without_smoothing(assets, template, audio):
     assert s.latency_s == pytest.approx(2000 / 16000 + 1 / 30)
 
 
+# framing "stream": one log-mel of the (zero-padded) utterance, read at one position per frame
+@pytest.mark.parametrize("clock,lookahead", [("exact", 8000), ("exact", 2000), ("released", 4000)])
+def test_stream_framing_equals_offline_for_any_chunking(clock, lookahead):
+    torch.manual_seed(0)
+    m = mf.MeshTalk(300, heads=2, classes=8, framing="stream", clock=clock, lookahead=lookahead).eval()
+    template = torch.randn(300, 3)
+    audio = torch.randn(11111, generator=torch.Generator().manual_seed(1)) * 0.01
+    ref = mf.animate(audio, template, m, seed=5, backend="torch", normalize=False, progress=False)
+    assert ref.shape[0] == mf.num_frames(11111, 30, clock)
+    for chunk in (1, 160, 700, 11111):
+        got, s = run_stream(m, template, audio, chunk, seed=5)
+        torch.testing.assert_close(got, ref, atol=ATOL, rtol=0)
+    other, _ = run_stream(m, template, audio, 700, seed=6)
+    assert not torch.allclose(other, ref, atol=ATOL, rtol=0)  # another seed: the comparison can fail
+
+
+def test_stream_framing_frame_is_ready_when_its_last_mel_frame_is():
+    """Frame k reads mel frames p_k .. p_k+100 of the padded utterance; the last is final once original
+    sample 160 p_k + 400 is in (the padding's 16000 cancels): the frame comes out on exactly that sample,
+    and latency_s is the worst such wait over the frame clock, at most look-ahead + 30 ms + one frame."""
+    torch.manual_seed(0)
+    m = mf.MeshTalk(300, heads=2, classes=8, framing="stream", clock="exact", lookahead=2000).eval()
+    c = m.config
+    positions = mf.audio.stream_positions(40, c.fps, c.clock, c.lookahead)
+    need = (160 * positions + 400).tolist()
+    s = mf.StreamingAnimator(m, torch.zeros(300, 3), seed=0, backend="torch")
+    audio = torch.randn(need[3]) * 0.01
+    assert s.push(audio[:need[0] - 1]).shape[0] == 0
+    assert s.push(audio[need[0] - 1:need[0]]).shape[0] == 1
+    assert s.push(audio[need[0]:need[3] - 1]).shape[0] == 2
+    assert s.push(audio[need[3] - 1:]).shape[0] == 1
+    waits = [n - int(ck) for n, ck in zip(need, frame_centres(40, c.fps, c.clock))]
+    assert s.latency_breakdown["mel_s"] == pytest.approx((max(waits) - c.lookahead) / 16000)
+    assert 0 < s.latency_breakdown["mel_s"] <= 480 / 16000
+    assert s.latency_s == pytest.approx(max(waits) / 16000 + 1 / 30)
+
+
 def test_a_frame_comes_out_as_soon_as_its_window_is_complete(model, template, audio):
     c = model.config
     s = mf.StreamingAnimator(model, template, seed=0, backend="torch")

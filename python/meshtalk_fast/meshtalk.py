@@ -120,6 +120,11 @@ class MeshTalk(nn.Module):
             raise ValueError(f"audio is too short for one video frame at fps={c.fps}: got {audio.shape[-1]} samples")
         mel = log_mel(torch.nn.functional.pad(audio, (STREAM_PAD, STREAM_PAD)), backend=backend)
         positions = stream_positions(T, c.fps, c.clock, c.lookahead).to(audio.device)
+        return self.encode_mel_stream(mel, positions)
+
+    def encode_mel_stream(self, mel: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """Streaming framing: ``mel [B, 80, F]`` read at ``positions [T]`` or ``[B, T]`` (first of the 101
+        mel frames each video frame sees) -> ``audio_code [B, T, A]``."""
         return self.encoder.audio_encoder.encode_stream(mel, positions)
 
     def encode_expression(self, geom: torch.Tensor) -> torch.Tensor:

@@ -43,13 +43,15 @@ import torch
 from ._checks import check_choice, check_finite, check_tensor
 from ._dispatch import resolve
 from .animate import CHUNK_FRAMES, _check_template, check_smooth_masks
-from .audio import SAMPLE_RATE, WINDOW_SAMPLES, num_frames
+from .audio import (HOP_LENGTH, SAMPLE_RATE, STREAM_PAD, WIN_LENGTH, WINDOW_SAMPLES, frame_centres, num_frames,
+                    stream_positions)
 from .smoothing import gaussian_kernel, post_smooth
 from . import incremental  # noqa: F401  (registers the torch sample_step / decode_step)
 
 __all__ = ["StreamingAnimator", "frame_centre", "smoothing_tail"]
 
 _SMOOTH_HALF = 4  # the released 9-tap kernel reaches 4 frames either side
+MEL_WINDOW = 101  # mel frames one video frame's 1 s window spans (the audio encoder's receptive field)
 
 
 def frame_centre(k: int, fps: int, clock: str) -> int:
@@ -83,10 +85,6 @@ class StreamingAnimator:
                  backend: str = "auto", smoothing_delay: int = 4, chunk_frames: int = CHUNK_FRAMES,
                  exact_sampler: bool = False):
         c = model.config
-        if c.framing != "window":
-            raise ValueError(f"StreamingAnimator supports models with framing='window' (the released per-window "
-                             f"audio encoder); this model has framing={c.framing!r}: animate it offline with "
-                             "meshtalk_fast.animate")
         _check_template(template, c.n_vertices)
         check_choice("smoothing_delay", smoothing_delay, (4, 8))
         self.model, self.config = model, c
@@ -100,8 +98,8 @@ class StreamingAnimator:
             options = {"exact": True} if exact_sampler else {}  # an option of the torch step only
             self._sampler = resolve("sample_step", backend, self.device)(model, 1, argmax, generator, **options)
             self._decoder = resolve("decode_step", backend, self.device)(model, template.to(self.device, torch.float32))
-        self._buf = torch.zeros(0, device=self.device)  # samples [_buf_start, _n)
-        self._buf_start = 0
+        front = _WindowFront if c.framing == "window" else _StreamFront
+        self._front = front(model, self.device)
         self._n = 0
         self._next_code = 0          # first frame whose code is not computed yet
         self._raw: List[torch.Tensor] = []  # decoded, unsmoothed frames [_raw_start, _next_code)
@@ -116,13 +114,15 @@ class StreamingAnimator:
 
     @property
     def latency_breakdown(self) -> dict:
-        """Seconds of audio a frame waits for: ``lookahead_s``, ``frame_s`` (one frame) and ``smoothing_s``."""
+        """Seconds of audio a frame waits for: ``lookahead_s``, ``frame_s`` (one frame), ``mel_s`` (framing
+        "stream" only: the last mel frame's half window past the window end, at most 30 ms) and ``smoothing_s``."""
         return {"lookahead_s": self.config.lookahead / SAMPLE_RATE, "frame_s": 1.0 / self.fps,
-                "smoothing_s": self.smoothing_delay / self.fps}
+                "mel_s": self._front.extra_samples / SAMPLE_RATE, "smoothing_s": self.smoothing_delay / self.fps}
 
     @property
     def latency_s(self) -> float:
-        """Look-ahead + one frame (+ ``smoothing_delay`` frames with smoothing), in seconds."""
+        """Look-ahead + one frame (+ the mel half window for framing "stream", + ``smoothing_delay`` frames
+        with smoothing), in seconds: the most any frame waits."""
         return sum(self.latency_breakdown.values())
 
     @property
@@ -140,16 +140,16 @@ class StreamingAnimator:
             raise RuntimeError("push() called after close(): this StreamingAnimator is finished; start a new one")
         check_tensor("samples", samples, ndim=1, what="[n] (mono, 16 kHz)")
         check_finite("samples", samples)
-        self._buf = torch.cat([self._buf, samples.detach().to(self.device, torch.float32)])
+        self._front.push(samples.detach().to(self.device, torch.float32))
         self._n += samples.shape[0]
         c = self.config
         exist = num_frames(self._n, c.fps, c.clock)
         stop = self._next_code
-        while stop < exist and frame_centre(stop, c.fps, c.clock) + c.lookahead <= self._n:
+        while stop < exist and self._front.ready(stop):
             stop += 1
         self._advance(stop)
         out = self._emit(final=None)
-        self._trim_audio()
+        self._front.trim(self._next_code)
         return out
 
     def close(self) -> torch.Tensor:
@@ -160,29 +160,19 @@ class StreamingAnimator:
         self._closed = True
         c = self.config
         total = num_frames(self._n, c.fps, c.clock)
+        self._front.close()
         self._advance(total)
         out = self._emit(final=total)
-        self._buf, self._raw = self._buf[:0], []
+        self._raw = []
         return out
 
     # ------------------------------------------------------------------ internals
-    def _window(self, k: int) -> torch.Tensor:
-        c = self.config
-        end = frame_centre(k, c.fps, c.clock) + c.lookahead
-        start = end - WINDOW_SAMPLES
-        lo, hi = max(start, self._buf_start), min(end, self._n)
-        w = torch.zeros(WINDOW_SAMPLES, device=self.device)
-        if hi > lo:
-            w[lo - start:hi - start] = self._buf[lo - self._buf_start:hi - self._buf_start]
-        return w
-
     @torch.no_grad()
     def _advance(self, stop: int) -> None:
         """Codes and decoded (unsmoothed) frames for frames [_next_code, stop)."""
         for s in range(self._next_code, stop, self.chunk_frames):
             e = min(stop, s + self.chunk_frames)
-            windows = torch.stack([self._window(k) for k in range(s, e)])[None]  # [1, k, 16000]
-            audio_code = self.model.encode_audio(windows)
+            audio_code = self._front.codes(s, e)  # [1, e - s, A]
             one_hot = torch.stack([self._sampler.step(audio_code[:, i]) for i in range(e - s)], dim=1)
             self._raw.extend(self._decoder.step(one_hot)[0].unbind(0))
         self._next_code = max(self._next_code, stop)
@@ -212,9 +202,103 @@ class StreamingAnimator:
             return torch.zeros(0, V, 3, device=self.device)
         return torch.stack(frames)
 
-    def _trim_audio(self) -> None:
+
+# --------------------------------------------------------------------------------------------------
+# Audio fronts: samples in, audio codes of ready frames out. Both use the encoders' "auto" backend,
+# as offline ``animate`` does, so the codes match it whatever step backend the animator uses.
+# --------------------------------------------------------------------------------------------------
+class _WindowFront:
+    """Framing "window" (released): frame k's code from its own 1 s window
+    ``[centre_k + lookahead - 16000, centre_k + lookahead)``, zeros outside the signal."""
+
+    def __init__(self, model, device: torch.device):
+        self.model, self.config, self.device = model, model.config, device
+        self.extra_samples = 0  # a frame needs nothing past its window's end
+        self.buf = torch.zeros(0, device=device)  # samples [start, n)
+        self.start = self.n = 0
+
+    def push(self, samples: torch.Tensor) -> None:
+        self.buf = torch.cat([self.buf, samples])
+        self.n += samples.shape[0]
+
+    def close(self) -> None:
+        """Nothing to flush: windows past the end read zeros."""
+
+    def ready(self, k: int) -> bool:
         c = self.config
-        keep_from = max(0, frame_centre(self._next_code, c.fps, c.clock) + c.lookahead - WINDOW_SAMPLES)
-        if keep_from > self._buf_start:
-            self._buf = self._buf[keep_from - self._buf_start:].clone()
-            self._buf_start = keep_from
+        return frame_centre(k, c.fps, c.clock) + c.lookahead <= self.n
+
+    def _window(self, k: int) -> torch.Tensor:
+        c = self.config
+        end = frame_centre(k, c.fps, c.clock) + c.lookahead
+        start = end - WINDOW_SAMPLES
+        lo, hi = max(start, self.start), min(end, self.n)
+        w = torch.zeros(WINDOW_SAMPLES, device=self.device)
+        if hi > lo:
+            w[lo - start:hi - start] = self.buf[lo - self.start:hi - self.start]
+        return w
+
+    def codes(self, s: int, e: int) -> torch.Tensor:
+        """Audio codes of frames [s, e): ``[1, e - s, A]``."""
+        return self.model.encode_audio(torch.stack([self._window(k) for k in range(s, e)])[None])
+
+    def trim(self, next_frame: int) -> None:
+        """Drop samples no frame >= next_frame reads."""
+        c = self.config
+        keep_from = max(0, frame_centre(next_frame, c.fps, c.clock) + c.lookahead - WINDOW_SAMPLES)
+        if keep_from > self.start:
+            self.buf = self.buf[keep_from - self.start:].clone()
+            self.start = keep_from
+
+
+class _StreamFront:
+    """Framing "stream": the utterance with ``STREAM_PAD`` zeros on both sides, framed once on the 10 ms
+    grid by a ``StreamingLogMel`` (so its mel frames are those of the offline ``log_mel`` of the padded
+    utterance); frame k reads mel frames ``p_k .. p_k + 100`` with ``p_k = stream_positions(k)``. Mel frame m
+    is final once padded sample ``160 m + 400`` is in, so frame k waits for original sample
+    ``160 p_k + 400`` (padding: -16000, last frame: +16000), at most ``lookahead + 480`` samples past its
+    centre; the audio past the end is known to be zeros only at ``close``. The encoder's conv stack runs
+    once per batch of ready frames over the mel frames they span (plus its 100-frame receptive field),
+    as offline runs it once over the utterance: the same position gives the same code up to float rounding."""
+
+    def __init__(self, model, device: torch.device):
+        from .streaming_mel import StreamingLogMel
+
+        self.model, self.config, self.device = model, model.config, device
+        c = self.config
+        # the worst wait past the frame centre over one period of the frame clock on the 160-sample grid
+        period = 160 if c.clock == "released" else c.fps  # released: 533 k mod 160; exact: fps frames = 100 hops
+        waits = HOP_LENGTH * stream_positions(period, c.fps, c.clock, c.lookahead) + WIN_LENGTH // 2 \
+            - frame_centres(period, c.fps, c.clock)
+        self.extra_samples = max(0, int(waits.max()) - c.lookahead)
+        self.mel_stream = StreamingLogMel()
+        first = self.mel_stream.push(torch.zeros(STREAM_PAD, device=device))
+        self.mel = first  # mel frames [mel_start, mel_start + mel.shape[1])
+        self.mel_start = 0
+
+    def push(self, samples: torch.Tensor) -> None:
+        self.mel = torch.cat([self.mel, self.mel_stream.push(samples)], dim=1)
+
+    def close(self) -> None:
+        tail = self.mel_stream.push(torch.zeros(STREAM_PAD, device=self.device))
+        self.mel = torch.cat([self.mel, tail, self.mel_stream.close()], dim=1)
+
+    def _position(self, k: int) -> int:
+        c = self.config
+        return int(stream_positions(k + 1, c.fps, c.clock, c.lookahead)[k])
+
+    def ready(self, k: int) -> bool:
+        return self._position(k) + MEL_WINDOW <= self.mel_start + self.mel.shape[1]
+
+    def codes(self, s: int, e: int) -> torch.Tensor:
+        c = self.config
+        positions = stream_positions(e, c.fps, c.clock, c.lookahead)[s:].to(self.device)
+        lo = int(positions[0])
+        block = self.mel[:, lo - self.mel_start:int(positions[-1]) + MEL_WINDOW - self.mel_start]
+        return self.model.encode_mel_stream(block[None], positions - lo)
+
+    def trim(self, next_frame: int) -> None:
+        keep_from = self._position(next_frame)
+        if keep_from > self.mel_start:
+            self.mel = self.mel[:, keep_from - self.mel_start:].clone()
+            self.mel_start = keep_from
