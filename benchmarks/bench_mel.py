@@ -1,8 +1,10 @@
-"""Log-mel benchmark: the fused Triton kernel next to the PyTorch reference, same inputs, same group.
+"""Log-mel benchmark: the fused Triton kernel and the C++ core next to the PyTorch reference, same
+inputs, same group.
 
 Framings: per-window (``[B, T, 16000]`` windows, the released model) and streaming (one utterance ``[L]``
 framed once on the 10 ms grid). ``MESHTALK_BENCH_SIZE=full``: B=8, T=32 windows and 60 s streamed; the
-default "smoke" size is tiny so the normal test suite runs every case. Triton cases need a CUDA GPU.
+default "smoke" size is tiny so the normal test suite runs every case. Triton cases need a CUDA GPU,
+cpp cases CPU tensors (the core uses every core, as torch does).
 Run: ``MESHTALK_BENCH_SIZE=full python -m pytest benchmarks/bench_mel.py --benchmark-enable``.
 """
 import os
@@ -31,10 +33,13 @@ def mel_inputs(framing: str) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("framing", ["windows", "stream"])
-@pytest.mark.parametrize("backend", ["torch", "triton"])
+@pytest.mark.parametrize("backend", ["torch", "triton", "cpp"])
 def test_log_mel(benchmark, backend, framing):
     if backend == "triton" and DEVICE.type != "cuda":
         pytest.skip("needs a CUDA GPU for triton (interpreter timings are meaningless)")
+    reason = mf.available_backends("log_mel", DEVICE)[backend]
+    if reason is not None:
+        pytest.skip(f"log_mel backend {backend!r} cannot run here: {reason}")
     x = mel_inputs(framing)
     label = f"B={WINDOWS[0]} T={WINDOWS[1]}" if framing == "windows" else f"{STREAM_SECONDS:g} s"
     benchmark.group = f"log_mel {framing} {label} ({DEVICE.type})"

@@ -7,6 +7,7 @@ if not torch.cuda.is_available():
     os.environ["TRITON_INTERPRET"] = "1"  # must precede the first import of triton (triton backend tests)
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
+import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 import meshtalk_fast as mf  # noqa: E402
@@ -97,3 +98,92 @@ def test_errors():
         s.close()
     with pytest.raises(ValueError, match="at least 1025 samples"):
         mf.StreamingLogMel(backend="torch").close()
+
+
+# ------------------------------------------------------------------------------------------ C++ core
+def cpp_stream(x: np.ndarray, chunks, batch: int = 1):
+    """Push ``x [B, n]`` into the core's StreamingMel in chunks (cycled); returns (frames [B, 80, F], stream)."""
+    from meshtalk_fast import _core
+
+    s = _core.StreamingMel(batch)
+    outs, i, k = [], 0, 0
+    while i < x.shape[1]:
+        n = chunks[k % len(chunks)]
+        outs.append(s.push(np.ascontiguousarray(x[:, i:i + n])))
+        i, k = i + n, k + 1
+    outs.append(s.close())
+    for o in outs:
+        assert o.shape[:2] == (batch, 80) and o.dtype == np.float32
+    return np.concatenate(outs, axis=2), s
+
+
+@pytest.mark.parametrize("chunks", [[1], [159], [160], [533], [4000], [10 ** 6], [0, 3, 1500, 161, 0, 999]])
+def test_cpp_stream_equals_whole(speech, chunks):
+    """The core's StreamingMel: the pushed chunks' frames equal log_mel of the whole signal, bit for bit."""
+    x = (speech[:16000 + 33] if chunks == [1] else speech[:3 * 16000 + 77]).numpy()[None]
+    out, s = cpp_stream(x, chunks)
+    whole = mf.log_mel(torch.from_numpy(x), backend="cpp").numpy()
+    assert out.shape == whole.shape
+    assert np.array_equal(out, whole), f"max |stream - whole| = {np.abs(out - whole).max():.2e}"
+    np.testing.assert_allclose(out[0], mf.torch_log_mel(torch.from_numpy(x[0])).numpy(), rtol=0, atol=2e-4)
+    assert s.closed and s.frames_emitted == whole.shape[-1] and s.samples_seen == x.shape[1]
+
+
+def test_cpp_stream_batch_of_streams(speech):
+    x = np.stack([speech[:20011].numpy(), speech[7000:27011].numpy()])
+    out, _ = cpp_stream(x, [777], batch=2)
+    assert np.array_equal(out, _core_log_mel(x))
+
+
+def _core_log_mel(x):
+    from meshtalk_fast import _core
+
+    return _core.log_mel(np.ascontiguousarray(x, dtype=np.float32))
+
+
+def test_cpp_stream_timing_and_bounded_buffer_match_python():
+    """Each frame comes out when the Python StreamingLogMel gives it; the buffer stays small."""
+    from meshtalk_fast import _core
+
+    x = 0.01 * torch.randn(3000, generator=torch.Generator().manual_seed(0))
+    s, ref = _core.StreamingMel(), mf.StreamingLogMel(backend="torch")
+    for n in range(1, x.shape[0] + 1):
+        got = s.push(x[None, n - 1:n].numpy()).shape[2]
+        assert got == ref.push(x[n - 1:n]).shape[1], f"after {n} samples"
+    assert s.close().shape[2] == ref.close().shape[1]
+    g = torch.Generator().manual_seed(1)
+    s.reset()
+    peak = 0
+    for _ in range(100):
+        s.push((0.01 * torch.randn(1, 1000, generator=g)).numpy())
+        peak = max(peak, s.buffered_samples)
+    assert peak <= 1024 + 1000, f"buffer grew to {peak} samples"
+    assert s.samples_seen == 100_000 and s.frames_emitted == (100_000 - 400) // 160 + 1
+
+
+def test_python_streaming_class_on_the_cpp_backend(speech):
+    x = speech[:2 * 16000 + 33]
+    out, _ = stream(x, [700], "cpp")
+    assert torch.equal(out, mf.log_mel(x, backend="cpp"))
+
+
+def test_cpp_stream_errors():
+    from meshtalk_fast import _core
+
+    s = _core.StreamingMel(2)
+    with pytest.raises(ValueError, match=r"samples shape: expected \[2, \*\], found \[1, 5\]"):
+        s.push(np.zeros((1, 5), np.float32))
+    with pytest.raises(ValueError, match="samples dtype: expected float32, found float64"):
+        s.push(np.zeros((2, 5)))
+    s.push(np.zeros((2, 1000), np.float32))
+    with pytest.raises(ValueError, match="the stream is too short for the log-mel's reflect padding: expected at "
+                                         "least 1025 samples, found 1000"):
+        s.close()
+    with pytest.raises(ValueError, match=r"push\(\) called after close\(\)"):
+        s.push(np.zeros((2, 5), np.float32))
+    with pytest.raises(ValueError, match=r"close\(\) called twice"):
+        s.close()
+    s.reset()
+    assert s.push(np.zeros((2, 1025), np.float32)).shape == (2, 80, 4)  # usable again after reset
+    with pytest.raises(ValueError, match=r"StreamingMel batch: expected an integer in \[1, 4096\], found 0"):
+        _core.StreamingMel(0)

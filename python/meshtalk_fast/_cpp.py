@@ -1,4 +1,5 @@
-"""The C++ core as the ``cpp`` backend of ``MeshTalk.sample`` and ``MeshTalk.decode``.
+"""The C++ core as the ``cpp`` backend of ``MeshTalk.sample`` and ``MeshTalk.decode``, and of the
+audio encoder (ops ``encode_audio`` and ``encode_stream``; ``log_mel``'s is in audio.py).
 
 Tensors go to ``meshtalk_fast._core`` as numpy views (zero copy for contiguous CPU float32 tensors)
 and the core runs with the GIL released. The weights are copied into the core's layout once per
@@ -22,7 +23,8 @@ import torch
 
 from ._dispatch import register
 
-__all__ = ["core_unavailable", "context_weights", "decoder_weights", "cpp_sample", "cpp_decode"]
+__all__ = ["core_unavailable", "context_weights", "decoder_weights", "cpp_sample", "cpp_decode",
+           "audio_encoder_weights", "cpp_encode_audio", "cpp_encode_stream"]
 
 try:
     from . import _core
@@ -169,3 +171,53 @@ def cpp_decode(model, template: torch.Tensor, one_hot: torch.Tensor, threads: Op
 
 register("sample", "cpp", cpp_sample, core_unavailable)
 register("decode", "cpp", cpp_decode, _decode_unavailable)
+
+
+# ----------------------------------------------------------------------------------------------
+# Audio front end: log-mel and the AudioEncoder (both framings).
+# ----------------------------------------------------------------------------------------------
+def _encoder_unavailable(device: torch.device) -> Optional[str]:
+    reason = core_unavailable(device)
+    if reason is None and torch.is_grad_enabled():
+        # The core computes no gradients; in grad mode `auto` must keep the differentiable path.
+        reason = ("the C++ core computes no gradients and grad mode is on: encode under torch.no_grad() "
+                  "or torch.inference_mode(), or use backend='torch'")
+    return reason
+
+
+def audio_encoder_weights(model, gemm: str = "builtin"):
+    """The model's AudioEncoder in the core's layout, melspec buffers included (cached until a weight changes)."""
+    entries = _CACHE.setdefault(model, {})
+    encoder = model.encoder.audio_encoder
+    key = (_state_key(encoder), gemm)
+    hit = entries.get("audio_encoder")
+    if hit is None or hit[0] != key:
+        weights = _core.AudioEncoderWeights(model.config.audio_dim, _arrays(encoder, "encoder.audio_encoder."), gemm)
+        entries["audio_encoder"] = hit = (key, weights)
+    return hit[1]
+
+
+def _float32_rows(x: torch.Tensor, width: int) -> np.ndarray:
+    return x.detach().to("cpu", torch.float32).reshape(-1, width).contiguous().numpy()
+
+
+def cpp_encode_audio(model, windows: torch.Tensor, threads: Optional[int] = None) -> torch.Tensor:
+    """Window framing: ``windows [B, T, 16000]`` -> ``audio_code [B, T, A]``."""
+    B, T = windows.shape[:2]
+    codes = _core.encode_windows(audio_encoder_weights(model), _float32_rows(windows, 16000),
+                                 threads=0 if threads is None else threads)
+    out = torch.from_numpy(codes).view(B, T, -1)
+    return out if windows.dtype == torch.float32 else out.to(windows.dtype)
+
+
+def cpp_encode_stream(model, mel: torch.Tensor, positions: torch.Tensor, threads: Optional[int] = None) -> torch.Tensor:
+    """Stream framing: ``mel [B, 80, F]`` read at ``positions [T]`` or ``[B, T]`` -> ``audio_code [B, T, A]``."""
+    m = mel.detach().to("cpu", torch.float32).contiguous().numpy()
+    pos = positions.detach().to("cpu", torch.int64).contiguous().numpy()
+    out = torch.from_numpy(_core.encode_stream(audio_encoder_weights(model), m, pos,
+                                               threads=0 if threads is None else threads))
+    return out if mel.dtype == torch.float32 else out.to(mel.dtype)
+
+
+register("encode_audio", "cpp", cpp_encode_audio, _encoder_unavailable)
+register("encode_stream", "cpp", cpp_encode_stream, _encoder_unavailable)

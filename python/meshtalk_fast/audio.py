@@ -20,7 +20,7 @@ from ._dispatch import register, resolve
 __all__ = [
     "SAMPLE_RATE", "N_FFT", "WIN_LENGTH", "HOP_LENGTH", "N_MELS", "WINDOW_SAMPLES",
     "load_audio", "audio_windows", "num_frames", "frame_centres", "stream_positions", "stream_mel_frames", "STREAM_PAD", "hann_window", "mel_filterbank",
-    "torch_log_mel", "log_mel",
+    "torch_log_mel", "cpp_log_mel", "log_mel",
 ]
 
 SAMPLE_RATE = 16000
@@ -281,16 +281,50 @@ def torch_log_mel(x: torch.Tensor, window: Optional[torch.Tensor] = None,
     return out.reshape(*lead, N_MELS, out.shape[-1])
 
 
+def cpp_log_mel(x: torch.Tensor, threads: Optional[int] = None) -> torch.Tensor:
+    """The C++ core's log-mel (csrc/core/mel.cpp): ``x [..., L] -> Tensor[..., 80, 1 + L // 160]``.
+
+    Computed in float32 whatever x's dtype (a float64 x gets float64 results of float32 accuracy;
+    16-bit inputs, as in the reference, float32). ``threads``: cores to use, default all. No gradients.
+    """
+    from . import _cpp
+
+    _check_log_mel_input(x)
+    if x.requires_grad and torch.is_grad_enabled():
+        raise ValueError("log_mel: backend 'cpp' computes no gradients and x requires grad; use backend='torch'")
+    lead, L = x.shape[:-1], x.shape[-1]
+    rows = x.detach().to("cpu", torch.float32).reshape(-1, L).contiguous().numpy()
+    out = torch.from_numpy(_cpp._core.log_mel(rows, threads=0 if threads is None else threads))
+    out = out.reshape(*lead, N_MELS, out.shape[-1])
+    return out.to(torch.float64) if x.dtype == torch.float64 else out
+
+
+def _cpp_unavailable(device: torch.device) -> Optional[str]:
+    from ._cpp import core_unavailable
+
+    return core_unavailable(device)
+
+
 register("log_mel", "torch", torch_log_mel)
+register("log_mel", "cpp", cpp_log_mel, _cpp_unavailable)
 
 
-def log_mel(x: torch.Tensor, backend: str = "auto") -> torch.Tensor:
+def log_mel(x: torch.Tensor, backend: str = "auto", threads: Optional[int] = None) -> torch.Tensor:
     """Log-mel spectrogram with torchaudio semantics: ``x [..., L] -> Tensor[..., 80, 1 + L // 160]``.
 
     backend: "auto" (the fastest for x's device), "torch" (reference), "triton", "cpp" where built.
+    On the CPU ``auto`` picks the C++ core, except for float64 inputs and inputs that need a gradient,
+    which stay on the reference (the core computes in float32, without gradients).
+    threads: cores for backend "cpp" (default all); ignored when ``auto`` picks another backend.
     """
-    if isinstance(x, torch.Tensor):
-        fn = resolve("log_mel", backend, x.device)
-    else:
-        fn = resolve("log_mel", backend, torch.device("cpu"))
-    return fn(x)
+    device = x.device if isinstance(x, torch.Tensor) else torch.device("cpu")
+    chosen = backend
+    if (backend == "auto" and isinstance(x, torch.Tensor) and device.type == "cpu"
+            and (x.dtype == torch.float64 or (x.requires_grad and torch.is_grad_enabled()))):
+        chosen = "torch"
+    fn = resolve("log_mel", chosen, device)
+    if threads is None or fn is not cpp_log_mel:
+        if threads is not None and backend != "auto":
+            raise ValueError(f"threads applies to backend 'cpp' only, got threads={threads} with backend={backend!r}")
+        return fn(x)
+    return fn(x, threads=threads)

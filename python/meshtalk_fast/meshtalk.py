@@ -95,18 +95,24 @@ class MeshTalk(nn.Module):
         self._check_bt("audio_code", audio_code, (self.config.audio_dim,), f"[B, T, {self.config.audio_dim}]")
 
     # ---------------------------------------------------------------- encoders
-    def encode_audio(self, windows: torch.Tensor, backend: str = "auto") -> torch.Tensor:
-        """``windows [B, T, 16000]`` (``audio_windows`` per sequence) -> ``audio_code [B, T, A]``."""
-        self._check_bt("windows", windows, (16000,), "[B, T, 16000]")
-        return resolve("encode_audio", backend, windows.device)(self, windows)
+    def encode_audio(self, windows: torch.Tensor, backend: str = "auto", threads: Optional[int] = None) -> torch.Tensor:
+        """``windows [B, T, 16000]`` (``audio_windows`` per sequence) -> ``audio_code [B, T, A]``.
 
-    def encode_speech(self, audio: torch.Tensor, backend: str = "auto") -> torch.Tensor:
+        ``threads`` (backend "cpp" only): cores to use, default all. The cpp backend computes no
+        gradients, so ``auto`` picks it only outside grad mode (under ``torch.no_grad()``).
+        """
+        self._check_bt("windows", windows, (16000,), "[B, T, 16000]")
+        extra = {} if threads is None else {"threads": threads}
+        return resolve("encode_audio", backend, windows.device)(self, windows, **extra)
+
+    def encode_speech(self, audio: torch.Tensor, backend: str = "auto", threads: Optional[int] = None) -> torch.Tensor:
         """Speech -> ``audio_code [B, T, A]`` with this model's fps, clock, look-ahead and framing.
 
         ``audio [L]`` or ``[B, L]`` (16 kHz, normalised as ``load_audio`` does); T frames per
         ``num_frames(L, fps, clock)``. Framing "window" is the released per-frame 1 s windows;
         "stream" computes one log-mel of the whole (zero-padded) utterance and reads the encoder at one
-        position per frame.
+        position per frame (ops ``log_mel`` and ``encode_stream``, both dispatched on ``backend``).
+        ``threads``: as for ``encode_audio``.
         """
         from .audio import STREAM_PAD, log_mel, stream_positions
 
@@ -114,18 +120,21 @@ class MeshTalk(nn.Module):
         audio = audio[None] if audio.dim() == 1 else audio
         c = self.config
         if c.framing == "window":
-            return self.encode_audio(torch.stack([c.windows(a) for a in audio]), backend=backend)
+            return self.encode_audio(torch.stack([c.windows(a) for a in audio]), backend=backend, threads=threads)
         T = num_frames(audio.shape[-1], c.fps, c.clock)
         if T == 0:
             raise ValueError(f"audio is too short for one video frame at fps={c.fps}: got {audio.shape[-1]} samples")
-        mel = log_mel(torch.nn.functional.pad(audio, (STREAM_PAD, STREAM_PAD)), backend=backend)
+        mel = log_mel(torch.nn.functional.pad(audio, (STREAM_PAD, STREAM_PAD)), backend=backend, threads=threads)
         positions = stream_positions(T, c.fps, c.clock, c.lookahead).to(audio.device)
-        return self.encode_mel_stream(mel, positions)
+        return self.encode_mel_stream(mel, positions, backend=backend, threads=threads)
 
-    def encode_mel_stream(self, mel: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    def encode_mel_stream(self, mel: torch.Tensor, positions: torch.Tensor, backend: str = "auto",
+                          threads: Optional[int] = None) -> torch.Tensor:
         """Streaming framing: ``mel [B, 80, F]`` read at ``positions [T]`` or ``[B, T]`` (first of the 101
-        mel frames each video frame sees) -> ``audio_code [B, T, A]``."""
-        return self.encoder.audio_encoder.encode_stream(mel, positions)
+        mel frames each video frame sees) -> ``audio_code [B, T, A]`` (op ``encode_stream``)."""
+        encode = resolve("encode_stream", backend, mel.device)
+        extra = {} if threads is None or encode is _torch_encode_stream else {"threads": threads}
+        return encode(self, mel, positions, **extra)
 
     def encode_expression(self, geom: torch.Tensor) -> torch.Tensor:
         """``geom [B, T, V, 3]`` -> ``expression_code [B, T, E]``."""
@@ -225,6 +234,11 @@ def _torch_encode_audio(model: MeshTalk, windows: torch.Tensor) -> torch.Tensor:
     return model.encoder.audio_encoder(windows)
 
 
+def _torch_encode_stream(model: MeshTalk, mel: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    return model.encoder.audio_encoder.encode_stream(mel, positions)
+
+
 register("encode_audio", "torch", _torch_encode_audio)
+register("encode_stream", "torch", _torch_encode_stream)
 register("decode", "torch", _torch_decode)
 register("sample", "torch", _torch_sample)
