@@ -24,7 +24,8 @@ import torch
 from ._dispatch import register
 
 __all__ = ["core_unavailable", "context_weights", "decoder_weights", "cpp_sample", "cpp_decode",
-           "audio_encoder_weights", "cpp_encode_audio", "cpp_encode_stream"]
+           "audio_encoder_weights", "cpp_encode_audio", "cpp_encode_stream", "CppPriorStepper",
+           "CppDecoderStepper", "cpp_post_smooth", "CppStreamingSmoother"]
 
 try:
     from . import _core
@@ -221,3 +222,161 @@ def cpp_encode_stream(model, mel: torch.Tensor, positions: torch.Tensor, threads
 
 register("encode_audio", "cpp", cpp_encode_audio, _encoder_unavailable)
 register("encode_stream", "cpp", cpp_encode_stream, _encoder_unavailable)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Streaming: the ops "sample_step", "decode_step" (incremental.py) and "post_smooth", "smooth_step"
+# (smoothing.py) on the core's SamplerState / DecoderState / post_smooth / StreamingSmoother.
+# ---------------------------------------------------------------------------------------------------------
+def _no_grad_unavailable(what: str):
+    def unavailable(device: torch.device) -> Optional[str]:
+        reason = core_unavailable(device)
+        if reason is None and torch.is_grad_enabled():
+            reason = (f"the C++ core computes no gradients and grad mode is on: {what} under torch.no_grad() or "
+                      "torch.inference_mode(), or use backend='torch'")
+        return reason
+    return unavailable
+
+
+class CppPriorStepper:
+    """``step(audio_code [B, A]) -> one_hot [B, H, C]``: the C++ sampler one step at a time (op "sample_step").
+
+    The constructor and ``step`` are ``incremental.PriorStepper``'s. Noise, as ``cpp_sample``: from
+    ``seeds`` (an int s: sequence b uses s + b; or B ints in [0, 2**64)); when None, B seeds are drawn
+    from ``generator`` (``torch.randint(0, 2**63 - 1, (B,), generator=generator)``, torch's global
+    generator when None; nothing is drawn with argmax), exactly as ``cpp_sample`` draws them. So T steps
+    equal ``model.sample(audio_code, generator=g, backend="cpp")`` (or ``seeds=...``) for a generator in
+    the same state, bit for bit. ``exact`` is accepted for PriorStepper's signature: the C++ step is
+    always exactly the C++ sampler. threads: cores to use (default all).
+    """
+
+    def __init__(self, model, batch: int = 1, argmax: bool = False, generator: Optional[torch.Generator] = None,
+                 exact: bool = False, seeds=None, threads: Optional[int] = None):
+        if isinstance(batch, bool) or not isinstance(batch, (int, np.integer)) or batch < 1:
+            raise ValueError(f"batch must be a positive integer, got {batch!r}")
+        c = model.config
+        self.batch, self.argmax = int(batch), bool(argmax)
+        self.heads, self.classes, self.audio_dim = c.heads, c.classes, c.audio_dim
+        self.state = _core.SamplerState(context_weights(model), self.batch, 0 if threads is None else threads)
+        if self.argmax:
+            self.seeds = np.zeros(self.batch, dtype=np.uint64)
+        else:
+            self.seeds = _seed_array(seeds, self.batch, generator)
+            if self.seeds.shape != (self.batch,):
+                raise ValueError(f"seeds must be an int or [B={self.batch}] ints, got shape {list(self.seeds.shape)}")
+        for b in range(self.batch):
+            self.state.reset(b, int(self.seeds[b]), self.argmax)
+        self._slots = np.arange(self.batch, dtype=np.int64)
+        self.t = 0
+
+    @torch.no_grad()
+    def step(self, audio_code: torch.Tensor) -> torch.Tensor:
+        from ._checks import check_tensor
+
+        check_tensor("audio_code", audio_code, shape=(self.batch, self.audio_dim), what="[B, A]")
+        audio = audio_code.detach().to("cpu", torch.float32).contiguous()
+        one_hot = torch.empty(self.batch, self.heads, self.classes, dtype=torch.float32)  # rows written whole
+        self.state.step(self._slots, audio.numpy(), one_hot=one_hot.numpy())
+        self.t += 1
+        return one_hot if audio_code.dtype == torch.float32 else one_hot.to(audio_code.dtype)
+
+
+class CppDecoderStepper:
+    """``step(one_hot [B, k, H, C]) -> meshes [B, k, V, 3]``: the C++ decoder frame by frame (op "decode_step").
+
+    As ``incremental.DecoderStepper``: ``template [V, 3]`` encoded once, the LSTM state carried across
+    calls, B fixed by the first step. Equals ``model.decode(template, one_hot, backend="cpp")`` of the
+    frames concatenated. threads: cores to use (default all).
+    """
+
+    def __init__(self, model, template: torch.Tensor, threads: Optional[int] = None):
+        from ._checks import check_tensor
+
+        c = model.config
+        V = c.n_vertices
+        check_tensor("template", template, shape=(V, 3), what=f"[V, 3] with V == {V}")
+        self.heads, self.classes, self.V = c.heads, c.classes, V
+        self._weights = decoder_weights(model)
+        self._template = template.detach().to("cpu", torch.float32).contiguous().numpy()
+        self._threads = 0 if threads is None else threads
+        self.state = None  # a DecoderState of capacity B, made by the first step
+        self._slots = None
+
+    @torch.no_grad()
+    def step(self, one_hot: torch.Tensor) -> torch.Tensor:
+        from ._checks import check_tensor, shape_str
+
+        check_tensor("one_hot", one_hot, shape=(None, None, self.heads, self.classes), what="[B, k, H, C]")
+        B, k = one_hot.shape[:2]
+        if self.state is None:
+            if B < 1:
+                raise ValueError(f"one_hot must have B >= 1, got {shape_str(one_hot.shape)}")
+            self.state = _core.DecoderState(self._weights, B, self._threads)
+            encoded = self.state.encode_template(self._template)
+            for b in range(B):
+                self.state.reset(b, encoded)
+            self._slots = np.arange(B, dtype=np.int64)
+        elif self.state.capacity != B:
+            raise ValueError(f"one_hot must keep the batch size B={self.state.capacity} of earlier steps, "
+                             f"got {shape_str(one_hot.shape)}")
+        codes = one_hot.detach().to("cpu", torch.float32)
+        out = torch.empty(k, B, self.V, 3, dtype=torch.float32)
+        for f in range(k):
+            self.state.step(self._slots, codes[:, f].contiguous().numpy(), out=out[f].numpy())
+        out = out.transpose(0, 1).contiguous()
+        return out if one_hot.dtype == torch.float32 else out.to(one_hot.dtype)
+
+
+def cpp_post_smooth(geom: torch.Tensor, forehead_mask: torch.Tensor, neck_mask: torch.Tensor,
+                    threads: Optional[int] = None) -> torch.Tensor:
+    """``geom [T, V, 3]``, masks ``[V]`` -> ``[T, V, 3]`` (op "post_smooth"; float32 inside)."""
+    x = geom.detach().to("cpu", torch.float32).contiguous()
+    m1 = forehead_mask.detach().to("cpu", torch.float32).contiguous()
+    m2 = neck_mask.detach().to("cpu", torch.float32).contiguous()
+    out = torch.empty_like(x)
+    _core.post_smooth(x[None].numpy(), m1.numpy(), m2.numpy(), threads=0 if threads is None else threads,
+                      out=out[None].numpy())
+    return out if geom.dtype == torch.float32 else out.to(geom.dtype)
+
+
+class CppStreamingSmoother:
+    """``push(frames [k, V, 3]) -> [j, V, 3]``, ``close() -> [rest, V, 3]`` (op "smooth_step"): the C++
+    streaming post-smoothing, with ``smoothing.StreamingSmoother``'s constructor and semantics."""
+
+    def __init__(self, forehead_mask: torch.Tensor, neck_mask: torch.Tensor, delay: int = 4):
+        if isinstance(delay, bool) or not isinstance(delay, (int, np.integer)):
+            raise ValueError(f"delay must be an integer in [0, 8] frames, got {delay!r}")
+        m1 = forehead_mask.detach().to("cpu", torch.float32).contiguous().numpy()
+        m2 = neck_mask.detach().to("cpu", torch.float32).contiguous().numpy()
+        self._s = _core.StreamingSmoother(m1, m2, int(delay))
+        self.delay, self.n_vertices = int(delay), self._s.n_vertices
+        self.closed = False
+
+    @property
+    def pushed(self) -> int:
+        return self._s.pushed
+
+    @property
+    def emitted(self) -> int:
+        return self._s.emitted
+
+    def push(self, frames: torch.Tensor) -> torch.Tensor:
+        from ._checks import check_tensor
+
+        if self.closed:
+            raise RuntimeError("push() called after close(): this smoother is finished")
+        check_tensor("frames", frames, shape=(None, self.n_vertices, 3), what="[k, V, 3]")
+        out = torch.from_numpy(self._s.push(frames.detach().to("cpu", torch.float32).contiguous().numpy()))
+        return out if frames.dtype == torch.float32 else out.to(frames.dtype)
+
+    def close(self) -> torch.Tensor:
+        if self.closed:
+            raise RuntimeError("close() called twice: this smoother is already finished")
+        self.closed = True
+        return torch.from_numpy(self._s.close())
+
+
+register("sample_step", "cpp", CppPriorStepper, core_unavailable)
+register("decode_step", "cpp", CppDecoderStepper, core_unavailable)
+register("post_smooth", "cpp", cpp_post_smooth, _no_grad_unavailable("smooth"))
+register("smooth_step", "cpp", CppStreamingSmoother, core_unavailable)

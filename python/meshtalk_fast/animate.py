@@ -126,7 +126,8 @@ def animate(audio: Union[str, os.PathLike, torch.Tensor], template: torch.Tensor
     backend: for ``model.sample`` and ``model.decode`` ("auto", "torch", "cpp", ...). Note the C++
         sampler draws its noise from seeds, not from the generator's stream, so its samples differ from
         the torch backend's for the same seed (same distribution).
-    smooth_masks: ``(forehead [V], neck [V])`` applies the released post-smoothing; None skips it.
+    smooth_masks: ``(forehead [V], neck [V])`` applies the released post-smoothing (``post_smooth``, on the
+        reference for backend "torch", else the fastest: the C++ core on the CPU); None skips it.
     progress: show a tqdm bar (stderr) for inputs of at least 10 s.
     normalize: apply the released loudness normalisation (see ``prepare_audio``); ``False`` takes the
         samples as given, which is what ``StreamingAnimator`` does.
@@ -175,7 +176,9 @@ def animate(audio: Union[str, os.PathLike, torch.Tensor], template: torch.Tensor
         if masks is not None:
             if bar is not None:
                 bar.set_description("smoothing")
-            geom = post_smooth(geom, masks[0].to(device), masks[1].to(device))
+            # backend "torch" keeps the whole pipeline on the reference; otherwise the fastest smoother
+            geom = post_smooth(geom, masks[0].to(device), masks[1].to(device),
+                               backend="torch" if backend == "torch" else "auto")
     finally:
         if bar is not None:
             bar.close()

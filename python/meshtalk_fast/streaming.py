@@ -5,8 +5,9 @@ Frame k's audio window is ``[centre_k + lookahead - 16000, centre_k + lookahead)
 samples up to ``centre_k + lookahead`` have arrived and k is certain to be a frame of the final
 sequence (``k < num_frames(samples so far)``, which only grows). Then, per ready frame: its audio
 code (the audio encoder, ready frames of one push batched), one step of the prior's sampler
-(``sample_step``, the reference sampler's arithmetic one step at a time, ``incremental.py``), one
-decoder step (``decode_step``: template encoded once, LSTM state carried).
+(``sample_step``, the sampler's arithmetic one step at a time: ``incremental.py`` for torch, the C++
+core's SamplerState for cpp), one decoder step (``decode_step``: template encoded once, LSTM state
+carried), then the streaming post-smoothing (``smooth_step``, ``smoothing.py``).
 
 Post-smoothing (``smooth_masks``) is the released one: a 9-tap Gaussian (sigma 2, replicate padding)
 blended by the forehead mask, then a second such pass blended by the neck mask. Each pass is centred,
@@ -25,8 +26,12 @@ so it needs 4 frames after the frame; chained, a vertex that is in both masks re
 frame waits for before it can be computed, compute time not included.
 
 With the same seed, model, template, masks and (already normalised) audio, the frames equal
-``animate(audio, ..., normalize=False, backend="torch", smooth_masks=...)`` (``smoothing_delay=8``, or
-4 within the bound above) to float precision, whatever the chunk sizes pushed. Two float-rounding
+``animate(audio, ..., normalize=False, backend=b, smooth_masks=...)`` for the same backend b
+(``smoothing_delay=8``, or 4 within the bound above) to float precision, whatever the chunk sizes
+pushed. With ``backend="cpp"`` (what "auto" picks on the CPU when the core is built) the codes are the
+C++ sampler's, seeded like ``cpp_sample``: one seed drawn from ``torch.Generator().manual_seed(seed)``,
+so they equal ``model.sample(..., backend="cpp", seeds=that seed)`` bit for bit; decoding and smoothing
+differ from the offline C++ ones only by float rounding. For ``backend="torch"``, two float-rounding
 differences remain: the audio encoder batches windows differently, and the default sampler step uses
 contiguous copies of weights the reference reads through strided views (``incremental.PriorStepper``;
 ``exact_sampler=True`` removes that one at ~3-5x the sampler's cost). Either could change a sampled
@@ -36,7 +41,7 @@ CLI's ``stream --gain``).
 """
 from __future__ import annotations
 
-from typing import List, Optional, Sequence
+from typing import Optional, Sequence
 
 import torch
 
@@ -45,12 +50,10 @@ from ._dispatch import resolve
 from .animate import CHUNK_FRAMES, _check_template, check_smooth_masks
 from .audio import (HOP_LENGTH, SAMPLE_RATE, STREAM_PAD, WIN_LENGTH, WINDOW_SAMPLES, frame_centres, num_frames,
                     stream_positions)
-from .smoothing import gaussian_kernel, post_smooth
+from .smoothing import gaussian_kernel
 from . import incremental  # noqa: F401  (registers the torch sample_step / decode_step)
 
 __all__ = ["StreamingAnimator", "frame_centre", "smoothing_tail"]
-
-_SMOOTH_HALF = 4  # the released 9-tap kernel reaches 4 frames either side
 MEL_WINDOW = 101  # mel frames one video frame's 1 s window spans (the audio encoder's receptive field)
 
 
@@ -74,10 +77,11 @@ class StreamingAnimator:
 
     model: a ``MeshTalk``; template: ``[V, 3]``; seed: the sampler's generator seed (None: torch's
     global RNG); smooth_masks: ``(forehead [V], neck [V])`` or None; argmax: the prior's mode instead
-    of sampling; backend: for ``sample_step`` / ``decode_step`` ("auto" picks the fastest registered
-    step implementation for the model's device; "torch" is the reference); smoothing_delay: 4 or 8
-    (see the module docstring); exact_sampler: the torch sampler step bit-identical to the reference
-    sampler (slower). Samples are 16 kHz mono, taken as given (no normalisation).
+    of sampling; backend: for ``sample_step`` / ``decode_step`` / ``smooth_step`` ("auto" picks the
+    fastest registered step implementation for the model's device: the C++ core on the CPU; "torch" is
+    the reference); smoothing_delay: 4 or 8 (see the module docstring); exact_sampler: the torch sampler
+    step bit-identical to the reference sampler (slower; the cpp step always is the cpp sampler).
+    Samples are 16 kHz mono, taken as given (no normalisation).
     """
 
     def __init__(self, model, template: torch.Tensor, seed: Optional[int] = None,
@@ -85,6 +89,10 @@ class StreamingAnimator:
                  backend: str = "auto", smoothing_delay: int = 4, chunk_frames: int = CHUNK_FRAMES,
                  exact_sampler: bool = False):
         c = model.config
+        if c.framing != "window":
+            raise ValueError(f"StreamingAnimator supports models with framing='window' (the released per-window "
+                             f"audio encoder); this model has framing={c.framing!r}: animate it offline with "
+                             "meshtalk_fast.animate")
         _check_template(template, c.n_vertices)
         check_choice("smoothing_delay", smoothing_delay, (4, 8))
         self.model, self.config = model, c
@@ -95,15 +103,15 @@ class StreamingAnimator:
         self.chunk_frames = int(chunk_frames)
         generator = None if seed is None else torch.Generator(device=self.device).manual_seed(int(seed))
         with torch.no_grad():
-            options = {"exact": True} if exact_sampler else {}  # an option of the torch step only
+            options = {"exact": True} if exact_sampler else {}  # the cpp step accepts it too (always exact)
             self._sampler = resolve("sample_step", backend, self.device)(model, 1, argmax, generator, **options)
             self._decoder = resolve("decode_step", backend, self.device)(model, template.to(self.device, torch.float32))
+            self._smoother = None if masks is None else resolve("smooth_step", backend, self.device)(
+                *self.masks, self.smoothing_delay)
         front = _WindowFront if c.framing == "window" else _StreamFront
         self._front = front(model, self.device)
         self._n = 0
         self._next_code = 0          # first frame whose code is not computed yet
-        self._raw: List[torch.Tensor] = []  # decoded, unsmoothed frames [_raw_start, _next_code)
-        self._raw_start = 0
         self._next_out = 0           # first frame not yet returned
         self._closed = False
 
@@ -147,8 +155,7 @@ class StreamingAnimator:
         stop = self._next_code
         while stop < exist and self._front.ready(stop):
             stop += 1
-        self._advance(stop)
-        out = self._emit(final=None)
+        out = self._output(self._advance(stop), final=False)
         self._front.trim(self._next_code)
         return out
 
@@ -161,46 +168,35 @@ class StreamingAnimator:
         c = self.config
         total = num_frames(self._n, c.fps, c.clock)
         self._front.close()
-        self._advance(total)
-        out = self._emit(final=total)
-        self._raw = []
+        out = self._output(self._advance(total), final=True)
         return out
 
     # ------------------------------------------------------------------ internals
     @torch.no_grad()
-    def _advance(self, stop: int) -> None:
-        """Codes and decoded (unsmoothed) frames for frames [_next_code, stop)."""
+    def _advance(self, stop: int) -> torch.Tensor:
+        """Decoded (unsmoothed) frames [_next_code, stop) as ``[k, V, 3]``."""
+        decoded = []
         for s in range(self._next_code, stop, self.chunk_frames):
             e = min(stop, s + self.chunk_frames)
             audio_code = self._front.codes(s, e)  # [1, e - s, A]
             one_hot = torch.stack([self._sampler.step(audio_code[:, i]) for i in range(e - s)], dim=1)
-            self._raw.extend(self._decoder.step(one_hot)[0].unbind(0))
+            decoded.append(self._decoder.step(one_hot)[0])
         self._next_code = max(self._next_code, stop)
+        if not decoded:
+            return torch.zeros(0, self.config.n_vertices, 3, device=self.device)
+        return torch.cat(decoded)
 
     @torch.no_grad()
-    def _emit(self, final: Optional[int]) -> torch.Tensor:
-        """Frames [_next_out, ready) smoothed (or as decoded); ``final`` = the sequence length at close."""
-        V = self.config.n_vertices
-        D = self.smoothing_delay
-        known = self._next_code
-        ready = known if final is not None else max(self._next_out, known - D)
-        frames = []
-        for t in range(self._next_out, ready):
-            if self.masks is None:
-                frames.append(self._raw[t - self._raw_start])
-                continue
-            lo = max(0, t - 2 * _SMOOTH_HALF)
-            hi = min(known, t + D + 1)
-            window = torch.stack(self._raw[lo - self._raw_start:hi - self._raw_start])
-            frames.append(post_smooth(window, *self.masks)[t - lo])
-        self._next_out = ready
-        keep_from = max(0, self._next_out - 2 * _SMOOTH_HALF) if self.masks is not None else self._next_out
-        if keep_from > self._raw_start:
-            del self._raw[:keep_from - self._raw_start]
-            self._raw_start = keep_from
-        if not frames:
-            return torch.zeros(0, V, 3, device=self.device)
-        return torch.stack(frames)
+    def _output(self, decoded: torch.Tensor, final: bool) -> torch.Tensor:
+        """The frames to return now: ``decoded [k, V, 3]`` through the smoother (all of it when ``final``)."""
+        if self._smoother is None:
+            out = decoded
+        else:
+            out = self._smoother.push(decoded)
+            if final:
+                out = torch.cat([out, self._smoother.close().to(out)])
+        self._next_out += out.shape[0]
+        return out.to(self.device)
 
 
 # --------------------------------------------------------------------------------------------------
