@@ -145,6 +145,35 @@ ModelConfig read_model_config(const SafetensorsFile& file) {
   return c;
 }
 
+namespace {
+
+std::map<std::string, std::string> config_entries(const SafetensorsFile& file, const std::string& where) {
+  const auto it = file.metadata().find("config");
+  if (it == file.metadata().end())
+    throw Error(ErrorCode::kInvalidFormat, where + ": no metadata entry 'config' (is this a file written by "
+                                                   "MeshTalk.save?)");
+  return FlatJson(it->second, where).parse();
+}
+
+}  // namespace
+
+int64_t read_config_integer(const SafetensorsFile& file, const std::string& key) {
+  const std::string where = "safetensors '" + file.label() + "'";
+  return config_int(config_entries(file, where), key, where);
+}
+
+std::string read_config_string(const SafetensorsFile& file, const std::string& key) {
+  const std::string where = "safetensors '" + file.label() + "'";
+  const std::map<std::string, std::string> cfg = config_entries(file, where);
+  const auto it = cfg.find(key);
+  if (it == cfg.end())
+    throw Error(ErrorCode::kInvalidFormat, where + ": metadata 'config' has no '" + key + "'");
+  if (it->second.empty() || it->second[0] != '"')  // FlatJson marks strings with a leading quote
+    throw Error(ErrorCode::kInvalidFormat, where + ": metadata 'config' entry '" + key +
+                                               "': expected a string, found " + it->second.substr(0, 40));
+  return it->second.substr(1);
+}
+
 std::vector<float> TensorSource::get(const std::string& key, const std::vector<int64_t>& expected) const {
   if (!contains(key)) throw Error(ErrorCode::kKeyNotFound, label() + ": missing tensor '" + key + "'");
   const std::vector<int64_t> found = shape(key);

@@ -20,6 +20,7 @@ from .animate import animate  # the function (shadows the submodule name; `from 
 from .streaming import StreamingAnimator
 from .export import save_glb, save_npz, save_obj_sequence, write_animation
 from .render import probe_mp4, render_frames, save_preview_mp4
+from .capi import cmake_dir  # the installed C API's CMake package folder
 
 __version__ = "0.1.0"
 
@@ -31,3 +32,4 @@ __all__ = [
 ]
 __all__ += ["animate", "StreamingAnimator", "save_glb", "save_npz", "save_obj_sequence", "write_animation",
             "probe_mp4", "render_frames", "save_preview_mp4"]
+__all__ += ["cmake_dir"]

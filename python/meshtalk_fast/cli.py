@@ -2,6 +2,7 @@
 
 Subcommands:
   info               versions and which backends can run here
+  cmake-dir          the folder of the installed C API's CMake package (find_package(meshtalk_fast))
   convert-official   released encoder.pkl / vertex_unet.pkl / context_model.pkl -> one .safetensors
   demo               speech -> meshes with the reference path on the real example sentence
   animate            speech -> meshes.npz, OBJ sequence, animation.glb, preview.mp4 (cli_animate.py)
@@ -34,6 +35,13 @@ def _info(args) -> int:
     for op in sorted(_REGISTRY):
         status = mf.available_backends(op, torch.device("cpu"))
         print(f"{op:>22}: " + ", ".join(f"{b}={'yes' if r is None else 'no'}" for b, r in status.items()))
+    return 0
+
+
+def _cmake_dir(args) -> int:
+    from .capi import cmake_dir
+
+    print(cmake_dir())
     return 0
 
 
@@ -101,6 +109,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="meshtalk-fast", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("info", help="versions and available backends").set_defaults(fn=_info)
+    sub.add_parser("cmake-dir", help="print the folder to give CMake for find_package(meshtalk_fast) "
+                                     "(the installed C API)").set_defaults(fn=_cmake_dir)
     p = sub.add_parser("convert-official", help="released .pkl files -> one .safetensors file")
     p.add_argument("model_dir")
     p.add_argument("out")

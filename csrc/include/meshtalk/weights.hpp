@@ -37,6 +37,11 @@ struct ModelConfig {
 // Throws kInvalidFormat naming the file when it is missing or malformed.
 ModelConfig read_model_config(const SafetensorsFile& file);
 
+// One entry of that "config" JSON: a non-negative integer, or a string (returned without quotes).
+// Throw kInvalidFormat naming the file and the key when it is missing or of another kind.
+int64_t read_config_integer(const SafetensorsFile& file, const std::string& key);
+std::string read_config_string(const SafetensorsFile& file, const std::string& key);
+
 // Named float tensors, read as float32.
 class TensorSource {
  public:

@@ -1,0 +1,131 @@
+// Model: a MeshTalk.save file's config, frame clock and prepared weights (model.hpp).
+#include "meshtalk/model.hpp"
+
+#include <string>
+#include <utility>
+
+#include "meshtalk/status.hpp"
+
+namespace meshtalk {
+namespace {
+
+constexpr const char* kFormatName = "meshtalk_fast";  // checkpoint.py FORMAT_NAME
+constexpr const char* kFormatVersion = "1";           // checkpoint.py FORMAT_VERSION
+
+std::string clip(const std::string& s, size_t max = 60) { return s.size() <= max ? s : s.substr(0, max) + "..."; }
+
+void check_metadata(const SafetensorsFile& file, const char* key, const char* expected) {
+  const auto it = file.metadata().find(key);
+  if (it == file.metadata().end() || it->second != expected)
+    throw Error(ErrorCode::kInvalidFormat,
+                "safetensors '" + file.label() + "': metadata '" + key + "': expected \"" + expected +
+                    "\" (a file written by MeshTalk.save), found " +
+                    (it == file.metadata().end() ? std::string("none") : "\"" + clip(it->second) + "\""));
+}
+
+// MeshTalk.save writes context_model.context_layers.0 .. n-1; a file with more layers is a model this
+// core cannot run (it would silently ignore them).
+void check_context_layers(const SafetensorsFile& file, size_t known) {
+  const std::string prefix = "context_model.context_layers.";
+  for (const std::string& name : file.names()) {
+    if (name.compare(0, prefix.size(), prefix) != 0) continue;
+    size_t i = prefix.size(), layer = 0;
+    bool digits = false;
+    while (i < name.size() && name[i] >= '0' && name[i] <= '9' && layer < 1000000) {
+      layer = layer * 10 + static_cast<size_t>(name[i++] - '0');
+      digits = true;
+    }
+    if (!digits || layer >= known)
+      throw Error(ErrorCode::kInvalidFormat, "safetensors '" + file.label() + "': unexpected tensor '" +
+                                                 clip(name) + "': this core runs " + std::to_string(known) +
+                                                 " context layers (context_layers.0 .. " +
+                                                 std::to_string(known - 1) + ")");
+  }
+}
+
+}  // namespace
+
+const char* clock_name(Clock clock) noexcept { return clock == Clock::kExact ? "exact" : "released"; }
+const char* framing_name(Framing framing) noexcept { return framing == Framing::kStream ? "stream" : "window"; }
+
+void FrameClock::validate() const {
+  if (fps < 1 || fps > kSampleRate)
+    throw_mismatch("config fps", "an integer in [1, " + std::to_string(kSampleRate) + "]", std::to_string(fps));
+  if (lookahead < 0 || lookahead > kWindowSamples)
+    throw_mismatch("config lookahead", "an integer in [0, " + std::to_string(kWindowSamples) + "] samples",
+                   std::to_string(lookahead));
+}
+
+int64_t FrameClock::num_frames(int64_t n_samples) const {
+  if (n_samples < 0 || n_samples > kMaxSamples)
+    throw_mismatch("n_samples", "a sample count in [0, 2^40]", std::to_string(n_samples));
+  if (clock == Clock::kExact) return n_samples * fps / kSampleRate;
+  const int64_t spf = kSampleRate / fps;
+  const int64_t pad = (kWindowSamples - spf) / 2;
+  const int64_t span = n_samples + 2 * pad - kWindowSamples;  // window starts lie in [0, span)
+  return span <= 0 ? 0 : (span + spf - 1) / spf;
+}
+
+int64_t FrameClock::centre(int64_t k) const {
+  if (k < 0 || k > kMaxSamples) throw_mismatch("frame index", "an index in [0, 2^40]", std::to_string(k));
+  if (clock == Clock::kExact) return ((2 * k + 1) * kSampleRate + fps) / (2 * fps);
+  const int64_t spf = kSampleRate / fps;
+  return kWindowSamples / 2 - (kWindowSamples - spf) / 2 + k * spf;
+}
+
+int64_t FrameClock::latency_samples(int64_t extra_frames) const {
+  if (extra_frames < 0 || extra_frames > 64)
+    throw_mismatch("extra_frames", "an integer in [0, 64]", std::to_string(extra_frames));
+  return lookahead + ((1 + extra_frames) * kSampleRate + fps - 1) / fps;
+}
+
+FrameClock read_frame_clock(const SafetensorsFile& file) {
+  FrameClock c;
+  const std::string where = "safetensors '" + file.label() + "': metadata 'config' entry ";
+  c.fps = read_config_integer(file, "fps");
+  c.lookahead = read_config_integer(file, "lookahead");
+  const std::string clock = read_config_string(file, "clock");
+  const std::string framing = read_config_string(file, "framing");
+  if (clock == "released") c.clock = Clock::kReleased;
+  else if (clock == "exact") c.clock = Clock::kExact;
+  else throw Error(ErrorCode::kInvalidFormat, where + "'clock': expected \"released\" or \"exact\", found \"" +
+                                                  clip(clock) + "\"");
+  if (framing == "window") c.framing = Framing::kWindow;
+  else if (framing == "stream") c.framing = Framing::kStream;
+  else throw Error(ErrorCode::kInvalidFormat, where + "'framing': expected \"window\" or \"stream\", found \"" +
+                                                  clip(framing) + "\"");
+  try {
+    c.validate();
+  } catch (const Error& e) {
+    throw Error(ErrorCode::kInvalidFormat, "safetensors '" + file.label() + "': " + e.what());
+  }
+  return c;
+}
+
+size_t Model::nbytes() const { return (context ? context->nbytes() : 0) + (decoder ? decoder->nbytes() : 0); }
+
+std::shared_ptr<const Model> Model::load(const SafetensorsFile& file, GemmBackend backend) {
+  if (backend == GemmBackend::kBlas && !blas_available())
+    throw_mismatch("gemm backend", "builtin (this core was built without BLAS)", "blas");
+  const std::string label = "safetensors '" + file.label() + "'";
+  auto model = std::make_shared<Model>();
+  model->backend = backend;
+  try {
+    check_metadata(file, "format", kFormatName);
+    check_metadata(file, "format_version", kFormatVersion);
+    model->config = read_model_config(file);
+    model->frames = read_frame_clock(file);
+    check_context_layers(file, model->config.dilations.size());
+    const FileSource source(file);
+    model->context = ContextWeights::load(source, model->config, "context_model.", backend);
+    model->decoder = DecoderWeights::load(source, model->config, backend, "vertex_unet.");
+  } catch (const Error& e) {
+    // A wrong shape or dtype, or a config value out of range, is a problem of the file here.
+    if (e.code() != ErrorCode::kInvalidArgument) throw;
+    const std::string what = e.what();
+    throw Error(ErrorCode::kInvalidFormat, what.compare(0, label.size(), label) == 0 ? what : label + ": " + what);
+  }
+  return model;
+}
+
+}  // namespace meshtalk
