@@ -89,10 +89,6 @@ class StreamingAnimator:
                  backend: str = "auto", smoothing_delay: int = 4, chunk_frames: int = CHUNK_FRAMES,
                  exact_sampler: bool = False):
         c = model.config
-        if c.framing != "window":
-            raise ValueError(f"StreamingAnimator supports models with framing='window' (the released per-window "
-                             f"audio encoder); this model has framing={c.framing!r}: animate it offline with "
-                             "meshtalk_fast.animate")
         _check_template(template, c.n_vertices)
         check_choice("smoothing_delay", smoothing_delay, (4, 8))
         self.model, self.config = model, c
