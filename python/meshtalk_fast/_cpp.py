@@ -48,13 +48,16 @@ def core_unavailable(device: torch.device) -> Optional[str]:
     return None
 
 
-def _decode_unavailable(device: torch.device) -> Optional[str]:
-    reason = core_unavailable(device)
-    if reason is None and torch.is_grad_enabled():
-        # The core computes no gradients; in grad mode `auto` must keep the differentiable path.
-        reason = ("the C++ core computes no gradients and grad mode is on: decode under torch.no_grad() "
-                  "or torch.inference_mode(), or use backend='torch'")
-    return reason
+def _no_grad_unavailable(what: str):
+    """The ``unavailable`` check of a cpp op: the core must load, and (it computes no gradients) grad mode
+    must be off, so that in grad mode ``auto`` keeps the differentiable reference."""
+    def unavailable(device: torch.device) -> Optional[str]:
+        reason = core_unavailable(device)
+        if reason is None and torch.is_grad_enabled():
+            reason = (f"the C++ core computes no gradients and grad mode is on: {what} under torch.no_grad() or "
+                      "torch.inference_mode(), or use backend='torch'")
+        return reason
+    return unavailable
 
 
 def _state_key(module: torch.nn.Module) -> tuple:
@@ -171,21 +174,12 @@ def cpp_decode(model, template: torch.Tensor, one_hot: torch.Tensor, threads: Op
 
 
 register("sample", "cpp", cpp_sample, core_unavailable)
-register("decode", "cpp", cpp_decode, _decode_unavailable)
+register("decode", "cpp", cpp_decode, _no_grad_unavailable("decode"))
 
 
 # ----------------------------------------------------------------------------------------------
 # Audio front end: log-mel and the AudioEncoder (both framings).
 # ----------------------------------------------------------------------------------------------
-def _encoder_unavailable(device: torch.device) -> Optional[str]:
-    reason = core_unavailable(device)
-    if reason is None and torch.is_grad_enabled():
-        # The core computes no gradients; in grad mode `auto` must keep the differentiable path.
-        reason = ("the C++ core computes no gradients and grad mode is on: encode under torch.no_grad() "
-                  "or torch.inference_mode(), or use backend='torch'")
-    return reason
-
-
 def audio_encoder_weights(model, gemm: str = "builtin"):
     """The model's AudioEncoder in the core's layout, melspec buffers included (cached until a weight changes)."""
     entries = _CACHE.setdefault(model, {})
@@ -220,22 +214,14 @@ def cpp_encode_stream(model, mel: torch.Tensor, positions: torch.Tensor, threads
     return out if mel.dtype == torch.float32 else out.to(mel.dtype)
 
 
-register("encode_audio", "cpp", cpp_encode_audio, _encoder_unavailable)
-register("encode_stream", "cpp", cpp_encode_stream, _encoder_unavailable)
+register("encode_audio", "cpp", cpp_encode_audio, _no_grad_unavailable("encode"))
+register("encode_stream", "cpp", cpp_encode_stream, _no_grad_unavailable("encode"))
 
 
 # ---------------------------------------------------------------------------------------------------------
 # Streaming: the ops "sample_step", "decode_step" (incremental.py) and "post_smooth", "smooth_step"
 # (smoothing.py) on the core's SamplerState / DecoderState / post_smooth / StreamingSmoother.
 # ---------------------------------------------------------------------------------------------------------
-def _no_grad_unavailable(what: str):
-    def unavailable(device: torch.device) -> Optional[str]:
-        reason = core_unavailable(device)
-        if reason is None and torch.is_grad_enabled():
-            reason = (f"the C++ core computes no gradients and grad mode is on: {what} under torch.no_grad() or "
-                      "torch.inference_mode(), or use backend='torch'")
-        return reason
-    return unavailable
 
 
 class CppPriorStepper:
