@@ -6,7 +6,9 @@
 - Model files written by ``MeshTalk.save`` load through the C API with the sizes, frame clock and
   latency Python computes; a file written by the C++ test writer loads in ``MeshTalk.load``.
 - csrc/examples builds against the installed package (``meshtalk-fast cmake-dir``) as an engine
-  would, and prints the same model facts as Python.
+  would, and prints the same model facts as Python; fed a WAV or raw float32 file, its sessions (any
+  push size, in a batch, or mt_animate) give the frames of the Python pipeline on the C++ core.
+- The session fuzz target (csrc/fuzz/fuzz_session.cpp) runs under both sanitizers for 15 s.
 """
 from __future__ import annotations
 
@@ -90,11 +92,17 @@ def test_ctest_under_address_and_undefined_sanitizers(sanitized_build):
 
 @pytest.mark.slow
 def test_fuzz_loader_under_sanitizers(sanitized_build):
-    """20 s of mutated model files through mt_model_load_from_memory: no crash, no sanitizer report."""
+    """20 s of mutated model files through mt_model_load_from_memory, and 15 s of mutated call sequences
+    through the session API (fuzz_session): no crash, no sanitizer report."""
     out = _ctest(sanitized_build, "--label-regex", "fuzz", "--verbose")
-    m = re.search(r"fuzz driver: done, (\d+) mutated runs in ([\d.]+) s", out)
-    assert m, out
-    assert int(m.group(1)) > 100 and float(m.group(2)) >= 19, m.group(0)
+    runs = {}
+    for name in ("fuzz_loader", "fuzz_session"):
+        m = re.search(r"\d+: Test command: \S*/" + name + r" .*?fuzz driver: done, (\d+) mutated runs in ([\d.]+) s",
+                      out, re.S)
+        assert m, out
+        runs[name] = (int(m.group(1)), float(m.group(2)))
+    assert runs["fuzz_loader"][0] > 100 and runs["fuzz_loader"][1] >= 19, runs
+    assert runs["fuzz_session"][0] > 10 and runs["fuzz_session"][1] >= 14, runs
 
 
 # ------------------------------------------------------------------------------------------- Python's files
@@ -241,3 +249,113 @@ def test_example_builds_against_the_package_and_prints_the_model(request, tmp_pa
                           capture_output=True, text=True)
     assert proc.returncode == 1
     assert proc.stderr.startswith("meshtalk_example: file not found: mt_model_load: safetensors '"), proc.stderr
+
+
+# ------------------------------------------------------------------------------------------- sessions vs Python
+
+@pytest.fixture(scope="module")
+def example_program(request, tmp_path_factory):
+    """csrc/examples built against the installed package, as an engine would build it."""
+    build = tmp_path_factory.mktemp("example")
+    _run(["cmake", "-S", ROOT / "csrc" / "examples", "-B", build, f"-Dmeshtalk_fast_DIR={_package_cmake_dir(request)}",
+          "-DCMAKE_BUILD_TYPE=Release"])
+    _run(["cmake", "--build", build, "--parallel", JOBS])
+    return build / "meshtalk_example"
+
+
+def _write_wav16(path: pathlib.Path, samples) -> None:
+    import wave
+
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(16000)
+        w.writeframes(samples.astype("<i2").tobytes())
+
+
+@pytest.mark.parametrize("config", [dict(), dict(framing="stream", clock="exact", lookahead=2000)],
+                         ids=["window-released", "stream-exact-lookahead2000"])
+def test_example_program_animates_like_python(example_program, tmp_path, config):
+    """The C program (WAV or raw float32 in, session pushes of odd sizes, batch, mt_animate) gives the
+    frames of the Python pipeline on the C++ core: encode_speech -> sample(seeds=[S]) -> decode
+    (-> post_smooth), with the same seed."""
+    import numpy as np
+    from meshtalk_fast.smoothing import post_smooth
+
+    torch.manual_seed(0)
+    V = 300
+    model = mf.MeshTalk(V, heads=4, classes=16, **config).eval()
+    model.save(tmp_path / "model.safetensors")
+    template = torch.randn(V, 3)
+    template.numpy().astype("<f4").tofile(tmp_path / "template.f32")
+    forehead, neck = torch.rand(V), torch.rand(V)
+    torch.cat([forehead, neck]).numpy().astype("<f4").tofile(tmp_path / "masks.f32")
+    rng = np.random.default_rng(3)
+    if config.get("framing") == "stream":  # raw float32
+        audio_file = tmp_path / "audio.f32"
+        audio = torch.from_numpy((rng.standard_normal(2 * 16000 + 777) * 0.3).astype(np.float32))
+        audio.numpy().astype("<f4").tofile(audio_file)
+    else:  # a 16-bit PCM WAV, read as int16 / 32768
+        audio_file = tmp_path / "audio.wav"
+        pcm = (rng.standard_normal(2 * 16000 + 555) * 8000).clip(-32768, 32767).astype(np.int16)
+        _write_wav16(audio_file, pcm)
+        audio = torch.from_numpy(pcm.astype(np.float32) / 32768.0)
+    seed = 7
+    with torch.no_grad():
+        one_hot = model.sample(model.encode_speech(audio, backend="cpp"), backend="cpp", seeds=[seed])
+        plain = model.decode(template[None], one_hot, backend="cpp")[0]
+        smoothed = post_smooth(plain, forehead, neck, backend="cpp")
+    assert plain.shape[0] == mf.num_frames(audio.numel(), model.config.fps, model.config.clock) > 40
+
+    def run(*extra, seed=seed):
+        out = tmp_path / "frames.f32"
+        _run([example_program, tmp_path / "model.safetensors", tmp_path / "template.f32", audio_file, out,
+              "--seed", seed, *extra])
+        return torch.from_numpy(np.fromfile(out, "<f4").reshape(-1, V, 3))
+
+    masks = ["--smooth", tmp_path / "masks.f32"]
+    for extra, expected in [(["--chunk", "533"], plain), (["--chunk", "1"], plain), (["--chunk", "100000"], plain),
+                            (["--chunk", "777", "--sessions", "3", "--batch"], plain),
+                            (["--chunk", "533", *masks, "--delay", "8"], smoothed),
+                            (["--offline"], plain), (["--offline", *masks], smoothed)]:
+        got = run(*extra)
+        assert got.shape == expected.shape, extra
+        torch.testing.assert_close(got, expected, rtol=0, atol=1e-4, msg=lambda m: f"{extra}: {m}")
+    # Delay 4 differs from the offline smoothing only where both masks are nonzero, by the documented bound.
+    got = run("--chunk", "533", *masks, "--delay", "4")
+    bound = (forehead * neck * 0.042)[None, :, None] * 2 * plain.abs().amax() + 1e-4
+    assert ((got - smoothed).abs() <= bound).all()
+    # The seed matters (the comparison above is not vacuous).
+    assert (run("--offline", seed=seed + 1) - plain).abs().max() > 1e-3
+
+
+def test_core_session_binding_matches_the_python_pipeline(tmp_path):
+    """_core.Session (the C API's session, bound for benchmarks): frames of pushes of any size equal the
+    Python pipeline on the C++ core with the same seed, with and without smoothing."""
+    import numpy as np
+    from meshtalk_fast.smoothing import post_smooth
+
+    try:
+        from meshtalk_fast import _core
+    except ImportError as e:
+        pytest.skip(f"the C++ extension meshtalk_fast._core is not built: {e}")
+    torch.manual_seed(1)
+    V = 40
+    model = mf.MeshTalk(V, heads=3, classes=8, fps=25, clock="exact", lookahead=3000).eval()
+    model.save(tmp_path / "m.safetensors")
+    core_model = _core.CoreModel.from_file(str(tmp_path / "m.safetensors"))
+    template, forehead, neck = torch.randn(V, 3), torch.rand(V), torch.rand(V)
+    audio = torch.randn(16000 + 9001) * 0.2
+    with torch.no_grad():
+        one_hot = model.sample(model.encode_speech(audio, backend="cpp"), backend="cpp", seeds=[11])
+        plain = model.decode(template[None], one_hot, backend="cpp")[0]
+        smoothed = post_smooth(plain, forehead, neck, backend="cpp")
+    for masks, expected in [(None, plain), ((forehead.numpy(), neck.numpy()), smoothed)]:
+        for chunk in (533, 4001, audio.numel()):
+            s = _core.Session(core_model, template.numpy(), seed=11, smooth_masks=masks, smoothing_delay=8)
+            outs = [s.push(audio[i:i + chunk].numpy()) for i in range(0, audio.numel(), chunk)] + [s.finish()]
+            torch.testing.assert_close(torch.from_numpy(np.concatenate(outs)), expected, rtol=0, atol=1e-4)
+    with pytest.raises(RuntimeError, match="the stream is finished"):
+        s.push(np.zeros(10, np.float32))
+    s.reset()
+    assert s.push(np.zeros(10, np.float32)).shape == (0, V, 3)

@@ -127,7 +127,6 @@ struct SinkScope {
   ~SinkScope() { *slot = nullptr; }
 };
 
-int64_t floor_div(int64_t a, int64_t b) { return a >= 0 ? a / b : -((-a + b - 1) / b); }
 
 }  // namespace
 
@@ -225,36 +224,6 @@ void encode_stream(const AudioEncoderWeights& w, const float* mel, int64_t B, in
   }
 }
 
-// ------------------------------------------------------------------------------------------ frame clock
-void FrameClock::validate() const {
-  if (fps < 1 || fps > kSampleRate / 2) throw_mismatch("frame clock fps", "an integer in [1, 8000]", std::to_string(fps));
-  if (lookahead < 0 || lookahead > kWindowSamples)
-    throw_mismatch("frame clock lookahead", "an integer in [0, 16000] samples", std::to_string(lookahead));
-}
-
-int64_t FrameClock::frames(int64_t samples) const {
-  if (samples <= 0) return 0;
-  if (released) {
-    const int64_t spf = kSampleRate / fps, pad = (kWindowSamples - spf) / 2;
-    const int64_t span = samples + 2 * pad - kWindowSamples;  // window starts lie in [0, span)
-    return span <= 0 ? 0 : (span + spf - 1) / spf;
-  }
-  return samples / kSampleRate * fps + samples % kSampleRate * fps / kSampleRate;  // floor(samples * fps / 16000)
-}
-
-int64_t FrameClock::centre(int64_t k) const {
-  if (released) {
-    const int64_t spf = kSampleRate / fps;
-    return kWindowSamples / 2 - (kWindowSamples - spf) / 2 + k * spf;
-  }
-  return ((2 * k + 1) * kSampleRate + fps) / (2 * fps);
-}
-
-int64_t FrameClock::stream_position(int64_t k) const {
-  const int64_t w = centre(k) + lookahead - kWindowSamples / 2;
-  return floor_div(w + kStreamPad + kHopLength / 2, kHopLength) - (kReceptiveField - 1) / 2;
-}
-
 // ------------------------------------------------------------------------------------------ streaming conv stack
 StreamingConvStack::StreamingConvStack(std::shared_ptr<const AudioEncoderWeights> weights, int64_t batch)
     : w_(std::move(weights)), batch_(batch) {
@@ -323,6 +292,9 @@ AudioStreamEncoder::AudioStreamEncoder(std::shared_ptr<const AudioEncoderWeights
   if (!w_) throw_mismatch("AudioStreamEncoder weights", "AudioEncoderWeights", "null");
   if (batch < 1 || batch > 4096)
     throw_mismatch("AudioStreamEncoder batch", "an integer in [1, 4096]", std::to_string(batch));
+  // The streaming encoder needs at least 2 samples per frame (16000 / fps >= 2).
+  if (clock_.fps < 1 || clock_.fps > kSampleRate / 2)
+    throw_mismatch("frame clock fps", "an integer in [1, 8000]", std::to_string(clock_.fps));
   clock_.validate();
   const int nthreads = resolve_thread_count(threads);
   pool_ = std::make_unique<ThreadPool>(nthreads);
@@ -342,7 +314,7 @@ AudioStreamEncoder::AudioStreamEncoder(std::shared_ptr<const AudioEncoderWeights
     // Each mel frame: one conv-stack column, the codes it completes, and the frames now known to exist
     // (after close() only frames of the utterance are computed).
     mel_sink_ = [this](int64_t, const float* mel) {
-      const int64_t known = clock_.frames(samples_);
+      const int64_t known = clock_.num_frames(samples_);
       if (!closed_ || computed_ < known) on_mel_frame(mel);
       deliver(std::min(computed_, known));
     };
@@ -385,13 +357,13 @@ void AudioStreamEncoder::push(const float* samples, int64_t n, int64_t ld, const
   samples_ += n;  // the utterance has these samples (frame existence) before the mel has consumed them
   SinkScope scope(&current_sink_, &sink);
   mel_->push(samples, n, ld, mel_sink_);
-  deliver(std::min(computed_, clock_.frames(samples_)));  // waiting codes whose frames now exist
+  deliver(std::min(computed_, clock_.num_frames(samples_)));  // waiting codes whose frames now exist
 }
 
 void AudioStreamEncoder::close(const CodeSink& sink) {
   if (closed_) throw Error(ErrorCode::kInvalidArgument, "AudioStreamEncoder: close() called twice; reset() it first");
   closed_ = true;
-  const int64_t total = clock_.frames(samples_);
+  const int64_t total = clock_.num_frames(samples_);
   if (framing_ == Framing::kWindow) {
     encode_ready_windows(total, sink);
   } else {
@@ -445,7 +417,7 @@ void AudioStreamEncoder::push_window(const float* samples, int64_t n, int64_t ld
     done += piece;
     // frames whose window is complete and which the utterance is known to have
     int64_t stop = emitted_;
-    const int64_t known = clock_.frames(samples_);
+    const int64_t known = clock_.num_frames(samples_);
     while (stop < known && clock_.window_start(stop) + kWindowSamples <= samples_) ++stop;
     encode_ready_windows(stop, sink);
     const int64_t keep_from = std::min(samples_, std::max(ww.start, clock_.window_start(emitted_)));

@@ -252,6 +252,7 @@ mt_batch_params mt_batch_default_params(void) {
   std::memset(&p, 0, sizeof p);
   p.struct_size = sizeof(mt_batch_params);
   p.threads = 0;
+  p.max_sessions = 64;
   return p;
 }
 

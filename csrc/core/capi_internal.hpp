@@ -15,6 +15,7 @@
 
 #include "meshtalk/meshtalk.h"
 #include "meshtalk/model.hpp"
+#include "meshtalk/session.hpp"
 #include "meshtalk/status.hpp"
 
 // The handle behind mt_model*: the caller's reference to a shared, immutable model.
@@ -58,6 +59,8 @@ mt_status guard(const char* function, Body&& body) noexcept {
     return record_error(e.status(), function, e.what());
   } catch (const Error& e) {
     return record_error(status_of(e.code()), function, e.what());
+  } catch (const StateError& e) {
+    return record_error(MT_ERR_INVALID_STATE, function, e.what());
   } catch (const std::bad_alloc&) {
     return record_error(MT_ERR_OUT_OF_MEMORY, function, "out of memory");
   } catch (const std::exception& e) {

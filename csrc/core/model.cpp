@@ -45,40 +45,6 @@ void check_context_layers(const SafetensorsFile& file, size_t known) {
 
 }  // namespace
 
-const char* clock_name(Clock clock) noexcept { return clock == Clock::kExact ? "exact" : "released"; }
-const char* framing_name(Framing framing) noexcept { return framing == Framing::kStream ? "stream" : "window"; }
-
-void FrameClock::validate() const {
-  if (fps < 1 || fps > kSampleRate)
-    throw_mismatch("config fps", "an integer in [1, " + std::to_string(kSampleRate) + "]", std::to_string(fps));
-  if (lookahead < 0 || lookahead > kWindowSamples)
-    throw_mismatch("config lookahead", "an integer in [0, " + std::to_string(kWindowSamples) + "] samples",
-                   std::to_string(lookahead));
-}
-
-int64_t FrameClock::num_frames(int64_t n_samples) const {
-  if (n_samples < 0 || n_samples > kMaxSamples)
-    throw_mismatch("n_samples", "a sample count in [0, 2^40]", std::to_string(n_samples));
-  if (clock == Clock::kExact) return n_samples * fps / kSampleRate;
-  const int64_t spf = kSampleRate / fps;
-  const int64_t pad = (kWindowSamples - spf) / 2;
-  const int64_t span = n_samples + 2 * pad - kWindowSamples;  // window starts lie in [0, span)
-  return span <= 0 ? 0 : (span + spf - 1) / spf;
-}
-
-int64_t FrameClock::centre(int64_t k) const {
-  if (k < 0 || k > kMaxSamples) throw_mismatch("frame index", "an index in [0, 2^40]", std::to_string(k));
-  if (clock == Clock::kExact) return ((2 * k + 1) * kSampleRate + fps) / (2 * fps);
-  const int64_t spf = kSampleRate / fps;
-  return kWindowSamples / 2 - (kWindowSamples - spf) / 2 + k * spf;
-}
-
-int64_t FrameClock::latency_samples(int64_t extra_frames) const {
-  if (extra_frames < 0 || extra_frames > 64)
-    throw_mismatch("extra_frames", "an integer in [0, 64]", std::to_string(extra_frames));
-  return lookahead + ((1 + extra_frames) * kSampleRate + fps - 1) / fps;
-}
-
 FrameClock read_frame_clock(const SafetensorsFile& file) {
   FrameClock c;
   const std::string where = "safetensors '" + file.label() + "': metadata 'config' entry ";
@@ -102,7 +68,9 @@ FrameClock read_frame_clock(const SafetensorsFile& file) {
   return c;
 }
 
-size_t Model::nbytes() const { return (context ? context->nbytes() : 0) + (decoder ? decoder->nbytes() : 0); }
+size_t Model::nbytes() const {
+  return (context ? context->nbytes() : 0) + (decoder ? decoder->nbytes() : 0) + (audio ? audio->nbytes() : 0);
+}
 
 std::shared_ptr<const Model> Model::load(const SafetensorsFile& file, GemmBackend backend) {
   if (backend == GemmBackend::kBlas && !blas_available())
@@ -119,6 +87,7 @@ std::shared_ptr<const Model> Model::load(const SafetensorsFile& file, GemmBacken
     const FileSource source(file);
     model->context = ContextWeights::load(source, model->config, "context_model.", backend);
     model->decoder = DecoderWeights::load(source, model->config, backend, "vertex_unet.");
+    model->audio = AudioEncoderWeights::load(source, model->config.audio_dim, backend, "encoder.audio_encoder.");
   } catch (const Error& e) {
     // A wrong shape or dtype, or a config value out of range, is a problem of the file here.
     if (e.code() != ErrorCode::kInvalidArgument) throw;

@@ -109,7 +109,7 @@ std::vector<TensorSpec> model_tensors(const ModelSpec& s) {
       t.push_back({key + ".historic.bias", {out}, d});
     }
   };
-  if (!s.core_only) {
+  {
     const std::string ae = "encoder.audio_encoder.";
     t.push_back({ae + "melspec.spectrogram.window", {800}, d, true});
     t.push_back({ae + "melspec.mel_scale.fb", {1025, 80}, d, true});
@@ -120,6 +120,8 @@ std::vector<TensorSpec> model_tensors(const ModelSpec& s) {
       t.push_back({ae + "convs." + std::to_string(i) + ".bias", {128}, d});
     }
     linear(ae + "code", A, 128);
+  }
+  if (!s.core_only) {
     const std::string ee = "encoder.expression_encoder";
     stats(ee);
     linear(ee + ".layers.0", 256, V3);

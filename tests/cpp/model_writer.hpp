@@ -16,7 +16,8 @@ struct ModelSpec {
   int64_t fps = 30, lookahead = 8000;
   std::string clock = "released", framing = "window";
   std::string dtype = "F32";  // of every tensor: F32, F16, BF16 or F8_E4M3
-  bool core_only = false;     // only the tensors the C++ core reads (context_model.*, vertex_unet.*)
+  bool core_only = false;     // only the tensors the C++ core reads (context_model.*, vertex_unet.*,
+                              // encoder.audio_encoder.*)
   uint64_t seed = 1;
 };
 

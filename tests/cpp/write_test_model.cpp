@@ -46,6 +46,28 @@ void write_seeds(const std::string& dir) {
   meshtalk_test::write_bytes(
       dir + "/plain.safetensors",
       meshtalk_test::safetensors_image({{"a", {2, 3}, "F32"}, {"b", {4}, "BF16"}, {"c", {}, "I32"}}, {{"k", "v"}}));
+  // Call sequences for fuzz_session (csrc/fuzz/fuzz_session.cpp reads: model byte, then per call an
+  // opcode, a session slot and the call's argument bytes); arbitrary bytes for the loader.
+  const std::vector<uint8_t> standalone = {
+      0x00,                                      // window model
+      0x00, 0x00, 0x08, 0x01, 0x00,              // create, smoothing
+      0x01, 0x00, 0x05, 0x15, 0x02, 0x01, 0x00, 0x05, 0x15, 0x02, 0x01, 0x00, 0x05, 0x15, 0x02,  // 3 pushes of 533
+      0x03, 0x00, 0x20,                          // pop
+      0x01, 0x00, 0x05, 0xa0, 0x0f,              // push 4000
+      0x04, 0x00, 0x03, 0x00, 0x26,              // finish, pop
+      0x05, 0x00, 0x01, 0x00, 0x07, 0x00, 0x01,  // reset, push 256
+      0x0b, 0x00, 0x01, 0xa0, 0x0f, 0x0b};       // mt_animate 4000 samples, capacity 11
+  const std::vector<uint8_t> batched = {
+      0x01,                                                  // stream model
+      0x00, 0x00, 0x00, 0x05, 0x00, 0x00, 0x01, 0x08, 0x06, 0x00,  // two sessions
+      0x07, 0x00, 0x01, 0x03,                                // batch: 2 threads, 3 sessions
+      0x08, 0x00, 0x08, 0x01,                                // add both
+      0x01, 0x00, 0x03, 0x10, 0x27, 0x02, 0x01, 0x07, 0xd0, 0x07,  // pushes of 1998, 2000
+      0x0a, 0x00, 0x03, 0x00, 0x10,                          // step, pop
+      0x04, 0x00, 0x04, 0x01, 0x0a, 0x00,                    // finish both, step
+      0x09, 0x00, 0x03, 0x01, 0x20, 0x05, 0x00, 0x08, 0x00};  // remove, pop, reset, add again
+  meshtalk_test::write_bytes(dir + "/session_standalone.bin", standalone);
+  meshtalk_test::write_bytes(dir + "/session_batch.bin", batched);
 }
 
 }  // namespace

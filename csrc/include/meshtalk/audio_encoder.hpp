@@ -29,6 +29,7 @@
 #include <string>
 #include <vector>
 
+#include "meshtalk/frame_clock.hpp"
 #include "meshtalk/gemm.hpp"
 #include "meshtalk/mel.hpp"
 #include "meshtalk/threads.hpp"
@@ -39,9 +40,6 @@ namespace meshtalk {
 constexpr int64_t kAudioChannels = 128;      // conv width of the released AudioEncoder
 constexpr int64_t kAudioKernel = 5;
 constexpr int64_t kAudioBlocks = 6;
-constexpr int64_t kWindowSamples = 16000;    // one 1 s window per video frame
-constexpr int64_t kReceptiveField = 101;     // mel frames per conv-stack output (= frames of one window)
-constexpr int64_t kStreamPad = 16000;        // zeros each side of an utterance in the stream framing
 
 struct AudioEncoderWeights {
   struct Conv {
@@ -79,19 +77,6 @@ void encode_windows(const AudioEncoderWeights& weights, const float* windows, in
 void encode_stream(const AudioEncoderWeights& weights, const float* mel, int64_t B, int64_t F,
                    const int64_t* positions, int64_t Pb, int64_t T, float* codes, const AudioEncodeOptions& options);
 
-// The video frame clock of MeshTalkConfig (audio.py num_frames / frame_centres / stream_positions).
-struct FrameClock {
-  int64_t fps = 30;
-  bool released = true;     // "released" (spf = 16000 // fps, drifts) or "exact"
-  int64_t lookahead = 8000;  // samples of a frame's window after its centre, in [0, 16000]
-
-  void validate() const;                        // throws kInvalidArgument naming the field
-  int64_t frames(int64_t samples) const;        // video frames of an utterance of `samples` samples
-  int64_t centre(int64_t k) const;              // sample at the centre of frame k
-  int64_t window_start(int64_t k) const { return centre(k) + lookahead - kWindowSamples; }
-  int64_t stream_position(int64_t k) const;     // first of the 101 mel frames (of the padded utterance)
-};
-
 // The conv stack fed one mel frame at a time, for `batch` streams in lockstep. Pushing mel frame m
 // (all streams) completes conv-stack output j = m - 100 once m >= 100.
 class StreamingConvStack {
@@ -116,8 +101,6 @@ class StreamingConvStack {
   int64_t outputs_ = 0;
 };
 
-enum class Framing { kWindow, kStream };
-
 // PCM in, one audio code per video frame out, for `batch` streams in lockstep. The codes delivered by
 // push and close, in order, equal MeshTalk.encode_speech on the whole utterance with the same framing and
 // clock (bit for bit equal to this core's batched path): frame k comes out as soon as its inputs are in
@@ -134,6 +117,7 @@ class AudioStreamEncoder {
   // sink(k, codes): frame k's codes [batch, A] (row b = stream b), valid during the call.
   using CodeSink = std::function<void(int64_t frame, const float* codes)>;
 
+  // clock: fps, clock and lookahead (its framing field is not read: `framing` is); fps in [1, 8000].
   AudioStreamEncoder(std::shared_ptr<const AudioEncoderWeights> weights, int64_t batch, const FrameClock& clock,
                      Framing framing, int64_t threads = 1);
   ~AudioStreamEncoder();

@@ -231,7 +231,8 @@ typedef struct mt_session_params {
   int64_t mask_size;                /* floats in each mask: must equal n_vertices when smoothing */
   int32_t threads;                  /* cores the session's own work may use: 1 (default) = the calling
                                        thread only; 0 = every core this process may use; at most 4096.
-                                       Sessions in a batch use the batch's threads instead */
+                                       In a batch the session's audio encoder still uses these, its
+                                       sampler and decoder steps the batch's threads */
 } mt_session_params;
 
 /* Defaults as documented per field (template NULL: set it before creating a session). Thread-safe. */
@@ -318,9 +319,11 @@ typedef struct mt_batch_params {
   uint32_t struct_size; /* sizeof(mt_batch_params), set by mt_batch_default_params() */
   int32_t threads;      /* cores the batch's steps use: 0 (default) = every core this process may
                            use, else 1 .. 4096 */
+  int32_t max_sessions; /* the most sessions the batch holds at once, 1 .. 4096 (default 64): the
+                           batch's sampler and decoder state is allocated for them at creation */
 } mt_batch_params;
 
-/* Defaults: threads = 0. Thread-safe. */
+/* Defaults: threads = 0, max_sessions = 64. Thread-safe. */
 MT_API mt_batch_params mt_batch_default_params(void);
 
 /* Creates an empty batch for sessions of `model` (which it keeps alive) with its own thread pool.
@@ -328,19 +331,27 @@ MT_API mt_batch_params mt_batch_default_params(void);
  * Thread-safe (the model is shared read-only). */
 MT_API mt_status mt_batch_create(const mt_model* model, const mt_batch_params* params, mt_batch** out_batch);
 
-/* Detaches every session (they stay valid, as standalone sessions) and frees the batch and its
+/* Detaches every session as mt_batch_remove does (they stay valid, as standalone sessions; an error
+ * while one computes its pending frames is kept in its mt_session_error) and frees the batch and its
  * threads. NULL is ignored. One thread at a time per batch. */
 MT_API void mt_batch_free(mt_batch* batch);
 
 /* Adds `session` to the batch; from now on its frames are computed by mt_batch_step. The session
  * must come from the same model (MT_ERR_INVALID_ARGUMENT) and be in no batch
- * (MT_ERR_INVALID_STATE; adding it twice to this batch too). Audio pushed before is kept.
+ * (MT_ERR_INVALID_STATE; adding it twice to this batch too). A session joins at the start of a
+ * stream: it must not have computed a frame since its creation or last reset (audio pushed that
+ * yielded no frame yet is kept), else MT_ERR_INVALID_STATE (reset it first): the sampler and
+ * decoder state of a stream do not move between a session and a batch. A full batch (max_sessions)
+ * is MT_ERR_INVALID_STATE too.
  * One thread at a time per batch; the session must not be in use on another thread. */
 MT_API mt_status mt_batch_add(mt_batch* batch, mt_session* session);
 
-/* Removes `session` from the batch: it becomes standalone again, and computes its pending frames at
- * its next push or finish. MT_ERR_INVALID_STATE when it is not in this batch.
- * One thread at a time per batch. */
+/* Removes `session` from the batch: it becomes standalone again. If the batch has computed none of
+ * its frames yet, its stream goes on: the frames its waiting audio (and a finish) make ready are
+ * computed in this call, later ones in its pushes. If the batch has computed frames of it, its
+ * stream cannot continue outside the batch: its queued frames stay poppable, and push and finish
+ * return MT_ERR_INVALID_STATE until mt_session_reset. MT_ERR_INVALID_STATE when it is not in this
+ * batch. One thread at a time per batch. */
 MT_API mt_status mt_batch_remove(mt_batch* batch, mt_session* session);
 
 /* The number of sessions in the batch. One thread at a time per batch. */
@@ -349,10 +360,14 @@ MT_API mt_status mt_batch_size(const mt_batch* batch, int64_t* out_sessions);
 /* Computes, for every session in the batch, every frame that became ready since the last step (the
  * same frames a standalone session would compute in its pushes and finish), batched across
  * sessions on the batch's threads, and queues them in each session for mt_session_pop_frames.
- * out_frames: optional; receives the number of frames computed in all.
+ * out_frames: optional; receives the number of frames computed in all (also when a session failed:
+ *             the other sessions' frames were computed).
  * A session that fails keeps its error in mt_session_error and computes nothing more until reset;
- * the other sessions still advance, and the call returns the first failure's status with a message
- * naming the session. Per session the frames equal those of the same session run standalone.
+ * the other sessions still advance, and the call returns MT_ERR_INTERNAL (MT_ERR_OUT_OF_MEMORY when
+ * an allocation failed) with a message naming the session (its index in the batch and its handle).
+ * Per session the frames equal those of the same session run standalone. The audio of each session
+ * is encoded on that session's own threads (mt_session_params.threads); the sampler and decoder run
+ * batched over the sessions on the batch's threads.
  * One thread at a time per batch; no call on its sessions from other threads meanwhile. */
 MT_API mt_status mt_batch_step(mt_batch* batch, int64_t* out_frames);
 

@@ -1,0 +1,286 @@
+// The session, batch and offline parts of the C API (meshtalk.h) on models written by
+// model_writer.hpp: frames independent of how the audio is split into pushes, a batch of sessions
+// equal to the same sessions run alone, mt_animate equal to a session fed everything then finished,
+// and the state and argument errors. (Equality with Python: tests/test_capi.py.)
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "check.hpp"
+#include "meshtalk/meshtalk.h"
+#include "model_writer.hpp"
+
+namespace {
+
+using meshtalk_test::ModelSpec;
+
+constexpr int64_t kV = 5;  // ModelSpec's n_vertices
+
+struct Fixture {
+  mt_model* model = nullptr;
+  std::vector<float> templ, forehead, neck, audio;
+  int64_t frames = 0;  // of the whole audio
+
+  explicit Fixture(const ModelSpec& spec, int64_t n_samples = 16000 + 4321) {
+    const std::vector<uint8_t> bytes = meshtalk_test::model_image(spec);
+    CHECK_EQ(mt_model_load_from_memory(bytes.data(), bytes.size(), nullptr, &model), MT_OK);
+    uint64_t x = 12345;
+    auto next = [&x] {  // xorshift in [-1, 1)
+      x ^= x << 13;
+      x ^= x >> 7;
+      x ^= x << 17;
+      return static_cast<float>(x >> 40) / static_cast<float>(1 << 23) - 1.0f;
+    };
+    for (int64_t i = 0; i < kV * 3; ++i) templ.push_back(next());
+    for (int64_t i = 0; i < kV; ++i) forehead.push_back(0.5f + 0.5f * next());
+    for (int64_t i = 0; i < kV; ++i) neck.push_back(0.5f + 0.5f * next());
+    for (int64_t i = 0; i < n_samples; ++i) audio.push_back(0.3f * next());
+    CHECK_EQ(mt_model_num_frames(model, n_samples, &frames), MT_OK);
+  }
+  ~Fixture() { mt_model_free(model); }
+
+  mt_session_params params(uint64_t seed, bool smoothing = false, int32_t delay = 4) const {
+    mt_session_params p = mt_session_default_params();
+    p.seed = seed;
+    p.template_vertices = templ.data();
+    p.template_size = static_cast<int64_t>(templ.size());
+    if (smoothing) {
+      p.smoothing = 1;
+      p.smoothing_delay = delay;
+      p.forehead_mask = forehead.data();
+      p.neck_mask = neck.data();
+      p.mask_size = kV;
+    }
+    return p;
+  }
+};
+
+std::vector<float> pop_all(mt_session* s) {
+  int64_t available = -1, got = -1;
+  CHECK_EQ(mt_session_frames_available(s, &available), MT_OK);
+  std::vector<float> out(static_cast<size_t>(available * kV * 3));
+  CHECK_EQ(mt_session_pop_frames(s, out.data(), available, &got), MT_OK);
+  CHECK_EQ(got, available);
+  return out;
+}
+
+// A session fed `audio` in pieces of `chunk` samples, then finished; all its frames.
+std::vector<float> run_session(const Fixture& f, const mt_session_params& p, int64_t chunk) {
+  mt_session* s = nullptr;
+  CHECK_EQ(mt_session_create(f.model, &p, &s), MT_OK);
+  std::vector<float> frames;
+  const int64_t n = static_cast<int64_t>(f.audio.size());
+  for (int64_t k = 0; k < n; k += chunk) {
+    CHECK_EQ(mt_session_push_audio(s, f.audio.data() + k, std::min(chunk, n - k)), MT_OK);
+    const std::vector<float> part = pop_all(s);
+    frames.insert(frames.end(), part.begin(), part.end());
+  }
+  CHECK_EQ(mt_session_finish(s), MT_OK);
+  const std::vector<float> rest = pop_all(s);
+  frames.insert(frames.end(), rest.begin(), rest.end());
+  mt_session_free(s);
+  return frames;
+}
+
+ModelSpec stream_spec() {
+  ModelSpec spec;
+  spec.framing = "stream";
+  spec.clock = "exact";
+  spec.lookahead = 2000;
+  spec.fps = 25;
+  return spec;
+}
+
+TEST(push_sizes_do_not_change_the_frames) {
+  for (const ModelSpec& spec : {ModelSpec(), stream_spec()}) {
+    const Fixture f(spec);
+    for (const bool smoothing : {false, true}) {
+      const mt_session_params p = f.params(3, smoothing, 8);
+      const std::vector<float> whole = run_session(f, p, static_cast<int64_t>(f.audio.size()));
+      CHECK_EQ(static_cast<int64_t>(whole.size()), f.frames * kV * 3);
+      CHECK(run_session(f, p, 1) == whole);
+      CHECK(run_session(f, p, 533) == whole);
+      // mt_animate: the same frames.
+      std::vector<float> offline(whole.size());
+      int64_t got = -1;
+      CHECK_EQ(mt_animate(f.model, f.audio.data(), static_cast<int64_t>(f.audio.size()), &p, offline.data(), f.frames,
+                          &got),
+               MT_OK);
+      CHECK_EQ(got, f.frames);
+      CHECK(offline == whole);
+      // Another seed, other frames.
+      CHECK(run_session(f, f.params(4, smoothing, 8), 533) != whole);
+    }
+  }
+}
+
+TEST(batch_of_three_equals_three_sessions) {
+  for (const ModelSpec& spec : {ModelSpec(), stream_spec()}) {
+    const Fixture f(spec);
+    std::vector<std::vector<float>> alone;
+    for (int i = 0; i < 3; ++i) alone.push_back(run_session(f, f.params(10 + i, i == 1, 4), 700));
+    mt_batch_params bp = mt_batch_default_params();
+    bp.threads = 2;
+    bp.max_sessions = 3;
+    mt_batch* batch = nullptr;
+    CHECK_EQ(mt_batch_create(f.model, &bp, &batch), MT_OK);
+    mt_session* s[3] = {nullptr, nullptr, nullptr};
+    std::vector<float> got[3];
+    for (int i = 0; i < 3; ++i) {
+      const mt_session_params p = f.params(10 + i, i == 1, 4);
+      CHECK_EQ(mt_session_create(f.model, &p, &s[i]), MT_OK);
+      CHECK_EQ(mt_batch_add(batch, s[i]), MT_OK);
+    }
+    int64_t size = 0;
+    CHECK_EQ(mt_batch_size(batch, &size), MT_OK);
+    CHECK_EQ(size, 3);
+    // A session cannot be added twice; a fourth does not fit (max_sessions 3).
+    CHECK_EQ(mt_batch_add(batch, s[0]), MT_ERR_INVALID_STATE);
+    CHECK_CONTAINS(std::string(mt_last_error()), "already in this batch");
+    {
+      const mt_session_params p = f.params(1);
+      mt_session* extra = nullptr;
+      CHECK_EQ(mt_session_create(f.model, &p, &extra), MT_OK);
+      CHECK_EQ(mt_batch_add(batch, extra), MT_ERR_INVALID_STATE);
+      CHECK_CONTAINS(std::string(mt_last_error()), "full (max_sessions 3");
+      mt_session_free(extra);
+    }
+    // Different push sizes per session; the batch steps them together.
+    const int64_t n = static_cast<int64_t>(f.audio.size()), chunks[3] = {533, 1600, 2999};
+    int64_t at[3] = {0, 0, 0}, total = 0;
+    for (bool more = true; more;) {
+      more = false;
+      for (int i = 0; i < 3; ++i) {
+        const int64_t m = std::min(chunks[i], n - at[i]);
+        if (m > 0) CHECK_EQ(mt_session_push_audio(s[i], f.audio.data() + at[i], m), MT_OK);
+        at[i] += m;
+        if (at[i] < n) more = true;
+        else if (m > 0) CHECK_EQ(mt_session_finish(s[i]), MT_OK);
+      }
+      int64_t stepped = -1;
+      CHECK_EQ(mt_batch_step(batch, &stepped), MT_OK);
+      total += stepped;
+      for (int i = 0; i < 3; ++i) {
+        const std::vector<float> part = pop_all(s[i]);
+        got[i].insert(got[i].end(), part.begin(), part.end());
+      }
+    }
+    CHECK_EQ(total, 3 * f.frames);
+    for (int i = 0; i < 3; ++i) CHECK(got[i] == alone[i]);
+    // Removing a session that computed frames: it cannot continue until reset, then runs standalone.
+    CHECK_EQ(mt_batch_remove(batch, s[0]), MT_OK);
+    CHECK_EQ(mt_batch_remove(batch, s[0]), MT_ERR_INVALID_STATE);
+    CHECK_EQ(mt_session_reset(s[0]), MT_OK);
+    CHECK_EQ(mt_session_push_audio(s[0], f.audio.data(), n), MT_OK);
+    CHECK_EQ(mt_session_finish(s[0]), MT_OK);
+    CHECK(pop_all(s[0]) == alone[0]);
+    // A session that has computed frames cannot join; after a reset it can, and a session freed
+    // while in the batch leaves it.
+    CHECK_EQ(mt_batch_add(batch, s[0]), MT_ERR_INVALID_STATE);
+    CHECK_CONTAINS(std::string(mt_last_error()), "reset it first");
+    CHECK_EQ(mt_session_reset(s[0]), MT_OK);
+    CHECK_EQ(mt_batch_add(batch, s[0]), MT_OK);
+    mt_session_free(s[0]);
+    CHECK_EQ(mt_batch_size(batch, &size), MT_OK);
+    CHECK_EQ(size, 2);
+    mt_batch_free(batch);  // detaches s[1], s[2]
+    CHECK_EQ(mt_session_reset(s[1]), MT_OK);
+    mt_session_free(s[1]);
+    mt_session_free(s[2]);
+  }
+}
+
+TEST(a_session_leaving_the_batch_before_its_first_frame_goes_on) {
+  const Fixture f{ModelSpec()};
+  const mt_session_params p = f.params(5);
+  const std::vector<float> alone = run_session(f, p, 4000);
+  mt_batch* batch = nullptr;
+  CHECK_EQ(mt_batch_create(f.model, nullptr, &batch), MT_OK);
+  mt_session* s = nullptr;
+  CHECK_EQ(mt_session_create(f.model, &p, &s), MT_OK);
+  CHECK_EQ(mt_session_push_audio(s, f.audio.data(), 100), MT_OK);  // no frame yet: may join
+  CHECK_EQ(mt_batch_add(batch, s), MT_OK);
+  CHECK_EQ(mt_session_push_audio(s, f.audio.data() + 100, 900), MT_OK);
+  CHECK_EQ(mt_batch_remove(batch, s), MT_OK);
+  const int64_t n = static_cast<int64_t>(f.audio.size());
+  CHECK_EQ(mt_session_push_audio(s, f.audio.data() + 1000, n - 1000), MT_OK);
+  CHECK_EQ(mt_session_finish(s), MT_OK);
+  CHECK(pop_all(s) == alone);
+  mt_session_free(s);
+  mt_batch_free(batch);
+}
+
+TEST(states_and_arguments_are_checked) {
+  const Fixture f{ModelSpec()};
+  mt_session_params p = f.params(1);
+  mt_session* s = reinterpret_cast<mt_session*>(&p);  // must be set to NULL on failure
+  p.template_size = 14;
+  CHECK_EQ(mt_session_create(f.model, &p, &s), MT_ERR_INVALID_ARGUMENT);
+  CHECK(s == nullptr);
+  CHECK_CONTAINS(std::string(mt_last_error()), "params->template_size: expected 15 floats");
+  p = f.params(1, true, 6);
+  CHECK_EQ(mt_session_create(f.model, &p, &s), MT_ERR_INVALID_ARGUMENT);
+  CHECK_CONTAINS(std::string(mt_last_error()), "smoothing_delay: expected 4 or 8");
+  std::vector<float> bad_templ = f.templ;
+  bad_templ[4] = NAN;
+  p = f.params(1);
+  p.template_vertices = bad_templ.data();
+  CHECK_EQ(mt_session_create(f.model, &p, &s), MT_ERR_INVALID_ARGUMENT);
+  CHECK_CONTAINS(std::string(mt_last_error()), "template[4]: expected a finite coordinate");
+  std::vector<float> bad_mask = f.forehead;
+  bad_mask[2] = 1.5f;
+  p = f.params(1, true);
+  p.forehead_mask = bad_mask.data();
+  CHECK_EQ(mt_session_create(f.model, &p, &s), MT_ERR_INVALID_ARGUMENT);
+  CHECK_CONTAINS(std::string(mt_last_error()), "forehead_mask[2]: expected a weight in [0, 1]");
+
+  p = f.params(1);
+  CHECK_EQ(mt_session_create(f.model, &p, &s), MT_OK);
+  CHECK_EQ(std::string(mt_session_error(s)), std::string());
+  CHECK_EQ(mt_session_push_audio(s, nullptr, 5), MT_ERR_INVALID_ARGUMENT);
+  CHECK_CONTAINS(std::string(mt_session_error(s)), "mt_session_push_audio: pcm: expected");
+  CHECK_EQ(mt_session_push_audio(s, nullptr, 0), MT_OK);
+  CHECK_EQ(mt_session_push_audio(s, f.audio.data(), -1), MT_ERR_INVALID_ARGUMENT);
+  std::vector<float> nan_audio(100, 0.0f);
+  nan_audio[77] = INFINITY;
+  CHECK_EQ(mt_session_push_audio(s, nan_audio.data(), 100), MT_ERR_INVALID_ARGUMENT);
+  CHECK_CONTAINS(std::string(mt_last_error()), "pcm[77]: expected a finite sample");
+  int64_t got = -1;
+  CHECK_EQ(mt_session_pop_frames(s, nullptr, 1, &got), MT_ERR_INVALID_ARGUMENT);
+  CHECK_EQ(mt_session_pop_frames(s, nullptr, 0, &got), MT_OK);
+  CHECK_EQ(got, 0);
+  CHECK_EQ(mt_session_finish(s), MT_OK);
+  CHECK_EQ(mt_session_finish(s), MT_ERR_INVALID_STATE);
+  CHECK_EQ(mt_session_push_audio(s, f.audio.data(), 10), MT_ERR_INVALID_STATE);
+  CHECK_CONTAINS(std::string(mt_last_error()), "the stream is finished");
+  CHECK_EQ(mt_session_reset(s), MT_OK);
+  CHECK_EQ(std::string(mt_session_error(s)), std::string());
+  CHECK_EQ(mt_session_push_audio(s, f.audio.data(), 10), MT_OK);
+  // NULL handles and a freed-looking handle are refused, not followed.
+  CHECK_EQ(mt_session_push_audio(nullptr, f.audio.data(), 1), MT_ERR_INVALID_ARGUMENT);
+  CHECK_EQ(mt_session_finish(reinterpret_cast<mt_session*>(&p)), MT_ERR_INVALID_ARGUMENT);
+  CHECK_EQ(std::string(mt_session_error(nullptr)), std::string());
+  mt_session_free(s);
+  mt_session_free(nullptr);
+  mt_batch_free(nullptr);
+
+  // mt_animate: the frame count first, then a buffer too small before any work.
+  int64_t frames = -1;
+  p = f.params(1);
+  const int64_t n = static_cast<int64_t>(f.audio.size());
+  CHECK_EQ(mt_animate(f.model, f.audio.data(), n, &p, nullptr, 0, &frames), MT_ERR_BUFFER_TOO_SMALL);
+  CHECK_EQ(frames, f.frames);
+  CHECK_EQ(mt_animate(f.model, f.audio.data(), n, nullptr, nullptr, 0, &frames), MT_ERR_INVALID_ARGUMENT);
+  mt_batch_params bp = mt_batch_default_params();
+  bp.max_sessions = 0;
+  mt_batch* batch = nullptr;
+  CHECK_EQ(mt_batch_create(f.model, &bp, &batch), MT_ERR_INVALID_ARGUMENT);
+  CHECK(batch == nullptr);
+  CHECK_EQ(mt_batch_step(nullptr, nullptr), MT_ERR_INVALID_ARGUMENT);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) { return meshtalk_test::run_all(argc, argv); }
