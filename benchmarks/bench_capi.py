@@ -1,14 +1,15 @@
 """Real-time factor of the C API's session pipeline (csrc/core/session.cpp, through the pybind11
 binding ``_core.Session``), one stream pushed one 533-sample frame period at a time, with the released
 post-smoothing (delay 4), for both framings, against the Python pipeline on the same C++ kernels
-(``backend="cpp"``): ``StreamingAnimator`` pushed the same pieces (framing "window"; it does not
-stream framing "stream") or offline ``animate`` (framing "stream").
+(``backend="cpp"``): ``StreamingAnimator`` pushed the same pieces; and, for scale, offline
+``animate`` on the whole buffer (``python_offline``, all cores).
 
 ``MESHTALK_BENCH_SIZE=full``: 60 s of speech at the released sizes (V=6172, 16 heads x 128 classes,
 random weights; the released face template when ../shared/assets/meshtalk holds it); default
 "smoke": 1.5 s at small sizes, run once in the normal test suite. Sessions run on one thread
 (``threads=1``), as a server would run one per core. Each case stores ``real_time_factor`` (audio
-seconds / compute seconds) in extra_info.
+seconds / compute seconds) in extra_info. ``capi_session_2threads``: the same session on both cores
+(the issue's "one stream on this 2-core CPU").
 Run: ``MESHTALK_BENCH_SIZE=full python -m pytest benchmarks/bench_capi.py --benchmark-enable``.
 The C example's per-push latency and batch capacity: ``meshtalk_example ... --timing`` (csrc/examples).
 """
@@ -58,25 +59,26 @@ def _record(benchmark, audio, frames, elapsed):
     benchmark.extra_info.update(audio_s=seconds, frames=frames, real_time_factor=seconds / elapsed, **SIZE)
 
 
-@pytest.mark.parametrize("impl", ["python", "capi_session"])
+@pytest.mark.parametrize("impl", ["python", "capi_session", "capi_session_2threads", "python_offline"])
 def test_session_stream(benchmark, inputs, impl):
     core = _core()
     framing, model, path, template, masks, audio = inputs
     benchmark.group = f"session {SECONDS:g} s framing={framing} V={SIZE['V']} H={SIZE['H']} C={SIZE['C']}"
     pieces = [audio[i:i + 533] for i in range(0, audio.shape[0], 533)]
     timing = {}
-    if impl == "capi_session":
+    if impl.startswith("capi_session"):
+        threads = 2 if impl.endswith("2threads") else 1
         core_model = core.CoreModel.from_file(str(path))
         masks_np = tuple(m.numpy() for m in masks)
 
         def run():
             t0 = time.perf_counter()
-            s = core.Session(core_model, template.numpy(), seed=0, smooth_masks=masks_np, threads=1)
+            s = core.Session(core_model, template.numpy(), seed=0, smooth_masks=masks_np, threads=threads)
             outs = [s.push(p.numpy()) for p in pieces]
             outs.append(s.finish())
             timing["s"] = time.perf_counter() - t0
             return sum(o.shape[0] for o in outs)
-    elif framing == "window":
+    elif impl == "python":
         def run():
             t0 = time.perf_counter()
             with torch.no_grad():
