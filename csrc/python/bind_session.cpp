@@ -1,0 +1,91 @@
+// pybind11: the C API's session pipeline (session.hpp), for tests and benchmarks.
+#include "common.hpp"
+
+namespace meshtalk_py {
+// ---------------------------------------------------------------------------------------------
+// Sessions (session.hpp): the C API's pipeline, PCM in -> frames out, for tests and benchmarks.
+// ---------------------------------------------------------------------------------------------
+namespace {
+
+struct PyCoreModel {
+  std::shared_ptr<const meshtalk::Model> m;
+};
+
+class PySession {
+ public:
+  PySession(const PyCoreModel& model, const py::handle& templ, uint64_t seed, bool argmax,
+            const py::object& smooth_masks, int64_t smoothing_delay, int64_t threads) {
+    const int64_t V = model.m->config.n_vertices;
+    py::array t = float_array(templ, "template", 2, "[V, 3]");
+    expect_shape(t, "template", {V, 3});
+    meshtalk::SessionParams p;
+    p.seed = seed;
+    p.argmax = argmax;
+    p.templ.assign(static_cast<const float*>(t.data()), static_cast<const float*>(t.data()) + V * 3);
+    if (!smooth_masks.is_none()) {
+      auto pair = smooth_masks.cast<std::pair<py::object, py::object>>();
+      py::array f = float_array(pair.first, "forehead mask", 1, "[V]");
+      py::array n = float_array(pair.second, "neck mask", 1, "[V]");
+      expect_shape(f, "forehead mask", {V});
+      expect_shape(n, "neck mask", {V});
+      p.smoothing = true;
+      p.smoothing_delay = smoothing_delay;
+      p.forehead.assign(static_cast<const float*>(f.data()), static_cast<const float*>(f.data()) + V);
+      p.neck.assign(static_cast<const float*>(n.data()), static_cast<const float*>(n.data()) + V);
+    }
+    p.threads = threads;
+    s_ = std::make_unique<meshtalk::Session>(model.m, std::move(p));
+    V_ = V;
+  }
+  // samples float32 [n] -> the frames now ready [k, V, 3]
+  py::array_t<float> push(const py::handle& samples) {
+    py::array a = float_array(samples, "samples", 1, "[n]");
+    const float* d = static_cast<const float*>(a.data());
+    const int64_t n = a.shape(0);
+    {
+      py::gil_scoped_release release;
+      s_->push_audio(d, n);
+    }
+    return pop();
+  }
+  py::array_t<float> finish() {
+    {
+      py::gil_scoped_release release;
+      s_->finish();
+    }
+    return pop();
+  }
+  void reset() { s_->reset(); }
+
+ private:
+  py::array_t<float> pop() {
+    const int64_t k = s_->frames_available();
+    py::array_t<float> out({k, V_, int64_t(3)});
+    s_->pop_frames(out.mutable_data(), k);
+    return out;
+  }
+  std::unique_ptr<meshtalk::Session> s_;
+  int64_t V_ = 0;
+};
+
+}  // namespace
+
+void bind_session(py::module_& m) {
+  py::class_<PyCoreModel>(m, "CoreModel", "A MeshTalk.save file loaded as the C API's model (weights, frame clock).")
+      .def_static("from_file", [](const std::filesystem::path& path) {
+             const meshtalk::SafetensorsFile file = meshtalk::SafetensorsFile::open(path.string());
+             return PyCoreModel{meshtalk::Model::load(file)};
+           }, py::arg("path"))
+      .def_property_readonly("nbytes", [](const PyCoreModel& c) { return c.m->nbytes(); });
+  py::class_<PySession>(m, "Session",
+                        "One speaker's stream as mt_session: push(samples float32 [n]) -> frames [k, V, 3] ready; "
+                        "finish() -> the rest; reset().")
+      .def(py::init<const PyCoreModel&, const py::handle&, uint64_t, bool, const py::object&, int64_t, int64_t>(),
+           py::arg("model"), py::arg("template"), py::arg("seed") = 0, py::arg("argmax") = false,
+           py::arg("smooth_masks") = py::none(), py::arg("smoothing_delay") = 4, py::arg("threads") = 1)
+      .def("push", &PySession::push, py::arg("samples"))
+      .def("finish", &PySession::finish)
+      .def("reset", &PySession::reset);
+}
+
+}  // namespace meshtalk_py
