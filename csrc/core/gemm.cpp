@@ -193,17 +193,14 @@ struct Kernel {
   const char* isa;
 };
 
-// The best kernel this CPU runs. MESHTALK_GEMM_ISA=avx2|baseline caps it (to test those kernels on
-// a bigger CPU, or to compare them); a cap above what the CPU has is ignored.
+// The best kernel this CPU runs (best_cpu_isa).
 Kernel select_kernel() {
-  const char* cap_env = std::getenv("MESHTALK_GEMM_ISA");
-  const std::string cap = cap_env ? cap_env : "";
 #ifdef MESHTALK_X86_DISPATCH
-  __builtin_cpu_init();
-  const bool fma = __builtin_cpu_supports("fma"), avx2 = __builtin_cpu_supports("avx2");
-  if (cap != "avx2" && cap != "baseline" && __builtin_cpu_supports("avx512f") && avx2 && fma)
-    return {packed_avx512, "avx512f"};
-  if (cap != "baseline" && avx2 && fma) return {packed_avx2, "avx2+fma"};
+  switch (best_cpu_isa()) {
+    case CpuIsa::kAvx512: return {packed_avx512, "avx512f"};
+    case CpuIsa::kAvx2: return {packed_avx2, "avx2+fma"};
+    case CpuIsa::kBaseline: break;
+  }
 #endif
   return {packed_baseline, "baseline"};
 }
@@ -315,6 +312,18 @@ void gemm(int64_t m, const float* a, int64_t lda, const WeightMatrix& w, float* 
                     static_cast<int>(k), 1.0f, a, static_cast<int>(lda), w.data() + col0 * k, static_cast<int>(k),
                     accumulate ? 1.0f : 0.0f, c + col0, static_cast<int>(ldc));
 #endif
+}
+
+CpuIsa best_cpu_isa() {
+  const char* cap_env = std::getenv("MESHTALK_GEMM_ISA");
+  const std::string cap = cap_env ? cap_env : "";
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_cpu_init();
+  const bool fma = __builtin_cpu_supports("fma"), avx2 = __builtin_cpu_supports("avx2");
+  if (cap != "avx2" && cap != "baseline" && __builtin_cpu_supports("avx512f") && avx2 && fma) return CpuIsa::kAvx512;
+  if (cap != "baseline" && avx2 && fma) return CpuIsa::kAvx2;
+#endif
+  return CpuIsa::kBaseline;
 }
 
 }  // namespace meshtalk

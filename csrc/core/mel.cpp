@@ -22,6 +22,7 @@
 #include <new>
 #include <string>
 
+#include "meshtalk/gemm.hpp"
 #include "meshtalk/status.hpp"
 #include "meshtalk/threads.hpp"
 
@@ -170,16 +171,14 @@ struct Kernel {
   const char* isa;
 };
 
-// MESHTALK_GEMM_ISA=avx2|baseline caps the instruction set here too (one switch for the core).
+// The widest kernel this CPU runs: best_cpu_isa (gemm.hpp), so MESHTALK_GEMM_ISA caps it too.
 Kernel select_kernel() {
-  const char* cap_env = std::getenv("MESHTALK_GEMM_ISA");
-  const std::string cap = cap_env ? cap_env : "";
 #ifdef MESHTALK_MEL_X86
-  __builtin_cpu_init();
-  const bool fma = __builtin_cpu_supports("fma"), avx2 = __builtin_cpu_supports("avx2");
-  if (cap != "avx2" && cap != "baseline" && __builtin_cpu_supports("avx512f") && avx2 && fma)
-    return {group_avx512, 16, "avx512f"};
-  if (cap != "baseline" && avx2 && fma) return {group_avx2, 8, "avx2+fma"};
+  switch (best_cpu_isa()) {
+    case CpuIsa::kAvx512: return {group_avx512, 16, "avx512f"};
+    case CpuIsa::kAvx2: return {group_avx2, 8, "avx2+fma"};
+    case CpuIsa::kBaseline: break;
+  }
 #endif
   return {group_baseline, 4, "baseline"};
 }

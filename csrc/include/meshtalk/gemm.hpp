@@ -31,6 +31,13 @@ bool blas_available() noexcept;      // true when the core was linked against Op
 const char* blas_description();      // "OpenBLAS 0.3.x ... (scipy-openblas32)" or why there is none
 const char* builtin_kernel_isa();    // the instruction set the builtin kernel runs with here
 
+// The widest vector instruction set this CPU runs that the core has kernels for (x86: AVX-512F, or
+// AVX2 + FMA; anything else: baseline), capped by MESHTALK_GEMM_ISA=avx2|baseline (to test the
+// narrower kernels on a bigger CPU; a cap above what the CPU has is ignored). One switch for every
+// kernel of the core (GEMM, log-mel); read once per call, so callers cache their choice.
+enum class CpuIsa { kBaseline, kAvx2, kAvx512 };
+CpuIsa best_cpu_isa();
+
 // A weight W [N, K] prepared for one backend (a copy: the caller's buffer may go away).
 class WeightMatrix {
  public:
