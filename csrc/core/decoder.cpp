@@ -26,6 +26,19 @@ constexpr int64_t kHidden = 128;  // LSTM width and code size of the released Ve
 constexpr int64_t kColumnBlock = 64;  // panels (of 16 columns) of the last product finished at a time
 
 inline float leaky(float v) { return v > 0.0f ? v : v * kLeakySlope; }
+
+// The fusion layer for one frame: x[128] = leaky(geometry + sum of code[j] * fusion column j) -- for
+// a one-hot code a gather-sum of H columns (zero entries are skipped).
+void fuse_frame(const float* geometry, const float* code, int64_t HC, const float* fusion_codes, float* x) {
+  std::memcpy(x, geometry, kHidden * sizeof(float));
+  for (int64_t j = 0; j < HC; ++j) {
+    const float v = code[j];
+    if (v == 0.0f) continue;
+    const float* col = fusion_codes + j * kHidden;
+    for (int64_t r = 0; r < kHidden; ++r) x[r] += v * col[r];
+  }
+  for (int64_t r = 0; r < kHidden; ++r) x[r] = leaky(x[r]);
+}
 inline float sigmoid(float v) { return 1.0f / (1.0f + std::exp(-v)); }
 
 void fill_bias(float* c, int64_t rows, int64_t ldc, const std::vector<float>& bias) {
@@ -91,15 +104,7 @@ class LstmGroup {
         const float* geometry = tp_.geometry.data() + (Bt_ == 1 ? 0 : b) * kHidden;
         for (int64_t dt = 0; dt < tc; ++dt) {
           float* x = x_.data() + (bi * tc + dt) * kHidden;
-          std::memcpy(x, geometry, kHidden * sizeof(float));
-          const float* code = codes_ + (b * T_ + t0 + dt) * HC;
-          for (int64_t j = 0; j < HC; ++j) {
-            const float v = code[j];
-            if (v == 0.0f) continue;
-            const float* col = w_.fusion_codes.data() + j * kHidden;
-            for (int64_t r = 0; r < kHidden; ++r) x[r] += v * col[r];
-          }
-          for (int64_t r = 0; r < kHidden; ++r) x[r] = leaky(x[r]);
+          fuse_frame(geometry, codes_ + (b * T_ + t0 + dt) * HC, HC, w_.fusion_codes.data(), x);
         }
       }
       layer(0, tc, x_.data(), [&](int64_t bi, int64_t dt) { return h1_.data() + (bi * tc + dt) * kHidden; });
@@ -295,16 +300,8 @@ struct DecoderState::Impl {
   // x[j] = leaky(G + sum of v * column over the nonzero entries of the code), as decode's fusion.
   void fuse_codes(const int64_t* slots, int64_t n, const float* codes) {
     for (int64_t j = 0; j < n; ++j) {
-      float* x = x_.data() + j * kHidden;
-      std::memcpy(x, templ_[slots[j]]->geometry.data(), kHidden * sizeof(float));
-      const float* code = codes + j * HC_;
-      for (int64_t k = 0; k < HC_; ++k) {
-        const float v = code[k];
-        if (v == 0.0f) continue;
-        const float* col = w_.fusion_codes.data() + k * kHidden;
-        for (int64_t r = 0; r < kHidden; ++r) x[r] += v * col[r];
-      }
-      for (int64_t r = 0; r < kHidden; ++r) x[r] = leaky(x[r]);
+      fuse_frame(templ_[slots[j]]->geometry.data(), codes + j * HC_, HC_, w_.fusion_codes.data(),
+                 x_.data() + j * kHidden);
     }
   }
 
