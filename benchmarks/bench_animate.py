@@ -17,6 +17,7 @@ import pytest
 import torch
 
 import meshtalk_fast as mf
+from common import require_backend
 
 FULL = os.environ.get("MESHTALK_BENCH_SIZE", "smoke") == "full"
 SECONDS = 60.0 if FULL else 1.5
@@ -56,13 +57,6 @@ def make_inputs():
     return model, template, masks, speech(SECONDS)
 
 
-def skip_unless(op: str, backend: str) -> None:
-    with torch.no_grad():  # animate and the streamer run without grad (the cpp decoder requires it)
-        reason = mf.available_backends(op, torch.device("cpu"))[backend]
-    if reason is not None:
-        pytest.skip(f"{op} backend {backend!r} unavailable: {reason}")
-
-
 def record(benchmark, audio: torch.Tensor, frames: int, elapsed: float) -> None:
     seconds = audio.shape[0] / 16000
     benchmark.extra_info.update(audio_s=seconds, frames=frames, threads=torch.get_num_threads(),
@@ -71,8 +65,8 @@ def record(benchmark, audio: torch.Tensor, frames: int, elapsed: float) -> None:
 
 @pytest.mark.parametrize("backend", ["torch", "cpp"])
 def test_animate_offline(benchmark, backend):
-    skip_unless("sample", backend)
-    skip_unless("decode", backend)
+    require_backend("sample", backend)
+    require_backend("decode", backend)
     model, template, masks, audio = make_inputs()
     benchmark.group = f"animate offline {SECONDS:g} s V={SIZE['V']} H={SIZE['H']} C={SIZE['C']}"
     timing = {}
@@ -91,8 +85,8 @@ def test_animate_offline(benchmark, backend):
 
 @pytest.mark.parametrize("backend", ["torch", "cpp"])
 def test_animate_streaming(benchmark, backend):
-    skip_unless("sample_step", backend)
-    skip_unless("decode_step", backend)
+    require_backend("sample_step", backend)
+    require_backend("decode_step", backend)
     model, template, masks, audio = make_inputs()
     benchmark.group = f"animate streaming {SECONDS:g} s V={SIZE['V']} H={SIZE['H']} C={SIZE['C']}"
     timing = {}

@@ -16,17 +16,13 @@ import pytest
 import torch
 
 import meshtalk_fast as mf
+from common import require_backend
 
 FULL = os.environ.get("MESHTALK_BENCH_SIZE", "smoke") == "full"
 SHAPES = [(8, 32), (1, 90)] if FULL else [(1, 2)]
 SPEECH_SECONDS = 10 if FULL else 1
 CHUNK = 533  # samples per push of the streaming encoder: one video frame at 30 fps
 
-
-def _require(op: str, backend: str) -> None:
-    reason = mf.available_backends(op, torch.device("cpu"))[backend]
-    if reason is not None:
-        pytest.skip(f"{op} backend {backend!r} cannot run here: {reason}")
 
 
 def make_model(framing: str = "window") -> mf.MeshTalk:
@@ -51,7 +47,7 @@ def test_encode_audio(benchmark, backend, B, T):
     benchmark.group = f"encode_audio B={B} T={T}"
     benchmark.extra_info["frames"] = B * T
     with torch.no_grad():  # the cpp backend computes no gradients: it runs outside grad mode
-        _require("encode_audio", backend)
+        require_backend("encode_audio", backend)
         run = lambda: model.encode_audio(windows, backend=backend)  # noqa: E731
         run()  # warm-up: the cpp backend lays out (and caches) the weights on its first call
         out = benchmark(run)
@@ -79,7 +75,7 @@ def test_encode_speech(benchmark, backend, framing):
     benchmark.extra_info["audio_s"] = SPEECH_SECONDS
     T = mf.num_frames(audio.shape[1])
     with torch.no_grad():
-        _require("encode_audio" if framing == "window" else "encode_stream", backend.split("-")[0])
+        require_backend("encode_audio" if framing == "window" else "encode_stream", backend.split("-")[0])
         if backend == "cpp-streaming":
             run = lambda: streaming_codes(model, audio)  # noqa: E731
         else:

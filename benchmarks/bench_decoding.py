@@ -13,6 +13,7 @@ import pytest
 import torch
 
 import meshtalk_fast as mf
+from common import require_backend
 
 FULL = os.environ.get("MESHTALK_BENCH_SIZE", "smoke") == "full"
 SIZE = dict(V=6172, H=16, C=128, T=90) if FULL else dict(V=50, H=4, C=8, T=3)
@@ -37,16 +38,11 @@ def decode_inputs(B: int):
     return make_model(), torch.randn(SIZE["V"], 3, generator=g), torch.nn.functional.one_hot(labels, SIZE["C"]).float()
 
 
-def _require(op: str, backend: str) -> None:
-    reason = mf.available_backends(op, torch.device("cpu"))[backend]
-    if reason is not None:
-        pytest.skip(f"{op} backend {backend!r} cannot run here: {reason}")
-
 
 @pytest.mark.parametrize("B", SAMPLE_BATCHES)
 @pytest.mark.parametrize("backend", ["torch", "cpp"])
 def test_sample(benchmark, backend, B):
-    _require("sample", backend)
+    require_backend("sample", backend)
     model, audio_code = sample_inputs(B)
     benchmark.group = f"sample B={B} T={SIZE['T']} H={SIZE['H']} C={SIZE['C']}"
     benchmark.extra_info["frames"] = B * SIZE["T"]
@@ -63,7 +59,7 @@ def test_decode(benchmark, backend, B):
     benchmark.group = f"decode B={B} T={SIZE['T']} V={SIZE['V']}"
     benchmark.extra_info["frames"] = B * SIZE["T"]
     with torch.no_grad():  # the cpp backend computes no gradients: it runs outside grad mode
-        _require("decode", backend)
+        require_backend("decode", backend)
         run = lambda: model.decode(template, one_hot, backend=backend)  # noqa: E731
         run()  # warm-up, as for the sampler
         out = benchmark(run)

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 import meshtalk_fast as mf
+from common import require_backend
 from meshtalk_fast._dispatch import resolve
 
 FULL = os.environ.get("MESHTALK_BENCH_SIZE", "smoke") == "full"
@@ -35,16 +36,11 @@ def step_inputs(B: int):
             torch.nn.functional.one_hot(labels, SIZE["C"]).float())
 
 
-def _require(op: str, backend: str) -> None:
-    reason = mf.available_backends(op, torch.device("cpu"))[backend]
-    if reason is not None:
-        pytest.skip(f"{op} backend {backend!r} cannot run here: {reason}")
-
 
 @pytest.mark.parametrize("B", BATCHES)
 @pytest.mark.parametrize("backend", ["torch", "cpp"])
 def test_sample_step(benchmark, backend, B):
-    _require("sample_step", backend)
+    require_backend("sample_step", backend)
     model, audio_code, _, _ = step_inputs(B)
     benchmark.group = f"sample_step B={B} H={SIZE['H']} C={SIZE['C']}"
     benchmark.extra_info["frames"] = B
@@ -58,7 +54,7 @@ def test_sample_step(benchmark, backend, B):
 @pytest.mark.parametrize("B", BATCHES)
 @pytest.mark.parametrize("backend", ["torch", "cpp"])
 def test_decode_step(benchmark, backend, B):
-    _require("decode_step", backend)
+    require_backend("decode_step", backend)
     model, _, template, one_hot = step_inputs(B)
     benchmark.group = f"decode_step B={B} V={SIZE['V']} H={SIZE['H']} C={SIZE['C']}"
     benchmark.extra_info["frames"] = B

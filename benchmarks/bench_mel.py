@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import meshtalk_fast as mf
-from common import synchronized
+from common import require_backend, synchronized
 
 SIZE = os.environ.get("MESHTALK_BENCH_SIZE", "smoke")
 if SIZE not in ("smoke", "full"):
@@ -37,9 +37,7 @@ def mel_inputs(framing: str) -> torch.Tensor:
 def test_log_mel(benchmark, backend, framing):
     if backend == "triton" and DEVICE.type != "cuda":
         pytest.skip("needs a CUDA GPU for triton (interpreter timings are meaningless)")
-    reason = mf.available_backends("log_mel", DEVICE)[backend]
-    if reason is not None:
-        pytest.skip(f"log_mel backend {backend!r} cannot run here: {reason}")
+    require_backend("log_mel", backend, DEVICE)
     x = mel_inputs(framing)
     label = f"B={WINDOWS[0]} T={WINDOWS[1]}" if framing == "windows" else f"{STREAM_SECONDS:g} s"
     benchmark.group = f"log_mel {framing} {label} ({DEVICE.type})"

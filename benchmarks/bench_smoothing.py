@@ -12,6 +12,7 @@ import pytest
 import torch
 
 import meshtalk_fast as mf
+from common import require_backend
 from meshtalk_fast._dispatch import resolve
 
 FULL = os.environ.get("MESHTALK_BENCH_SIZE", "smoke") == "full"
@@ -24,16 +25,10 @@ def smoothing_inputs():
     return 100 * torch.randn(T, V, 3, generator=g), (torch.rand(V, generator=g), torch.rand(V, generator=g))
 
 
-def _require(op: str, backend: str) -> None:
-    with torch.no_grad():  # the cpp post_smooth runs outside grad mode
-        reason = mf.available_backends(op, torch.device("cpu"))[backend]
-    if reason is not None:
-        pytest.skip(f"{op} backend {backend!r} cannot run here: {reason}")
-
 
 @pytest.mark.parametrize("backend", ["torch", "cpp"])
 def test_post_smooth(benchmark, backend):
-    _require("post_smooth", backend)
+    require_backend("post_smooth", backend)
     frames, masks = smoothing_inputs()
     benchmark.group = f"post_smooth T={T} V={V}"
     benchmark.extra_info["frames"] = T
@@ -44,7 +39,7 @@ def test_post_smooth(benchmark, backend):
 
 @pytest.mark.parametrize("backend", ["torch", "cpp"])
 def test_smooth_step(benchmark, backend):
-    _require("smooth_step", backend)
+    require_backend("smooth_step", backend)
     frames, masks = smoothing_inputs()
     benchmark.group = f"smooth_step (one frame, delay 4) V={V}"
     smoother = resolve("smooth_step", backend, torch.device("cpu"))(*masks, 4)

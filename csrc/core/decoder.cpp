@@ -27,6 +27,21 @@ constexpr int64_t kColumnBlock = 64;  // panels (of 16 columns) of the last prod
 
 inline float leaky(float v) { return v > 0.0f ? v : v * kLeakySlope; }
 
+inline float sigmoid(float v) { return 1.0f / (1.0f + std::exp(-v)); }
+
+// One LSTM cell update of the released layer (gate order i, f, g, o): input-projection gates gi
+// and hidden-projection gates gh [4 * 128] -> new cell c and hidden h [128], in place.
+void lstm_cell(const float* gi, const float* gh, float* h, float* c) {
+  for (int64_t r = 0; r < kHidden; ++r) {
+    const float i = sigmoid(gi[r] + gh[r]);
+    const float f = sigmoid(gi[kHidden + r] + gh[kHidden + r]);
+    const float g = std::tanh(gi[2 * kHidden + r] + gh[2 * kHidden + r]);
+    const float o = sigmoid(gi[3 * kHidden + r] + gh[3 * kHidden + r]);
+    c[r] = f * c[r] + i * g;
+    h[r] = o * std::tanh(c[r]);
+  }
+}
+
 // The fusion layer for one frame: x[128] = leaky(geometry + sum of code[j] * fusion column j) -- for
 // a one-hot code a gather-sum of H columns (zero entries are skipped).
 void fuse_frame(const float* geometry, const float* code, int64_t HC, const float* fusion_codes, float* x) {
@@ -39,7 +54,6 @@ void fuse_frame(const float* geometry, const float* code, int64_t HC, const floa
   }
   for (int64_t r = 0; r < kHidden; ++r) x[r] = leaky(x[r]);
 }
-inline float sigmoid(float v) { return 1.0f / (1.0f + std::exp(-v)); }
 
 void fill_bias(float* c, int64_t rows, int64_t ldc, const std::vector<float>& bias) {
   for (int64_t r = 0; r < rows; ++r) std::memcpy(c + r * ldc, bias.data(), bias.size() * sizeof(float));
@@ -128,14 +142,7 @@ class LstmGroup {
         const float* gh = hidden_gates_.data() + bi * G;
         float* hb = h + bi * kHidden;
         float* cb = c + bi * kHidden;
-        for (int64_t r = 0; r < kHidden; ++r) {
-          const float i = sigmoid(gi[r] + gh[r]);
-          const float f = sigmoid(gi[kHidden + r] + gh[kHidden + r]);
-          const float g = std::tanh(gi[2 * kHidden + r] + gh[2 * kHidden + r]);
-          const float o = sigmoid(gi[3 * kHidden + r] + gh[3 * kHidden + r]);
-          cb[r] = f * cb[r] + i * g;
-          hb[r] = o * std::tanh(cb[r]);
-        }
+        lstm_cell(gi, gh, hb, cb);
         std::memcpy(out(bi, dt), hb, kHidden * sizeof(float));
       }
     }
@@ -359,14 +366,7 @@ struct DecoderState::Impl {
         const float* gh = hidden_gates_.data() + j * G;
         float* hb = hw_.data() + j * kHidden;
         float* cb = cw_.data() + j * kHidden;
-        for (int64_t r = 0; r < kHidden; ++r) {
-          const float i = sigmoid(gi[r] + gh[r]);
-          const float f = sigmoid(gi[kHidden + r] + gh[kHidden + r]);
-          const float g = std::tanh(gi[2 * kHidden + r] + gh[2 * kHidden + r]);
-          const float o = sigmoid(gi[3 * kHidden + r] + gh[3 * kHidden + r]);
-          cb[r] = f * cb[r] + i * g;
-          hb[r] = o * std::tanh(cb[r]);
-        }
+        lstm_cell(gi, gh, hb, cb);
         std::memcpy(y + j * kHidden, hb, kHidden * sizeof(float));
         std::memcpy(h_[l].data() + slots[j] * kHidden, hb, kHidden * sizeof(float));
         std::memcpy(c_[l].data() + slots[j] * kHidden, cb, kHidden * sizeof(float));
