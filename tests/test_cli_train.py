@@ -37,6 +37,29 @@ def test_train_evaluate(dataset, tmp_path, capsys):
                      "--out", str(out)]) == 0
     result = json.loads(out.read_text())
     assert result["lve"] > 0 and result["lve_static"] > 0 and "disentanglement_audio" in result
+    assert result["code_sensitivity"] >= 0
+
+
+def test_quickstart_smoke(dataset, tmp_path, capsys):
+    """The README's main job at a few seconds of training (the data set of the fixture is reused):
+    every output is written, and the collapse warning is printed exactly when the codes collapsed."""
+    import shutil
+
+    from meshtalk_fast.quickstart import COLLAPSED
+
+    out = tmp_path / "qs"
+    shutil.copytree(dataset, out / "data")
+    assert cli.main(["quickstart", "--out", str(out), "--minutes", "0.05"]) == 0
+    printed = capsys.readouterr().out
+    metrics = json.loads((out / "metrics.json").read_text())
+    for key in ("lve", "lve_static", "fdd", "disentanglement_expression", "disentanglement_audio",
+                "code_sensitivity"):
+        assert isinstance(metrics[key], float), key
+    assert metrics["lve_static"] > 0 and metrics["stage1_steps"] >= 1
+    for name in ("model.safetensors", "checkpoint.safetensors", "training_curves.png", "heldout/meshes.npz"):
+        assert (out / name).is_file(), name
+    assert ("WARNING: the decoded face hardly depends on the codes" in printed) == \
+        (metrics["code_sensitivity"] < COLLAPSED)
 
 
 def test_train_errors(dataset, tmp_path, capsys):

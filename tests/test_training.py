@@ -1,6 +1,7 @@
 """The two-stage trainer on small synthetic sequences: stages run, resume is bit-exact, checkpoints
 are atomic, two processes (gloo) compute what one process does, and configs are validated."""
 import json
+import math
 import os
 
 import pytest
@@ -60,8 +61,11 @@ def test_both_stages_write_logs_checkpoints_and_pictures(tmp_path):
                            after["context_model.logits.masked_linear.weight"])
     records = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
     assert {r["split"] for r in records} == {"train", "val"}
-    assert all(k in records[0] for k in ("recon", "landmarks", "mouth", "eye", "frames_per_s", "lr"))
+    assert all(k in records[0] for k in ("recon", "landmarks", "mouth", "eye", "frames_per_s", "lr",
+                                         "code_entropy", "code_perplexity"))
+    assert 0 <= records[0]["code_entropy"] <= math.log(8) + 1e-5 and 1 - 1e-5 <= records[0]["code_perplexity"] <= 8
     val = [r for r in records if r["split"] == "val"]
+    assert val[0]["code_sensitivity"] >= 0 and "code_sensitivity" not in val[-1]  # stage 1 only
     assert val[-1]["mode"] == "audio" and val[0]["mode"] == "reconstruct" and val[-1]["lve"] > 0
     loaded = mf.MeshTalk.load(tmp_path / "model.safetensors")
     for k, v in loaded.state_dict().items():

@@ -90,7 +90,7 @@ def _train(args) -> int:
 
 
 def _evaluate(args) -> int:
-    from .evaluate import disentanglement, evaluate
+    from .evaluate import code_sensitivity, disentanglement, evaluate
     from .meshtalk import MeshTalk
 
     model = MeshTalk.load(args.model).eval()
@@ -98,6 +98,7 @@ def _evaluate(args) -> int:
     fm = _masks(args.data)
     result = evaluate(model, clips, fm.lips, fm.upper_face, mode=args.mode, seed=args.seed)
     result["lve_ratio"] = result["lve"] / result["lve_static"]
+    result["code_sensitivity"] = code_sensitivity(model, clips)
     if len(clips) > 1:
         swap = disentanglement(model, clips[0], clips[1], fm.mouth, fm.upper_face)
         result["disentanglement_expression"] = swap["expression_ratio"]

@@ -14,7 +14,7 @@ from .meshtalk import MeshTalk
 from .metrics import upper_face_dynamics_deviation
 from .training.batches import Clip
 
-__all__ = ["animate_clip", "reconstruct_clip", "evaluate", "disentanglement"]
+__all__ = ["animate_clip", "reconstruct_clip", "evaluate", "disentanglement", "code_sensitivity"]
 
 
 @torch.no_grad()
@@ -98,3 +98,32 @@ def disentanglement(model: MeshTalk, a: Clip, b: Clip, mouth: torch.Tensor, uppe
     out["audio_ratio"] = out["audio_swap_mouth"] / (out["audio_swap_upper"] + eps)
     model.train(was_training)
     return out
+
+
+@torch.no_grad()
+def code_sensitivity(model: MeshTalk, clips: Sequence[Clip]) -> float:
+    """Does the decoded face depend on the codes? Each clip is decoded from its own argmax codes and
+    from the same codes rotated by half its length in time (so every frame gets another frame's
+    codes); the mean vertex distance between the two, over the mean distance between the true meshes
+    under the same rotation. About 1: the face moves with the codes as much as the real face moves;
+    0: the decoder ignores the codes or every frame has the same codes (collapsed training, whose LVE
+    gain over the unmoving template is only a mean pose)."""
+    if not clips:
+        raise ValueError("clips must hold at least one sequence, got none")
+    was_training = model.training
+    model.eval()
+    moved = real = 0.0
+    for clip in clips:
+        if clip.frames < 2:
+            raise ValueError(f"sequence {clip.name!r} must have at least 2 frames to rotate, got {clip.frames}")
+        shift = clip.frames // 2
+        expression_code, audio_code = _codes(model, clip)
+        one_hot = model.quantize(model.fuse(expression_code, audio_code), argmax=True)
+        own = model.decode(clip.template, one_hot)[0]
+        other = model.decode(clip.template, one_hot.roll(shift, 1))[0]
+        moved += float((own - other).norm(dim=-1).mean()) * clip.frames
+        real += float((clip.geom - clip.geom.roll(shift, 0)).norm(dim=-1).mean()) * clip.frames
+    model.train(was_training)
+    if real == 0.0:
+        raise ValueError("the sequences' meshes never move, so code sensitivity is undefined")
+    return moved / real

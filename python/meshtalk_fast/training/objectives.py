@@ -12,13 +12,14 @@ from torch import nn
 
 from ..losses import step1_losses
 from ..models import MultimodalEncoder, VertexUnet
-from ..quantize import quantize
+from ..quantize import code_statistics, quantize
 
 __all__ = ["Stage1Objective", "Stage2Objective", "frozen_codes", "encode_audio_inputs"]
 
 
 class Stage1Objective(nn.Module):
-    """``forward(batch, generator) -> loss terms`` (released step 1). Masks are ``[V]`` buffers."""
+    """``forward(batch, generator) -> loss terms`` (released step 1) plus the code statistics of the
+    sequences' own codes (``code_entropy``, ``code_perplexity``). Masks are ``[V]`` buffers."""
 
     def __init__(self, encoder: MultimodalEncoder, vertex_unet: VertexUnet, landmarks: torch.Tensor,
                  mouth: torch.Tensor, eye: torch.Tensor, distance: str = "squared", loss_backend: str = "auto"):
@@ -29,9 +30,8 @@ class Stage1Objective(nn.Module):
         self.register_buffer("mouth", mouth.float())
         self.register_buffer("eye", eye.float())
 
-    def _reconstruct(self, template, expression_code, audio_code, generator):
-        one_hot = quantize(self.encoder.fusion_model(expression_code, audio_code), generator=generator)
-        return self.vertex_unet(template[:, None], one_hot)
+    def _reconstruct(self, template, logprobs, generator):
+        return self.vertex_unet(template[:, None], quantize(logprobs, generator=generator))
 
     def forward(self, template: torch.Tensor, geom: torch.Tensor, generator: torch.Generator,
                 windows: Optional[torch.Tensor] = None, mel: Optional[torch.Tensor] = None,
@@ -45,11 +45,15 @@ class Stage1Objective(nn.Module):
         expression_code = self.encoder.expression_encoder(geom)
         audio_code = encode_audio_inputs(self.encoder, windows, mel, positions)
         shift = int(torch.randint(1, B, (1,), generator=generator))  # another sequence of the batch
-        recon = self._reconstruct(template, expression_code, audio_code, generator)
-        keep_audio = self._reconstruct(template, expression_code.roll(shift, 0), audio_code, generator)
-        keep_expression = self._reconstruct(template, expression_code, audio_code.roll(shift, 0), generator)
-        return step1_losses(recon.float(), keep_audio.float(), keep_expression.float(), geom, self.landmarks,
-                            self.mouth, self.eye, distance=self.distance, backend=self.loss_backend)
+        fuse = self.encoder.fusion_model
+        own = fuse(expression_code, audio_code)
+        recon = self._reconstruct(template, own, generator)
+        keep_audio = self._reconstruct(template, fuse(expression_code.roll(shift, 0), audio_code), generator)
+        keep_expression = self._reconstruct(template, fuse(expression_code, audio_code.roll(shift, 0)), generator)
+        terms = step1_losses(recon.float(), keep_audio.float(), keep_expression.float(), geom, self.landmarks,
+                             self.mouth, self.eye, distance=self.distance, backend=self.loss_backend)
+        terms.update(code_statistics(own))  # diagnostics only (no gradient, not in "total"): see quantize.py
+        return terms
 
 
 def encode_audio_inputs(encoder: MultimodalEncoder, windows=None, mel=None, positions=None) -> torch.Tensor:

@@ -166,13 +166,15 @@ class Trainer:
                     self._tb.add_scalar(f"stage{record['stage']}/{record.get('split', 'train')}/{k}", v, record["step"])
 
     def validate(self, stage: int) -> Optional[Dict[str, float]]:
-        from ..evaluate import evaluate
+        from ..evaluate import code_sensitivity, evaluate
 
         if self.rank != 0 or not self.val_clips:
             return None
         mode = "reconstruct" if stage == 1 else "audio"
         result = evaluate(self.model, self.val_clips, self.masks.lips, self.masks.upper_face, mode=mode,
                           seed=self.config.seed)
+        if stage == 1:  # 0 = the decoder ignores the codes (collapse); see evaluate.code_sensitivity
+            result["code_sensitivity"] = code_sensitivity(self.model, self.val_clips)
         self._log({"stage": stage, "step": self.step, "split": "val", "mode": mode, **result})
         return result
 
