@@ -21,8 +21,9 @@ def _series(log_path: str) -> Dict[str, List[Tuple[int, float]]]:
                 offset, last_stage = last_step, rec.get("stage")
             x = offset + rec["step"]
             last_step = max(last_step, x)
-            keys = ["total", "recon", "landmarks", "modality_crossing", "cross_entropy", "code_perplexity"] if rec.get("split") == "train" \
-                else ["lve", "lve_static"]
+            keys = ["lve", "lve_static"]
+            if rec.get("split") == "train":
+                keys = ["total", "recon", "landmarks", "modality_crossing", "cross_entropy", "code_perplexity"]
             for k in keys:
                 if k in rec and isinstance(rec[k], (int, float)) and rec[k] > 0:
                     name = f"s{rec['stage']} {rec.get('split')} {k}"
