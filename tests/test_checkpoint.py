@@ -113,7 +113,8 @@ def test_missing_file_wrong_mask_and_not_a_state_dict(released_dir, tmp_path):
 
 def test_save_load_roundtrip(tmp_path):
     mean, std = torch.randn(300, 3), torch.rand(300, 3) + 0.5
-    model = mf.MeshTalk(300, heads=4, classes=8, mean=mean, stddev=std, fps=25, clock="exact")
+    model = mf.MeshTalk(300, heads=4, classes=8, mean=mean, stddev=std, fps=25, clock="exact",
+                        expression_input="offset")
     path = tmp_path / "model.safetensors"
     model.save(path)
     assert [p.name for p in tmp_path.iterdir()] == ["model.safetensors"]  # no temporary file left
@@ -126,6 +127,7 @@ def test_save_load_roundtrip(tmp_path):
     from safetensors import safe_open
     with safe_open(str(path), "pt") as f:
         assert json.loads(f.metadata()["config"])["clock"] == "exact"
+        assert json.loads(f.metadata()["config"])["expression_input"] == "offset"
         assert not any(k.endswith(".mask") for k in f.keys())
 
 

@@ -49,6 +49,30 @@ def test_statistics_of_a_mixture_match_a_direct_computation():
     assert s["code_perplexity"].item() == pytest.approx(ppl, rel=1e-5)
 
 
+def test_diversity_loss_known_answers_and_gradient():
+    """0 when the batch uses every class equally (even if each frame is sure of its class), 1 - 1/C when
+    every frame picks the same class; its gradient pushes the favoured class down."""
+    from meshtalk_fast.training.objectives import diversity_loss
+
+    H, C = 3, 8
+    spread = torch.full((C, H, C), -1e4)
+    for k in range(C):
+        spread[k, :, k] = 0.0  # frame k picks class k in every head
+    assert diversity_loss(spread.log_softmax(-1)).item() == pytest.approx(0.0, abs=1e-6)
+    assert diversity_loss(torch.full((2, 5, H, C), -math.log(C))).item() == pytest.approx(0.0, abs=1e-6)
+    logits = torch.zeros(4, 6, H, C)
+    logits[..., 5] = 3.0  # all frames favour class 5
+    logits.requires_grad_(True)
+    loss = diversity_loss(logits.log_softmax(-1))
+    p = torch.softmax(torch.tensor([0.0] * 5 + [3.0] + [0.0] * 2), 0)
+    assert loss.item() == pytest.approx(1 - math.exp(-(p * p.log()).sum().item()) / C, rel=1e-5)
+    loss.backward()
+    assert bool((logits.grad[..., 5] > 0).all())  # gradient descent lowers the favoured logit
+    collapsed = torch.full((4, H, C), -1e4)
+    collapsed[..., 1] = 0.0
+    assert diversity_loss(collapsed.log_softmax(-1)).item() == pytest.approx(1 - 1 / C, rel=1e-5)
+
+
 def test_statistics_errors():
     with pytest.raises(ValueError, match=r"logprobs must have shape \[\.\.\., H, C\]"):
         code_statistics(torch.zeros(5))

@@ -105,6 +105,29 @@ def test_expression_encoder(B, T, V):
     np.testing.assert_allclose(P(enc(geom)), ref, rtol=1e-9, atol=1e-9)
 
 
+def test_expression_encoder_offset_input():
+    """input="offset" reads (geom - template) / std: the released input of geom - template + mean, and a
+    template is required with the right shape."""
+    V, g = 7, torch.Generator().manual_seed(5)
+    mean, std = torch.randn(V, 3, generator=g), torch.rand(V, 3, generator=g) + 0.5
+    released = randomize(ExpressionEncoder(latent_dim=9, n_vertices=V, mean=mean, stddev=std, hidden=13,
+                                           bottleneck=6), 3)
+    offset = ExpressionEncoder(latent_dim=9, n_vertices=V, mean=mean, stddev=std, hidden=13, bottleneck=6,
+                               input="offset")
+    offset.load_state_dict(released.state_dict())
+    geom = torch.randn(2, 5, V, 3, generator=g, dtype=torch.float64)
+    template = torch.randn(2, V, 3, generator=g, dtype=torch.float64)
+    ref = P(released.double()(geom - template[:, None] + mean.double()))
+    np.testing.assert_allclose(P(offset.double()(geom, template)), ref, rtol=1e-9, atol=1e-9)
+    assert not np.allclose(P(released(geom)), ref)  # the template matters
+    with pytest.raises(ValueError, match="template is required"):
+        offset(geom)
+    with pytest.raises(ValueError, match=r"template must have shape \[2, 7, 3\].*got \[1, 7, 3\]"):
+        offset(geom, template[:1])
+    with pytest.raises(ValueError, match="input must be one of 'mesh', 'offset', got 'identity'"):
+        ExpressionEncoder(n_vertices=V, input="identity")
+
+
 def test_fusion_mlp():
     fus = randomize(FusionMlp(classes=5, heads=3, expression_dim=4, audio_dim=6, hidden=7), 4)
     e, a = torch.randn(2, 3, 4, dtype=torch.float64), torch.randn(2, 3, 6, dtype=torch.float64)

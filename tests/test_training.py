@@ -158,6 +158,60 @@ def test_stream_framing_crops_match_the_whole_utterance(tmp_path):
     assert trainer.fit(1)["total"] > 0 and trainer.fit(2)["cross_entropy"] > 0
 
 
+def test_argmax_codes_and_offset_input(tmp_path):
+    """stage1.codes = "argmax" feeds the decoder the same codes whatever the Gumbel generator (the
+    released "gumbel" does not), and a model with the offset expression input trains both stages and
+    encodes with its template (evaluation, frozen stage-2 codes)."""
+    from meshtalk_fast.training.objectives import Stage1Objective
+
+    clips = synthetic_clips()
+    torch.manual_seed(0)
+    model = mf.MeshTalk(V, heads=4, classes=8, expression_input="offset")
+    m = masks()
+    batch = torch.stack([c.geom[:5] for c in clips[:3]]), torch.stack([c.template for c in clips[:3]])
+    windows = torch.stack([mf.audio_windows(c.audio)[:5] for c in clips[:3]])
+    totals = {}
+    for codes in ("gumbel", "argmax"):
+        objective = Stage1Objective(model.encoder, model.vertex_unet, m.eye_keypoints, m.mouth, m.eye, codes=codes)
+        objective.eval()  # no dropout: only the Gumbel noise may differ
+        with torch.no_grad():
+            totals[codes] = [float(objective(batch[1], batch[0], torch.Generator().manual_seed(s),
+                                             windows=windows)["recon"]) for s in (1, 2)]
+    assert totals["argmax"][0] == totals["argmax"][1] and totals["gumbel"][0] != totals["gumbel"][1]
+    with pytest.raises(ValueError, match="template is required"):
+        model.encode_expression(batch[0])
+    per_clip = model.encode_expression(batch[0], batch[1])
+    shared = model.encode_expression(batch[0][:1], clips[0].template)  # [V, 3] broadcasts
+    torch.testing.assert_close(shared, per_clip[:1])
+    trainer = Trainer(model, clips[:3], m, small_config(codes="argmax"), str(tmp_path), val_clips=clips[3:],
+                      progress=False)
+    assert trainer.fit(1)["total"] > 0 and trainer.fit(2)["cross_entropy"] > 0
+    assert mf.MeshTalk.load(tmp_path / "model.safetensors").config.expression_input == "offset"
+    with pytest.raises(ValueError, match="stage1.codes must be one of"):
+        small_config(codes="sample").validate()
+
+
+def test_cosine_schedule_follows_a_time_budget(tmp_path):
+    """schedule = "cosine" decays over stage{N}.steps, or over the seconds of a time budget when that
+    ends first (the quick start trains to a budget with steps = 10**6)."""
+    import time
+
+    cfg = small_config(schedule="cosine", steps=1000)
+    trainer = Trainer(make_model(), synthetic_clips(), masks(), cfg, str(tmp_path), progress=False)
+    assert trainer._lr(1, 0) == pytest.approx(1e-3) and trainer._lr(1, 500) == pytest.approx(0.55e-3)
+    assert trainer._lr(1, 1000) == pytest.approx(1e-4) and trainer._lr(1, 5000) == pytest.approx(1e-4)
+    trainer._budget = (time.perf_counter() - 50.0, 100.0)  # half of the budget gone at step 0
+    assert trainer._lr(1, 0) == pytest.approx(0.55e-3, rel=1e-2)
+    assert trainer._lr(1, 900) < 0.55e-3  # the steps, further along, win
+    trainer._budget = (time.perf_counter() - 200.0, 100.0)
+    assert trainer._lr(1, 0) == pytest.approx(1e-4)
+    trainer._budget = None
+    cfg.stage1.steps = 10**6
+    trainer.fit(1, max_seconds=3.0)
+    lrs = [r["lr"] for r in map(json.loads, open(tmp_path / "metrics.jsonl")) if r["split"] == "train"]
+    assert lrs[0] > lrs[-1] and lrs[-1] < 0.9e-3  # decayed with the clock, not with the 10**6 steps
+
+
 def test_config_file(tmp_path):
     p = tmp_path / "train.toml"
     p.write_text('seed = 3\n[model]\nheads = 8\nlookahead = 4000\n[stage1]\nlr = 1e-3\nschedule = "cosine"\n')

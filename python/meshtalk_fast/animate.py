@@ -168,7 +168,7 @@ def animate(audio: Union[str, os.PathLike, torch.Tensor], template: torch.Tensor
             generator = None if seed is None else torch.Generator(device=device).manual_seed(int(seed))
             one_hot = model.sample(audio_code, argmax=argmax, generator=generator, backend=backend)
         else:
-            expression_code = model.encode_expression(expression.to(device, torch.float32)[None])
+            expression_code = model.encode_expression(expression.to(device, torch.float32)[None], template)
             one_hot = model.quantize(model.fuse(expression_code, audio_code), argmax=True)
         if bar is not None:
             bar.set_description("decoder")

@@ -20,7 +20,7 @@ __all__ = ["animate_clip", "reconstruct_clip", "evaluate", "disentanglement", "c
 @torch.no_grad()
 def _codes(model: MeshTalk, clip: Clip):
     audio_code = model.encode_speech(clip.audio)[:, :clip.frames]
-    expression_code = model.encode_expression(clip.geom[None])
+    expression_code = model.encode_expression(clip.geom[None], clip.template)
     return expression_code, audio_code
 
 

@@ -36,13 +36,16 @@ class MeshTalkConfig:
     lookahead: int = 8000       # audio samples after the frame centre in its window (8000: centred, released)
     framing: str = "window"     # "window": log-mel per 1 s window (released); "stream": one log-mel of the
                                 # whole utterance read at one position per frame (~17x less encoder work)
+    expression_input: str = "mesh"  # what the expression encoder reads: "mesh" (released) or "offset"
+                                    # (mesh - template: identity removed; see models.ExpressionEncoder)
 
     def validate(self) -> "MeshTalkConfig":
         for f in dataclasses.fields(self):
-            if f.name not in ("clock", "lookahead", "framing"):
+            if f.name not in ("clock", "lookahead", "framing", "expression_input"):
                 setattr(self, f.name, check_positive_int(f.name, getattr(self, f.name)))
         check_choice("clock", self.clock, ("released", "exact"))
         check_choice("framing", self.framing, ("window", "stream"))
+        check_choice("expression_input", self.expression_input, ("mesh", "offset"))
         if isinstance(self.lookahead, bool) or not isinstance(self.lookahead, int) or not 0 <= self.lookahead <= 16000:
             raise ValueError(f"lookahead must be an integer in [0, 16000] samples, got {self.lookahead!r}")
         return self
@@ -77,7 +80,7 @@ class MeshTalk(nn.Module):
         if stddev is not None and not bool((stddev > 0).all()):
             raise ValueError(f"stddev must be > 0 everywhere, got min {float(stddev.min())}")
         self.encoder = MultimodalEncoder(c.classes, c.heads, c.expression_dim, c.audio_dim, c.n_vertices,
-                                         mean, stddev, c.fusion_hidden)
+                                         mean, stddev, c.fusion_hidden, c.expression_input)
         self.vertex_unet = VertexUnet(c.classes, c.heads, c.n_vertices, mean, stddev)
         self.context_model = ContextModel(c.classes, c.heads, c.audio_dim, c.context_hidden)
 
@@ -136,10 +139,16 @@ class MeshTalk(nn.Module):
         extra = {} if threads is None or encode is _torch_encode_stream else {"threads": threads}
         return encode(self, mel, positions, **extra)
 
-    def encode_expression(self, geom: torch.Tensor) -> torch.Tensor:
-        """``geom [B, T, V, 3]`` -> ``expression_code [B, T, E]``."""
+    def encode_expression(self, geom: torch.Tensor, template: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """``geom [B, T, V, 3]`` -> ``expression_code [B, T, E]``. ``template [V, 3]`` or ``[B, V, 3]``, the
+        subject's neutral face, is required when ``config.expression_input == "offset"`` (ignored otherwise)."""
         self._check_bt("geom", geom, (self.config.n_vertices, 3), f"[B, T, V={self.config.n_vertices}, 3]")
-        return self.encoder.expression_encoder(geom)
+        if self.config.expression_input == "offset":
+            if template is None:
+                raise ValueError("template is required: this model's expression encoder reads geom - template "
+                                 "(config.expression_input='offset'), got None")
+            template = self._template_batch(template, geom.shape[0])[:, 0]
+        return self.encoder.expression_encoder(geom, template)
 
     def fuse(self, expression_code: torch.Tensor, audio_code: torch.Tensor) -> torch.Tensor:
         """``[B, T, E]``, ``[B, T, A]`` -> ``logprobs [B, T, H, C]``."""

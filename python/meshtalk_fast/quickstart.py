@@ -35,12 +35,26 @@ COLLAPSED = 0.05
 
 
 def quickstart_config(seed: int = 0) -> TrainConfig:
-    """The released configuration, with what a 10-minute CPU budget needs: the authors' lr (1e-3
-    rather than the release's 1e-4), shorter crops in stage 1, the drift-free frame clock and the
-    streaming framing of the audio encoder (one log-mel per utterance: ~10x less encoder work per crop)."""
+    """The released configuration, with what a 10-minute CPU budget needs (each measured in
+    benchmarks/RESULTS.md, "What makes the codes train"):
+
+    - the authors' lr (1e-3 rather than the release's 1e-4), shorter crops, the drift-free frame clock and
+      the streaming framing of the audio encoder (one log-mel per utterance: ~10x less encoder work);
+    - argmax codes in stage 1 (``stage1.codes``): at initialisation the Gumbel noise swamps the logits, so
+      sampled codes are noise the decoder learns to ignore;
+    - the identity-free expression input (``model.expression_input = "offset"``);
+    - the code-usage term (``stage1.diversity``, weight 1), without which the modality-crossing terms
+      push every frame to one class within ~150 steps (at weight 0.1 the same happened at step ~920);
+    - no weight decay on the decoder: under Adam it shrinks the code columns (each used by a few frames)
+      to zero within ~100 steps at this lr;
+    - a cosine lr schedule (to 10 %) over each stage's share of the budget: at a constant 1e-3, stage 1
+      diverged at step ~1000.
+    """
     cfg = TrainConfig(seed=seed)
-    cfg.model.clock, cfg.model.framing = "exact", "stream"
+    cfg.model.clock, cfg.model.framing, cfg.model.expression_input = "exact", "stream", "offset"
     cfg.stage1.lr, cfg.stage1.batch_size, cfg.stage1.segment_frames = 1e-3, 8, 16
+    cfg.stage1.codes, cfg.stage1.diversity, cfg.stage1.weight_decay = "argmax", 1.0, 0.0
+    cfg.stage1.schedule = cfg.stage2.schedule = "cosine"  # over the time budget (Trainer._lr)
     cfg.stage2.lr, cfg.stage2.batch_size, cfg.stage2.segment_frames = 1e-3, 8, 32
     cfg.stage1.steps = cfg.stage2.steps = 1_000_000  # the time budget ends each stage
     cfg.log_every, cfg.val_every, cfg.checkpoint_every = 10, 100, 100

@@ -6,12 +6,14 @@ heads = 16
 classes = 128
 clock = "released"
 lookahead = 8000   # samples of audio after the frame centre: 8000 = centred (released)
+expression_input = "mesh"   # or "offset": the expression encoder reads mesh - template
 
 [stage1]           # encoders + decoder
 batch_size = 8
 segment_frames = 32
 lr = 1e-4
 weight_decay = 1e-3   # decoder (VertexUnet) only, as released
+codes = "gumbel"      # or "argmax" (no Gumbel noise in stage 1)
 
 [stage2]           # the autoregressive prior on frozen argmax codes
 batch_size = 8
@@ -42,6 +44,13 @@ class StageSection:
     warmup_steps: int = 0
     accumulate: int = 1           # micro-batches per optimizer step (per process)
     distance: str = "squared"     # stage 1 vertex distance: "squared" (released) | "l2" (paper)
+    codes: str = "gumbel"         # stage 1 codes fed to the decoder: "gumbel" (released: Gumbel-softmax
+                                  # sample, straight-through) | "argmax" (the argmax, straight-through
+                                  # through the softmax). At initialisation the logits differ by far less
+                                  # than the Gumbel noise, so sampled codes are noise the decoder learns
+                                  # to ignore; argmax codes depend on the input from step 0 (RESULTS.md)
+    diversity: float = 0.0        # stage 1 weight of the code-usage term (objectives.diversity_loss);
+                                  # 0 = released objective
 
 
 @dataclasses.dataclass
@@ -64,8 +73,11 @@ class TrainConfig:
                 check_positive_int(f"{name}.{field}", getattr(st, field))
             check_choice(f"{name}.schedule", st.schedule, ("constant", "cosine"))
             check_choice(f"{name}.distance", st.distance, ("squared", "l2"))
+            check_choice(f"{name}.codes", st.codes, ("gumbel", "argmax"))
             if not st.lr > 0:
                 raise ValueError(f"{name}.lr must be > 0, got {st.lr}")
+            if not st.diversity >= 0:
+                raise ValueError(f"{name}.diversity must be >= 0, got {st.diversity}")
             if st.weight_decay < 0:
                 raise ValueError(f"{name}.weight_decay must be >= 0, got {st.weight_decay}")
         for field in ("log_every", "val_every", "checkpoint_every"):

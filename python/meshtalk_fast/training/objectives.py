@@ -22,16 +22,19 @@ class Stage1Objective(nn.Module):
     sequences' own codes (``code_entropy``, ``code_perplexity``). Masks are ``[V]`` buffers."""
 
     def __init__(self, encoder: MultimodalEncoder, vertex_unet: VertexUnet, landmarks: torch.Tensor,
-                 mouth: torch.Tensor, eye: torch.Tensor, distance: str = "squared", loss_backend: str = "auto"):
+                 mouth: torch.Tensor, eye: torch.Tensor, distance: str = "squared", loss_backend: str = "auto",
+                 codes: str = "gumbel", diversity: float = 0.0):
         super().__init__()
         self.encoder, self.vertex_unet, self.distance = encoder, vertex_unet, distance
+        self.argmax = codes == "argmax"  # "gumbel" (released) or "argmax": see StageSection.codes
+        self.diversity = diversity       # weight of the code-usage term (0: released): see StageSection
         self.loss_backend = loss_backend  # "auto": the fused Triton losses on CUDA, the reference on CPU
         self.register_buffer("landmarks", landmarks.float())
         self.register_buffer("mouth", mouth.float())
         self.register_buffer("eye", eye.float())
 
     def _reconstruct(self, template, logprobs, generator):
-        return self.vertex_unet(template[:, None], quantize(logprobs, generator=generator))
+        return self.vertex_unet(template[:, None], quantize(logprobs, argmax=self.argmax, generator=generator))
 
     def forward(self, template: torch.Tensor, geom: torch.Tensor, generator: torch.Generator,
                 windows: Optional[torch.Tensor] = None, mel: Optional[torch.Tensor] = None,
@@ -42,7 +45,7 @@ class Stage1Objective(nn.Module):
         if B < 2:
             raise ValueError(f"stage 1 needs at least 2 sequences per micro-batch for the modality-crossing "
                              f"terms, got {B}")
-        expression_code = self.encoder.expression_encoder(geom)
+        expression_code = self.encoder.expression_encoder(geom, template)
         audio_code = encode_audio_inputs(self.encoder, windows, mel, positions)
         shift = int(torch.randint(1, B, (1,), generator=generator))  # another sequence of the batch
         fuse = self.encoder.fusion_model
@@ -52,8 +55,21 @@ class Stage1Objective(nn.Module):
         keep_expression = self._reconstruct(template, fuse(expression_code, audio_code.roll(shift, 0)), generator)
         terms = step1_losses(recon.float(), keep_audio.float(), keep_expression.float(), geom, self.landmarks,
                              self.mouth, self.eye, distance=self.distance, backend=self.loss_backend)
+        if self.diversity > 0:
+            terms["diversity"] = diversity_loss(own)
+            terms["total"] = terms["total"] + self.diversity * terms["diversity"]
         terms.update(code_statistics(own))  # diagnostics only (no gradient, not in "total"): see quantize.py
         return terms
+
+
+def diversity_loss(logprobs: torch.Tensor) -> torch.Tensor:
+    """Code usage: 1 - (perplexity of the batch-averaged distribution per head) / C, averaged over heads,
+    from ``logprobs [..., H, C]`` (0 when every class is used equally often, 1 - 1/C when all frames
+    pick one class). The diversity loss of wav2vec 2.0 (Baevski et al., 2020, eq. 4), there for the
+    same failure: every frame's logits pushed towards one class."""
+    p = logprobs.float().exp().flatten(0, -3).mean(0)  # [H, C]
+    perplexity = torch.exp(-(p * p.clamp_min(1e-30).log()).sum(-1))
+    return 1 - perplexity.mean() / logprobs.shape[-1]
 
 
 def encode_audio_inputs(encoder: MultimodalEncoder, windows=None, mel=None, positions=None) -> torch.Tensor:
@@ -64,11 +80,13 @@ def encode_audio_inputs(encoder: MultimodalEncoder, windows=None, mel=None, posi
 
 
 @torch.no_grad()
-def frozen_codes(encoder: MultimodalEncoder, geom: torch.Tensor, windows=None, mel=None, positions=None):
-    """Stage-2 targets: argmax codes of the frozen encoder and its audio codes."""
+def frozen_codes(encoder: MultimodalEncoder, geom: torch.Tensor, windows=None, mel=None, positions=None,
+                 template: Optional[torch.Tensor] = None):
+    """Stage-2 targets: argmax codes of the frozen encoder and its audio codes (``template [B, V, 3]``
+    for an encoder with the offset input)."""
     was_training = encoder.training
     encoder.eval()
-    expression_code = encoder.expression_encoder(geom)
+    expression_code = encoder.expression_encoder(geom, template)
     audio_code = encode_audio_inputs(encoder, windows, mel, positions)
     one_hot = quantize(encoder.fusion_model(expression_code, audio_code), argmax=True)
     encoder.train(was_training)

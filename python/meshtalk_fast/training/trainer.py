@@ -54,6 +54,7 @@ class Trainer:
         self.stage = 1
         self.optimizer: Optional[torch.optim.Optimizer] = None
         self._resume_state: Optional[dict] = None
+        self._budget: Optional[tuple] = None  # (start, seconds) while fit runs under a time budget
         os.makedirs(out_dir, exist_ok=True)
         self.log_path = os.path.join(out_dir, "metrics.jsonl")
         self._tb = None
@@ -73,7 +74,8 @@ class Trainer:
         cfg, m, dev = self._stage_cfg(stage), self.model, self.device
         if stage == 1:
             objective = Stage1Objective(m.encoder, m.vertex_unet, self.masks.eye_keypoints, self.masks.mouth,
-                                        self.masks.eye, cfg.distance).to(dev)
+                                        self.masks.eye, cfg.distance, codes=cfg.codes,
+                                        diversity=cfg.diversity).to(dev)
             groups = [{"params": list(m.encoder.parameters()), "weight_decay": 0.0},
                       {"params": list(m.vertex_unet.parameters()), "weight_decay": cfg.weight_decay}]
         else:
@@ -91,6 +93,9 @@ class Trainer:
             scale = (step + 1) / cfg.warmup_steps
         elif cfg.schedule == "cosine":
             frac = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps))
+            if self._budget is not None:  # under a time budget the cosine runs over whichever ends first
+                start, seconds = self._budget
+                frac = max(frac, min(1.0, (time.perf_counter() - start) / seconds))
             scale = 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac))
         return cfg.lr * scale
 
@@ -141,7 +146,8 @@ class Trainer:
                 if stage == 1:
                     terms = objective(batch["template"], batch["geom"], gen, **audio)
                 else:
-                    one_hot, audio_code = frozen_codes(self.model.encoder, batch["geom"], **audio)
+                    one_hot, audio_code = frozen_codes(self.model.encoder, batch["geom"], template=batch["template"],
+                                                           **audio)
                     terms = objective(one_hot, audio_code)
                 (terms["total"] * (self.world / M)).backward()
             for k, v in terms.items():
@@ -200,8 +206,12 @@ class Trainer:
         if stage == 2:
             self.model.encoder.eval()
         start, last = time.perf_counter(), {}
-        bar = tqdm(total=cfg.steps, initial=self.step, desc=f"stage {stage}", unit="step",
-                   disable=not self.progress or self.rank != 0)
+        # (start, seconds) of a time budget: the cosine schedule then also follows the clock, which is
+        # not reproducible step for step (a budget never is: it ends at whatever step the clock allows)
+        self._budget = None if max_seconds is None else (start, float(max_seconds))
+        # under a time budget the step count is not the limit: the bar counts steps and shows the seconds left
+        bar = tqdm(total=None if max_seconds is not None else cfg.steps, initial=self.step, desc=f"stage {stage}",
+                   unit="step", disable=not self.progress or self.rank != 0)
         frames_per_step = cfg.batch_size * cfg.segment_frames
         while self.step < cfg.steps:
             if max_seconds is not None and time.perf_counter() - start >= max_seconds:
@@ -214,7 +224,10 @@ class Trainer:
                     "lr": self.optimizer.param_groups[0]["lr"], "frames_per_s": frames_per_step / dt}
             if self.step % self.config.log_every == 0 or self.step == 1:
                 self._log(last)
-            bar.set_postfix(loss=f"{losses['total']:.4g}", fps=f"{frames_per_step / dt:.0f}")
+            post = {"loss": f"{losses['total']:.4g}", "fps": f"{frames_per_step / dt:.0f}"}
+            if max_seconds is not None:
+                post["left"] = f"{max(0.0, max_seconds - (time.perf_counter() - start)):.0f}s"
+            bar.set_postfix(post)
             bar.update()
             if self.step % self.config.val_every == 0:
                 self.validate(stage)
