@@ -8,7 +8,7 @@ Outputs: ``DIR/data/`` (the data set), ``DIR/model.safetensors``, ``DIR/metrics.
 ``training_curves.png`` (the training log), ``DIR/checkpoint.safetensors`` (resumable) and ``DIR/heldout/``
 (the animated held-out utterance: ``meshes.npz``, plus the other export formats when available).
 A warning is printed when the codes collapsed (code sensitivity below ``COLLAPSED``): then the LVE
-gain is a mean pose, not lip-sync (issue #5; benchmarks/RESULTS.md).
+gain is a mean pose, not lip-sync (benchmarks/RESULTS.md, "Why the codes collapse").
 """
 from __future__ import annotations
 
@@ -29,8 +29,9 @@ __all__ = ["quickstart", "quickstart_config", "normalisation"]
 # evaluation, comes on top and takes about a minute on a 2-core CPU).
 STAGE1_SHARE = 0.65
 # Below this code sensitivity (evaluate.code_sensitivity) the quick start warns that the codes collapsed:
-# the 8-minute quick-start model measured 0.0 and a freshly initialised one 7e-4 (RESULTS.md); a face that
-# moves with its codes as much as the real face measures about 1.
+# with the released stage-1 choices the 8-minute quick-start model measured 0.0, a freshly initialised one
+# 7e-4, with quickstart_config's 0.67 (RESULTS.md); a face that moves with its codes as much as the real
+# face measures about 1.
 COLLAPSED = 0.05
 
 
@@ -140,8 +141,9 @@ def quickstart(out_dir: str, minutes: float = 10.0, template: Optional[str] = No
     if metrics["code_sensitivity"] < COLLAPSED:
         print(f"WARNING: the decoded face hardly depends on the codes (code sensitivity "
               f"{metrics['code_sensitivity']:.3f}; about 1 when it moves as much as the real face): the codes "
-              f"collapsed in stage 1, so the LVE gain is a mean pose rather than lip-sync. This is what the "
-              f"default budget gives today; see benchmarks/RESULTS.md, 'Why the codes collapse'.", flush=True)
+              f"collapsed in stage 1, so the LVE gain is a mean pose rather than lip-sync. A longer budget "
+              f"(--minutes) or another seed may help; see benchmarks/RESULTS.md, 'Why the codes collapse'.",
+              flush=True)
     return metrics
 
 

@@ -54,7 +54,7 @@ class Trainer:
         self.stage = 1
         self.optimizer: Optional[torch.optim.Optimizer] = None
         self._resume_state: Optional[dict] = None
-        self._budget: Optional[tuple] = None  # (start, seconds) while fit runs under a time budget
+        self._budget_frac: Optional[float] = None  # fraction of the time budget used, while fit runs under one
         os.makedirs(out_dir, exist_ok=True)
         self.log_path = os.path.join(out_dir, "metrics.jsonl")
         self._tb = None
@@ -93,11 +93,21 @@ class Trainer:
             scale = (step + 1) / cfg.warmup_steps
         elif cfg.schedule == "cosine":
             frac = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps))
-            if self._budget is not None:  # under a time budget the cosine runs over whichever ends first
-                start, seconds = self._budget
-                frac = max(frac, min(1.0, (time.perf_counter() - start) / seconds))
+            if self._budget_frac is not None:  # under a time budget the cosine runs over whichever ends first
+                frac = max(frac, min(1.0, self._budget_frac))
             scale = 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac))
         return cfg.lr * scale
+
+    def _elapsed(self, start: float) -> float:
+        """Seconds since ``start``; with several processes the largest over them, so that every process
+        stops at the same step (one stopping alone would leave the others waiting in all_reduce) and
+        uses the same lr."""
+        elapsed = time.perf_counter() - start
+        if self.world > 1:
+            t = torch.tensor([elapsed], dtype=torch.float64, device=self.device)
+            dist.all_reduce(t, op=dist.ReduceOp.MAX)
+            elapsed = float(t)
+        return elapsed
 
     # ------------------------------------------------------------------ state
     def save_checkpoint(self) -> str:
@@ -206,16 +216,18 @@ class Trainer:
         if stage == 2:
             self.model.encoder.eval()
         start, last = time.perf_counter(), {}
-        # (start, seconds) of a time budget: the cosine schedule then also follows the clock, which is
-        # not reproducible step for step (a budget never is: it ends at whatever step the clock allows)
-        self._budget = None if max_seconds is None else (start, float(max_seconds))
         # under a time budget the step count is not the limit: the bar counts steps and shows the seconds left
         bar = tqdm(total=None if max_seconds is not None else cfg.steps, initial=self.step, desc=f"stage {stage}",
                    unit="step", disable=not self.progress or self.rank != 0)
         frames_per_step = cfg.batch_size * cfg.segment_frames
         while self.step < cfg.steps:
-            if max_seconds is not None and time.perf_counter() - start >= max_seconds:
-                break
+            if max_seconds is not None:
+                # under a time budget the cosine schedule also follows the clock: not reproducible step for
+                # step, as a budget never is (it ends at whatever step the clock allows)
+                elapsed = self._elapsed(start)
+                if elapsed >= max_seconds:
+                    break
+                self._budget_frac = elapsed / max_seconds
             t0 = time.perf_counter()
             losses = self._train_step(objective, self.optimizer, sampler, stage)
             dt = time.perf_counter() - t0
@@ -234,6 +246,7 @@ class Trainer:
             if self.step % self.config.checkpoint_every == 0:
                 self.save_checkpoint()
         bar.close()
+        self._budget_frac = None
         if last and self.step % self.config.log_every:
             self._log(last)
         self.save_checkpoint()
