@@ -143,10 +143,7 @@ class MeshTalk(nn.Module):
         """``geom [B, T, V, 3]`` -> ``expression_code [B, T, E]``. ``template [V, 3]`` or ``[B, V, 3]``, the
         subject's neutral face, is required when ``config.expression_input == "offset"`` (ignored otherwise)."""
         self._check_bt("geom", geom, (self.config.n_vertices, 3), f"[B, T, V={self.config.n_vertices}, 3]")
-        if self.config.expression_input == "offset":
-            if template is None:
-                raise ValueError("template is required: this model's expression encoder reads geom - template "
-                                 "(config.expression_input='offset'), got None")
+        if template is not None:  # an offset-input encoder without one raises there
             template = self._template_batch(template, geom.shape[0])[:, 0]
         return self.encoder.expression_encoder(geom, template)
 
