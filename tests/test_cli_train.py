@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+import meshtalk_fast as mf
 from meshtalk_fast import cli
 
 
@@ -37,7 +38,12 @@ def test_train_evaluate(dataset, tmp_path, capsys):
                      "--out", str(out)]) == 0
     result = json.loads(out.read_text())
     assert result["lve"] > 0 and result["lve_static"] > 0 and "disentanglement_audio" in result
-    assert result["code_sensitivity"] >= 0
+    assert result["lve_l2"] > 0 and result["lve_l2_static"] > 0  # both LVE conventions, named apart
+    assert result["code_sensitivity"] >= 0 and "blink_rate_ratio" in result and "brow_error_ratio" in result
+    assert "squared-max convention" in capsys.readouterr().out
+    assert cli.main(["evaluate", "--model", str(run / "model.safetensors"), "--data", str(dataset),
+                     "--samples", "0"]) == 2
+    assert "--samples must be at least 1" in capsys.readouterr().err
 
 
 def test_quickstart_smoke(dataset, tmp_path, capsys):
@@ -52,12 +58,17 @@ def test_quickstart_smoke(dataset, tmp_path, capsys):
     assert cli.main(["quickstart", "--out", str(out), "--minutes", "0.05"]) == 0
     printed = capsys.readouterr().out
     metrics = json.loads((out / "metrics.json").read_text())
-    for key in ("lve", "lve_static", "fdd", "disentanglement_expression", "disentanglement_audio",
-                "code_sensitivity"):
+    for key in ("lve", "lve_static", "lve_ratio", "lve_l2", "fdd", "disentanglement_expression",
+                "disentanglement_audio", "code_sensitivity", "eyelid_error_ratio", "brow_error_ratio",
+                "blink_rate_ratio", "brow_rate_ratio", "blink_rate_gt"):
         assert isinstance(metrics[key], float), key
-    assert metrics["lve_static"] > 0 and metrics["stage1_steps"] >= 1
-    for name in ("model.safetensors", "checkpoint.safetensors", "training_curves.png", "heldout/meshes.npz"):
+    assert metrics["lve_static"] > 0 and metrics["stage1_steps"] >= 1 and metrics["missing"] == []
+    for name in ("model.safetensors", "checkpoint.safetensors", "training_curves.png", "heldout/meshes.npz",
+                 "heldout/upper_face.png", "heldout/speech.wav"):
         assert (out / name).is_file(), name
+    video = mf.probe_mp4(out / "heldout" / "preview.mp4")  # ground truth | sampled, with the speech
+    assert (video["width"], video["height"]) == (768, 384) and video["audio_codec"] == "aac"
+    assert "targets: lve_ratio" in printed and "blinks/min" in printed
     assert ("WARNING: the decoded face hardly depends on the codes" in printed) == \
         (metrics["code_sensitivity"] < COLLAPSED)
 

@@ -71,7 +71,7 @@ def test_both_stages_write_logs_checkpoints_and_pictures(tmp_path):
     for k, v in loaded.state_dict().items():
         assert torch.equal(v, after[k]), k
     from PIL import Image
-    assert Image.open(tmp_path / "training_curves.png").size == (900, 520)
+    assert Image.open(tmp_path / "training_curves.png").size[0] >= 900  # one panel per stage and group of terms
 
 
 def test_resume_is_bit_exact(tmp_path):

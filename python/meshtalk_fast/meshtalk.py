@@ -38,14 +38,19 @@ class MeshTalkConfig:
                                 # whole utterance read at one position per frame (~17x less encoder work)
     expression_input: str = "mesh"  # what the expression encoder reads: "mesh" (released) or "offset"
                                     # (mesh - template: identity removed; see models.ExpressionEncoder)
+    expression_heads: int = 0       # heads whose logits the fusion computes from the expression code alone
+                                    # (0: released, every head sees both codes); see models.FusionMlp
 
     def validate(self) -> "MeshTalkConfig":
         for f in dataclasses.fields(self):
-            if f.name not in ("clock", "lookahead", "framing", "expression_input"):
+            if f.name not in ("clock", "lookahead", "framing", "expression_input", "expression_heads"):
                 setattr(self, f.name, check_positive_int(f.name, getattr(self, f.name)))
         check_choice("clock", self.clock, ("released", "exact"))
         check_choice("framing", self.framing, ("window", "stream"))
         check_choice("expression_input", self.expression_input, ("mesh", "offset"))
+        k = self.expression_heads
+        if isinstance(k, bool) or not isinstance(k, int) or not 0 <= k < self.heads:
+            raise ValueError(f"expression_heads must be an integer in [0, heads={self.heads}), got {k!r}")
         if isinstance(self.lookahead, bool) or not isinstance(self.lookahead, int) or not 0 <= self.lookahead <= 16000:
             raise ValueError(f"lookahead must be an integer in [0, 16000] samples, got {self.lookahead!r}")
         return self
@@ -61,26 +66,34 @@ class MeshTalk(nn.Module):
     """MeshTalk: ``MeshTalk(n_vertices, heads=16, classes=128, mean=None, stddev=None, **config)``.
 
     Randomly initialised as the release initialises. ``mean``/``stddev`` (``[V, 3]``) normalise
-    vertices in the expression encoder and the decoder (zeros/ones when None).
+    vertices in the expression encoder and the decoder (zeros/ones when None). ``expression_stddev``
+    (``[V, 3]``, default ``stddev``) is the expression encoder's own normaliser: with the offset input,
+    the per-vertex std of the motion (``mesh - template``) makes a rare, local motion such as a blink as
+    loud in the encoder's input as the ever-present mouth motion (benchmarks/RESULTS.md, "The upper face").
     """
 
     def __init__(self, n_vertices: int = 6172, heads: int = 16, classes: int = 128,
-                 mean: Optional[torch.Tensor] = None, stddev: Optional[torch.Tensor] = None, **config):
+                 mean: Optional[torch.Tensor] = None, stddev: Optional[torch.Tensor] = None,
+                 expression_stddev: Optional[torch.Tensor] = None, **config):
         super().__init__()
         unknown = set(config) - {f.name for f in dataclasses.fields(MeshTalkConfig)}
         if unknown:
             raise TypeError(f"unknown MeshTalk config keys: {sorted(unknown)}")
         self.config = MeshTalkConfig(n_vertices=n_vertices, heads=heads, classes=classes, **config).validate()
         c = self.config
-        for name, value in (("mean", mean), ("stddev", stddev)):
+        for name, value in (("mean", mean), ("stddev", stddev), ("expression_stddev", expression_stddev)):
             if value is not None:
                 check_tensor(name, torch.as_tensor(value), shape=(c.n_vertices, 3), what="[V, 3]")
         mean = None if mean is None else torch.as_tensor(mean, dtype=torch.float32)
         stddev = None if stddev is None else torch.as_tensor(stddev, dtype=torch.float32)
-        if stddev is not None and not bool((stddev > 0).all()):
-            raise ValueError(f"stddev must be > 0 everywhere, got min {float(stddev.min())}")
+        for name, value in (("stddev", stddev), ("expression_stddev", expression_stddev)):
+            if value is not None and not bool((torch.as_tensor(value) > 0).all()):
+                raise ValueError(f"{name} must be > 0 everywhere, got min {float(torch.as_tensor(value).min())}")
+        expression_stddev = stddev if expression_stddev is None else torch.as_tensor(expression_stddev,
+                                                                                     dtype=torch.float32)
         self.encoder = MultimodalEncoder(c.classes, c.heads, c.expression_dim, c.audio_dim, c.n_vertices,
-                                         mean, stddev, c.fusion_hidden, c.expression_input)
+                                         mean, expression_stddev, c.fusion_hidden, c.expression_input,
+                                         c.expression_heads)
         self.vertex_unet = VertexUnet(c.classes, c.heads, c.n_vertices, mean, stddev)
         self.context_model = ContextModel(c.classes, c.heads, c.audio_dim, c.context_hidden)
 

@@ -1,77 +1,108 @@
-"""Pictures of results people would rather look at than read: training curves (PNG, via Pillow)."""
+"""Pictures of results people would rather look at than read (PNG, matplotlib's Agg backend):
+training curves, one panel per stage and group of terms, and the upper face over time (eye closure and
+brow height, ground truth vs sampled)."""
 from __future__ import annotations
 
 import json
-import math
 import os
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
-__all__ = ["plot_training_curves"]
+__all__ = ["plot_training_curves", "plot_upper_face", "CURVE_PANELS"]
 
-_COLOURS = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75)]
+# (stage, split, title, keys): one panel each; a panel with nothing logged is left out
+CURVE_PANELS = [
+    (1, "train", "stage 1: reconstruction", ("total", "recon", "landmarks")),
+    (1, "train", "stage 1: modality crossing", ("mouth", "eye")),
+    (1, "train", "stage 1: codes", ("code_perplexity", "diversity", "expression_diversity")),
+    (1, "val", "stage 1: validation (reconstruction)", ("lve", "lve_static", "code_sensitivity")),
+    (2, "train", "stage 2: prior", ("cross_entropy",)),
+    (2, "val", "stage 2: validation (speech only)", ("lve", "lve_static")),
+]
 
 
-def _series(log_path: str) -> Dict[str, List[Tuple[int, float]]]:
-    series: Dict[str, List[Tuple[int, float]]] = {}
-    offset, last_stage, last_step = 0, None, 0
+def _series(log_path: str) -> Dict[Tuple[int, str, str], List[Tuple[int, float]]]:
+    """``{(stage, split, key): [(step, value), ...]}`` from a ``metrics.jsonl`` log."""
+    series: Dict[Tuple[int, str, str], List[Tuple[int, float]]] = {}
     with open(log_path) as f:
         for line in f:
+            line = line.strip()
+            if not line:
+                continue
             rec = json.loads(line)
-            if rec.get("stage") != last_stage:  # put stage 2 after stage 1 on one axis
-                offset, last_stage = last_step, rec.get("stage")
-            x = offset + rec["step"]
-            last_step = max(last_step, x)
-            keys = ["lve", "lve_static"]
-            if rec.get("split") == "train":
-                keys = ["total", "recon", "landmarks", "modality_crossing", "cross_entropy", "code_perplexity"]
-            for k in keys:
-                if k in rec and isinstance(rec[k], (int, float)) and rec[k] > 0:
-                    name = f"s{rec['stage']} {rec.get('split')} {k}"
-                    series.setdefault(name, []).append((x, float(rec[k])))
+            for k, v in rec.items():
+                if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in ("stage", "step"):
+                    series.setdefault((rec.get("stage"), rec.get("split"), k), []).append((rec["step"], float(v)))
     return series
 
 
-def plot_training_curves(log_path: str, png_path: str, size=(900, 520)) -> None:
-    """Losses and validation metrics from a ``metrics.jsonl`` log, log-scaled y, one PNG."""
-    from PIL import Image, ImageDraw
+def _figure(rows: int, cols: int, width: float, height: float):
+    import matplotlib
 
+    matplotlib.use("Agg", force=False)
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), dpi=100, constrained_layout=True)
+    return fig, fig.subplots(rows, cols, squeeze=False)
+
+
+def _save(fig, png_path: str) -> None:
+    """Write through a temporary file, so a reader never sees half a picture."""
+    tmp = f"{png_path}.tmp.png"
+    fig.savefig(tmp)
+    os.replace(tmp, png_path)
+
+
+def plot_training_curves(log_path: str, png_path: str) -> None:
+    """One panel per stage and group of terms (``CURVE_PANELS``), log-scaled y where all values are > 0."""
     if not os.path.isfile(log_path):
         raise FileNotFoundError(f"training log {log_path!r} does not exist")
     series = _series(log_path)
-    W, H = size
-    left, right, top, bottom = 70, 230, 20, 40
-    img = Image.new("RGB", size, "white")
-    draw = ImageDraw.Draw(img)
-    points = [p for s in series.values() for p in s]
-    if not points:
-        draw.text((left, top), "no logged values yet", fill="black")
-        img.save(png_path)
-        return
-    xmax = max(1, max(x for x, _ in points))
-    ylo = math.log10(min(y for _, y in points))
-    yhi = math.log10(max(y for _, y in points))
-    if yhi - ylo < 1e-6:
-        ylo, yhi = ylo - 0.5, yhi + 0.5
+    panels = [(stage, split, title, [k for k in keys if (stage, split, k) in series])
+              for stage, split, title, keys in CURVE_PANELS]
+    panels = [p for p in panels if p[3]]
+    cols = 2
+    rows = max(1, -(-len(panels) // cols))
+    fig, axes = _figure(rows, cols, 11, 3.2 * rows)
+    if not panels:
+        axes[0][0].text(0.5, 0.5, "no logged values yet", ha="center")
+    for ax, (stage, split, title, keys) in zip(axes.flat, panels):
+        positive = True
+        for k in keys:
+            steps, values = zip(*series[(stage, split, k)])
+            positive &= min(values) > 0
+            ax.plot(steps, values, marker="o" if len(steps) < 30 else None, ms=3, label=k)
+        if positive:
+            ax.set_yscale("log")
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    for ax in list(axes.flat)[len(panels):]:
+        ax.set_visible(False)
+    _save(fig, png_path)
 
-    def to_px(x, y):
-        px = left + (W - left - right) * x / xmax
-        py = top + (H - top - bottom) * (1 - (math.log10(y) - ylo) / (yhi - ylo))
-        return px, py
 
-    draw.rectangle([left, top, W - right, H - bottom], outline="black")
-    for e in range(math.floor(ylo), math.ceil(yhi) + 1):
-        if ylo <= e <= yhi:
-            _, py = to_px(0, 10 ** e)
-            draw.line([left, py, W - right, py], fill=(225, 225, 225))
-            draw.text((5, py - 6), f"1e{e}", fill="black")
-    draw.text((left, H - bottom + 8), "0", fill="black")
-    draw.text((W - right - 40, H - bottom + 8), f"{xmax} steps", fill="black")
-    for i, (name, pts) in enumerate(sorted(series.items())):
-        colour = _COLOURS[i % len(_COLOURS)]
-        xy = [to_px(x, y) for x, y in pts]
-        if len(xy) > 1:
-            draw.line(xy, fill=colour, width=2)
-        for px, py in xy if len(xy) < 30 else []:
-            draw.ellipse([px - 2, py - 2, px + 2, py + 2], fill=colour)
-        draw.text((W - right + 10, top + 16 * i), name, fill=colour)
-    img.save(png_path)
+def plot_upper_face(png_path: str, fps: float, truth: Dict[str, Sequence[float]],
+                    sampled: Dict[str, Sequence[Sequence[float]]], thresholds: Optional[Dict[str, float]] = None,
+                    title: str = "") -> None:
+    """The upper face over time: for each signal name (``"eye closure"``, ``"brow height"``) the ground
+    truth ``truth[name] [T]`` and one line per sampled animation ``sampled[name] [[T], ...]``, with the
+    event threshold dashed. Signals are ``metrics.region_motion`` values (distance from the template)."""
+    names = list(truth)
+    if not names:
+        raise ValueError("truth must hold at least one signal, got none")
+    fig, axes = _figure(len(names), 1, 11, 2.6 * len(names))
+    for ax, name in zip(axes[:, 0], names):
+        t = [i / fps for i in range(len(truth[name]))]
+        ax.plot(t, truth[name], color="black", lw=2, label="ground truth")
+        for i, s in enumerate(sampled.get(name, [])):
+            ax.plot([j / fps for j in range(len(s))], s, lw=1.2, alpha=0.8, label=f"sampled (seed {i})")
+        if thresholds and name in thresholds:
+            ax.axhline(thresholds[name], color="grey", ls="--", lw=1, label="event threshold")
+        ax.set_ylabel(name)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, loc="upper right")
+    axes[-1, 0].set_xlabel("time (s)")
+    if title:
+        axes[0, 0].set_title(title, fontsize=10)
+    _save(fig, png_path)

@@ -25,12 +25,13 @@ import torch
 
 from ._checks import shape_str
 
-__all__ = ["Camera", "render_frames", "save_preview_mp4", "probe_mp4", "ffmpeg_exe", "frame_grid"]
+__all__ = ["Camera", "render_frames", "save_preview_mp4", "probe_mp4", "ffmpeg_exe", "frame_grid", "eye_colours"]
 
 BACKGROUND = (28, 30, 36)
 SKIN = np.array([226.0, 196.0, 178.0])
 LIGHT = np.array([0.35, 0.45, 1.0]) / np.linalg.norm([0.35, 0.45, 1.0])  # towards the light, camera space
 AMBIENT = 0.22
+EYE = np.array([46.0, 34.0, 32.0])  # the eye opening (eye_colours): dark, so a closing lid hides it
 
 
 def ffmpeg_exe() -> str:
@@ -64,21 +65,51 @@ class Camera:
         return np.stack([self.width / 2 + xy[..., 0], self.height / 2 - xy[..., 1]], axis=-1)
 
 
-def _shade(tri: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
-    """``tri [F, 3, 3]`` -> (front-facing mask ``[F]``, RGB ``[F, 3]`` uint8 from Lambert shading)."""
+def _shade(tri: np.ndarray, base: Optional[np.ndarray] = None) -> Tuple[np.ndarray, np.ndarray]:
+    """``tri [F, 3, 3]`` (and base colours ``[F, 3]``, default skin) -> (front-facing mask ``[F]``, RGB
+    ``[F, 3]`` uint8 from Lambert shading)."""
     n = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
     length = np.linalg.norm(n, axis=1)
     front = n[:, 2] > 0  # counter-clockwise seen from +z (the camera)
     n = n / np.maximum(length, 1e-20)[:, None]
     light = AMBIENT + (1 - AMBIENT) * np.clip(n @ LIGHT, 0.0, 1.0)
-    return front & (length > 0), np.clip(SKIN[None, :] * light[:, None], 0, 255).astype(np.uint8)
+    base = SKIN[None, :] if base is None else base
+    return front & (length > 0), np.clip(base * light[:, None], 0, 255).astype(np.uint8)
 
 
-def _render_one(v: np.ndarray, faces: np.ndarray, camera: Camera, supersample: int):
+def eye_colours(template, eye_keypoints) -> np.ndarray:
+    """Per-vertex colours ``[V, 3]`` (0..255) that paint the eye openings dark: per eye (keypoints split
+    left/right of their mean x), the keypoints and every template vertex inside the ellipse their
+    bounding box spans. The lids' vertices sweep over that region when the eye closes, so a blink reads
+    as the dark opening shrinking to a line. ``template [V, 3]``, ``eye_keypoints [V]`` (> 0.5 = keypoint);
+    with no keypoints every vertex is skin."""
+    v = _as_numpy(template, "template", np.float64)
+    kp = _as_numpy(eye_keypoints, "eye_keypoints", np.float64) > 0.5
+    if v.ndim != 2 or v.shape[1] != 3 or kp.shape != (v.shape[0],):
+        raise ValueError(f"template [V, 3] and eye_keypoints [V] must agree, got {shape_str(v.shape)} and "
+                         f"{shape_str(kp.shape)}")
+    out = np.tile(SKIN, (v.shape[0], 1))
+    if kp.sum() < 2:
+        return out
+    pts = v[kp]
+    for side in (pts[:, 0] < pts[:, 0].mean(), pts[:, 0] >= pts[:, 0].mean()):
+        eye = pts[side]
+        if eye.shape[0] < 2:
+            continue
+        lo, hi = eye[:, :2].min(0), eye[:, :2].max(0)
+        centre, half = (lo + hi) / 2, np.maximum((hi - lo) / 2, 1e-9)
+        r = (((v[:, :2] - centre) / half) ** 2).sum(1)
+        out[(r < 1.0) & (v[:, 2] > eye[:, 2].min() - 2 * half[1])] = EYE
+    out[kp] = EYE
+    return out
+
+
+def _render_one(v: np.ndarray, faces: np.ndarray, camera: Camera, supersample: int,
+                colours: Optional[np.ndarray] = None):
     from PIL import Image, ImageDraw
 
     tri = v[faces]  # [F, 3, 3]
-    front, colour = _shade(tri)
+    front, colour = _shade(tri, None if colours is None else colours[faces].mean(1))
     tri, colour = tri[front], colour[front]
     order = np.argsort(tri[:, :, 2].mean(axis=1), kind="stable")  # far (small z) first
     xy = camera.project(tri[order]) * supersample  # [F', 3, 2]
@@ -94,10 +125,11 @@ def _render_one(v: np.ndarray, faces: np.ndarray, camera: Camera, supersample: i
 
 
 def render_frames(vertices, faces, size: Tuple[int, int] = (512, 512), supersample: int = 2,
-                  camera: Optional[Camera] = None) -> Iterator[np.ndarray]:
+                  camera: Optional[Camera] = None, colours=None) -> Iterator[np.ndarray]:
     """Yield one shaded RGB image ``[H, W, 3]`` uint8 per frame of ``vertices [T, V, 3]``.
 
     faces: ``[F, 3]`` vertex indices, counter-clockwise seen from the front. size: (width, height).
+    colours: optional per-vertex base colours ``[V, 3]`` in 0..255 (e.g. ``eye_colours``), default skin.
     """
     v = _as_numpy(vertices, "vertices", np.float64)
     f = _as_numpy(faces, "faces", np.int64)
@@ -109,16 +141,25 @@ def render_frames(vertices, faces, size: Tuple[int, int] = (512, 512), supersamp
         raise ValueError(f"faces must index vertices in [0, {v.shape[1]}), got indices in [{f.min()}, {f.max()}]")
     width, height = (int(s) for s in size)
     cam = camera if camera is not None else Camera(v, width, height)
+    col = None
+    if colours is not None:
+        col = _as_numpy(colours, "colours", np.float64)
+        if col.shape != (v.shape[1], 3):
+            raise ValueError(f"colours must have shape [V={v.shape[1]}, 3], got {shape_str(col.shape)}")
     for frame in v:
-        yield _render_one(frame, f, cam, supersample)
+        yield _render_one(frame, f, cam, supersample, col)
 
 
 def save_preview_mp4(path, vertices, faces, fps: int, audio: Optional[torch.Tensor] = None,
                      sample_rate: int = 16000, size: Tuple[int, int] = (512, 512), supersample: int = 2,
-                     progress: bool = False) -> None:
+                     progress: bool = False, colours=None, labels: Optional[Sequence[str]] = None) -> None:
     """Write ``vertices [T, V, 3]`` as an H.264 MP4 at ``fps`` with ``audio [L]`` (mono, ``sample_rate``)
     as its AAC track. Width and height must be multiples of 16 (H.264 macroblocks). The soundtrack is
-    the audio as given, scaled down only if it would clip (peak > 1)."""
+    the audio as given, scaled down only if it would clip (peak > 1).
+
+    ``vertices`` may also be a list of sequences ``[T, V, 3]`` (same T): they are rendered side by side
+    with one camera, each panel ``size``, captioned by ``labels`` (e.g. ground truth | sampled).
+    ``colours``: per-vertex base colours ``[V, 3]`` (``eye_colours`` makes blinks visible)."""
     import imageio_ffmpeg
     import soundfile as sf
 
@@ -137,16 +178,25 @@ def save_preview_mp4(path, vertices, faces, fps: int, audio: Optional[torch.Tens
                                        dir=os.path.dirname(os.path.abspath(path)))
             os.close(fd)
             sf.write(wav, a, sample_rate, subtype="PCM_16")
+        panels = list(vertices) if isinstance(vertices, (list, tuple)) else [vertices]
+        panels = [_as_numpy(p, "vertices", np.float64) for p in panels]
+        if len({p.shape for p in panels}) != 1:
+            raise ValueError(f"side-by-side sequences must share one shape [T, V, 3], got "
+                             f"{[shape_str(p.shape) for p in panels]}")
+        if labels is not None and len(labels) != len(panels):
+            raise ValueError(f"labels must name each of the {len(panels)} panels, got {len(labels)}")
         writer = imageio_ffmpeg.write_frames(
-            path, (width, height), fps=fps, codec="libx264", quality=8, macro_block_size=16,
+            path, (width * len(panels), height), fps=fps, codec="libx264", quality=8, macro_block_size=16,
             ffmpeg_log_level="error", audio_path=wav, audio_codec=None if wav is None else "aac",
             output_params=["-movflags", "+faststart"])
         writer.send(None)
-        frames = render_frames(vertices, faces, (width, height), supersample)
+        camera = Camera(np.concatenate(panels, 1), width, height)
+        streams = [render_frames(p, faces, (width, height), supersample, camera, colours) for p in panels]
+        frames = (_captioned(list(imgs), labels) for imgs in zip(*streams))
         if progress:
             from tqdm import tqdm
 
-            frames = tqdm(frames, total=len(vertices), desc="preview.mp4", unit="frame")
+            frames = tqdm(frames, total=len(panels[0]), desc="preview.mp4", unit="frame")
         try:
             for img in frames:
                 writer.send(np.ascontiguousarray(img))
@@ -155,6 +205,20 @@ def save_preview_mp4(path, vertices, faces, fps: int, audio: Optional[torch.Tens
     finally:
         if wav is not None and os.path.exists(wav):
             os.unlink(wav)
+
+
+def _captioned(images: Sequence[np.ndarray], labels: Optional[Sequence[str]]) -> np.ndarray:
+    """Panels side by side, each with its label in the top-left corner."""
+    if labels is not None:
+        from PIL import Image, ImageDraw
+
+        out = []
+        for img, text in zip(images, labels):
+            pic = Image.fromarray(img)
+            ImageDraw.Draw(pic).text((8, 6), text, fill=(235, 235, 235))
+            out.append(np.asarray(pic))
+        images = out
+    return np.concatenate(images, axis=1) if len(images) > 1 else images[0]
 
 
 def probe_mp4(path) -> Dict[str, object]:

@@ -138,21 +138,37 @@ class ExpressionEncoder(nn.Module):
 
 
 class FusionMlp(nn.Module):
-    """[expression code, audio code] -> ``[B, T, heads, classes]`` log-probabilities."""
+    """[expression code, audio code] -> ``[B, T, heads, classes]`` log-probabilities.
+
+    ``expression_heads = k > 0`` gives the first k heads a code budget of their own: their logits are the
+    same MLP's output for ``[expression code, 0]``, so they can carry only what the expression encoder
+    sees and the audio cannot drive them. With every head fed both codes (k = 0, released), the rare
+    upper-face events (blinks in ~3 % of frames) never win a class of their own in a short run: each
+    class is chosen by the audio and the decoder averages the events away (benchmarks/RESULTS.md, "The
+    upper face"). Same parameters either way, so k only changes how the heads are computed.
+    """
 
     def __init__(self, classes: int = 128, heads: int = 16, expression_dim: int = 128, audio_dim: int = 128,
-                 hidden: int = 256):
+                 hidden: int = 256, expression_heads: int = 0):
         super().__init__()
-        self.classes, self.heads = classes, heads
+        if not 0 <= expression_heads < heads:
+            raise ValueError(f"expression_heads must be in [0, heads={heads}), got {expression_heads}")
+        self.classes, self.heads, self.expression_heads = classes, heads, expression_heads
         self.mlp = nn.Sequential(
             nn.Linear(expression_dim + audio_dim, hidden), nn.LeakyReLU(LEAKY_SLOPE),
             nn.Linear(hidden, hidden), nn.LeakyReLU(LEAKY_SLOPE),
             nn.Linear(hidden, heads * classes))
 
     def forward(self, expression_code: torch.Tensor, audio_code: torch.Tensor) -> torch.Tensor:
+        """``expression_code [B, T, E]``, ``audio_code [B, T, A]`` -> ``[B, T, heads, classes]``."""
         x = torch.cat([expression_code, audio_code], dim=-1)
-        x = self.mlp(x).view(x.shape[0], x.shape[1], self.heads, self.classes)
-        return F.log_softmax(x, dim=-1)
+        logits = self.mlp(x).view(x.shape[0], x.shape[1], self.heads, self.classes)
+        k = self.expression_heads
+        if k:
+            alone = self.mlp(torch.cat([expression_code, torch.zeros_like(audio_code)], dim=-1))
+            alone = alone.view(x.shape[0], x.shape[1], self.heads, self.classes)
+            logits = torch.cat([alone[:, :, :k], logits[:, :, k:]], dim=2)
+        return F.log_softmax(logits, dim=-1)
 
 
 class MultimodalEncoder(nn.Module):
@@ -160,11 +176,12 @@ class MultimodalEncoder(nn.Module):
 
     def __init__(self, classes: int = 128, heads: int = 16, expression_dim: int = 128, audio_dim: int = 128,
                  n_vertices: int = 6172, mean: Optional[torch.Tensor] = None,
-                 stddev: Optional[torch.Tensor] = None, fusion_hidden: int = 256, expression_input: str = "mesh"):
+                 stddev: Optional[torch.Tensor] = None, fusion_hidden: int = 256, expression_input: str = "mesh",
+                 expression_heads: int = 0):
         super().__init__()
         self.audio_encoder = AudioEncoder(audio_dim)
         self.expression_encoder = ExpressionEncoder(expression_dim, n_vertices, mean, stddev, input=expression_input)
-        self.fusion_model = FusionMlp(classes, heads, expression_dim, audio_dim, fusion_hidden)
+        self.fusion_model = FusionMlp(classes, heads, expression_dim, audio_dim, fusion_hidden, expression_heads)
 
     def forward(self, geom: torch.Tensor, audio: torch.Tensor, template: Optional[torch.Tensor] = None):
         """``geom [B, T, V, 3], audio [B, T, 16000]`` (``template [B, V, 3]`` for the offset input)

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import torch
 
+from ..metrics import BROW_EVENT_LEVEL, EYE_EVENT_LEVEL, event_scale, event_spans, region_motion
 from ..audio import STREAM_PAD, WINDOW_SAMPLES, frame_centres, num_frames, stream_positions, torch_log_mel
 
-__all__ = ["step_seed", "Clip", "CropSampler", "align"]
+__all__ = ["step_seed", "Clip", "CropSampler", "align", "upper_face_events"]
 
 
 def step_seed(*parts) -> int:
@@ -44,22 +45,51 @@ class CropSampler:
     """
 
     def __init__(self, clips: Sequence[Clip], segment_frames: int, fps: int, clock: str, lookahead: int,
-                 seed: int, framing: str = "window"):
+                 seed: int, framing: str = "window", events: Optional[Sequence[torch.Tensor]] = None,
+                 event_share: float = 0.0):
         self.segment_frames, self.fps, self.clock, self.lookahead, self.seed = segment_frames, fps, clock, lookahead, seed
         self.framing = framing
         self._mel: Dict[int, torch.Tensor] = {}
-        self.clips = [c for c in clips if c.frames >= segment_frames]
+        keep = [i for i, c in enumerate(clips) if c.frames >= segment_frames]
+        self.clips = [clips[i] for i in keep]
         if not self.clips:
             longest = max((c.frames for c in clips), default=0)
             raise ValueError(f"no training sequence has segment_frames={segment_frames} frames; the longest "
                              f"has {longest}")
         self.weights = torch.tensor([c.frames - segment_frames + 1 for c in self.clips], dtype=torch.float64)
+        # Event crops: ``events`` holds, per kind of event (blinks, brow raises: upper_face_events), one bool
+        # [T] per clip marking the frames inside such an event; ``event_share`` of each batch's crops contain
+        # one, of a kind drawn uniformly (so rare blinks are not outnumbered by frequent brow raises).
+        if not 0 <= event_share <= 1:
+            raise ValueError(f"event_share must be in [0, 1], got {event_share}")
+        self.event_share, self._event_frames = event_share, []
+        if event_share > 0:
+            if events is None:
+                raise ValueError("events (one [T] mask per clip, per kind) are required when event_share > 0")
+            for kind in events:
+                if len(kind) != len(clips):
+                    raise ValueError(f"events must hold one [T] mask per clip ({len(clips)}) for each kind, "
+                                     f"got {len(kind)}")
+                pairs = []
+                for j, i in enumerate(keep):
+                    if kind[i].shape != (clips[i].frames,):
+                        raise ValueError(f"events[{i}] must have shape [T={clips[i].frames}], got "
+                                         f"{list(kind[i].shape)}")
+                    pairs += [(j, int(f)) for f in torch.nonzero(kind[i]).flatten()]
+                if pairs:  # a kind that never happens draws nothing
+                    self._event_frames.append(pairs)
 
     def batch(self, step: int, size: int) -> List[tuple]:
         g = torch.Generator().manual_seed(step_seed(self.seed, "batch", step))
         idx = torch.multinomial(self.weights, size, replacement=True, generator=g).tolist()
         starts = [int(torch.randint(0, self.clips[i].frames - self.segment_frames + 1, (1,), generator=g))
                   for i in idx]
+        n_event = round(self.event_share * size) if self._event_frames else 0
+        for j in range(n_event):  # the first n_event crops: a kind, then one of its event frames, uniformly
+            kind = self._event_frames[int(torch.randint(0, len(self._event_frames), (1,), generator=g))]
+            i, f = kind[int(torch.randint(0, len(kind), (1,), generator=g))]
+            lo, hi = max(0, f - self.segment_frames + 1), min(f, self.clips[i].frames - self.segment_frames)
+            idx[j], starts[j] = i, int(torch.randint(lo, hi + 1, (1,), generator=g))
         return list(zip(idx, starts))
 
     def windows(self, clip: Clip, start: int) -> torch.Tensor:
@@ -106,3 +136,25 @@ def align(name: str, template: torch.Tensor, geom: torch.Tensor, audio: torch.Te
                          f"at {fps} fps (tolerance {tolerance})")
     frames = min(audio_frames, geom.shape[0])
     return Clip(name, template.float(), geom[:frames].float().contiguous(), audio.float(), frames)
+
+
+def upper_face_events(clips: Sequence[Clip], eye_keypoints: Optional[torch.Tensor],
+                      forehead: Optional[torch.Tensor]) -> List[List[torch.Tensor]]:
+    """Per kind of upper-face event (blinks from the eye keypoints, brow raises from the forehead), per
+    clip a bool ``[T]`` of the frames inside such an event of the clips' own meshes, by the evaluation's
+    event rule (``metrics.event_spans`` over ``event_scale``). A missing or empty mask, or a region that
+    never moves, gives no kind."""
+    out = []
+    for mask, reduce, level in ((eye_keypoints, "max", EYE_EVENT_LEVEL), (forehead, "mean", BROW_EVENT_LEVEL)):
+        if mask is None or not bool((mask > 0).any()):
+            continue
+        signals = [region_motion(c.geom, c.template, mask, reduce) for c in clips]
+        scale = event_scale(signals)
+        if scale is None:
+            continue
+        kind = [torch.zeros(c.frames, dtype=torch.bool) for c in clips]
+        for m, sig in zip(kind, signals):
+            for a, b in event_spans(sig, level * scale):
+                m[a:b] = True
+        out.append(kind)
+    return out

@@ -51,6 +51,19 @@ class StageSection:
                                   # to ignore; argmax codes depend on the input from step 0 (RESULTS.md)
     diversity: float = 0.0        # stage 1 weight of the code-usage term (objectives.diversity_loss);
                                   # 0 = released objective
+    expression_diversity: float = -1.0  # stage 1 weight of the code-usage term on the expression heads
+                                  # (model.expression_heads); -1: the same as `diversity`. The upper face has
+                                  # a few states, so spreading its frames evenly over all classes can only
+                                  # be done by hashing something else into them (RESULTS.md, "The upper face")
+    # stage 1 weights of the released terms (all 1 as released): reconstruction, eye landmarks (the
+    # paper's eyelid term) and the two modality-crossing terms (mouth: keep audio; eye: keep expression)
+    recon_weight: float = 1.0
+    landmarks_weight: float = 1.0
+    mouth_weight: float = 1.0
+    eye_weight: float = 1.0
+    event_crops: float = 0.0      # stage 1 share of each batch's crops drawn around an upper-face event of
+                                  # the training data (a blink or brow raise; batches.CropSampler); 0 =
+                                  # released (crops uniform over the data)
 
 
 @dataclasses.dataclass
@@ -76,8 +89,16 @@ class TrainConfig:
             check_choice(f"{name}.codes", st.codes, ("gumbel", "argmax"))
             if not st.lr > 0:
                 raise ValueError(f"{name}.lr must be > 0, got {st.lr}")
-            if not st.diversity >= 0:
-                raise ValueError(f"{name}.diversity must be >= 0, got {st.diversity}")
+            for field in ("diversity", "recon_weight", "landmarks_weight", "mouth_weight", "eye_weight"):
+                value = getattr(st, field)
+                if not (isinstance(value, (int, float)) and 0 <= value < float("inf")):
+                    raise ValueError(f"{name}.{field} must be a finite number >= 0, got {value!r}")
+            if not (isinstance(st.expression_diversity, (int, float)) and
+                    (st.expression_diversity == -1 or 0 <= st.expression_diversity < float("inf"))):
+                raise ValueError(f"{name}.expression_diversity must be -1 (same as diversity) or a finite number "
+                                 f">= 0, got {st.expression_diversity!r}")
+            if not (isinstance(st.event_crops, (int, float)) and 0 <= st.event_crops <= 1):
+                raise ValueError(f"{name}.event_crops must be a number in [0, 1], got {st.event_crops!r}")
             if st.weight_decay < 0:
                 raise ValueError(f"{name}.weight_decay must be >= 0, got {st.weight_decay}")
         for field in ("log_every", "val_every", "checkpoint_every"):

@@ -23,8 +23,17 @@ class Stage1Objective(nn.Module):
 
     def __init__(self, encoder: MultimodalEncoder, vertex_unet: VertexUnet, landmarks: torch.Tensor,
                  mouth: torch.Tensor, eye: torch.Tensor, distance: str = "squared", loss_backend: str = "auto",
-                 codes: str = "gumbel", diversity: float = 0.0):
+                 codes: str = "gumbel", diversity: float = 0.0, weights: Optional[Dict[str, float]] = None,
+                 expression_diversity: Optional[float] = None):
         super().__init__()
+        # code usage on the expression heads (FusionMlp.expression_heads); None: like the other heads
+        self.expression_diversity = diversity if expression_diversity is None else expression_diversity
+        # weights of "recon", "landmarks", "mouth", "eye" (missing ones 1, as released)
+        self.weights = {k: 1.0 for k in ("recon", "landmarks", "mouth", "eye")}
+        unknown = set(weights or {}) - set(self.weights)
+        if unknown:
+            raise ValueError(f"weights: unknown terms {sorted(unknown)}; known: {sorted(self.weights)}")
+        self.weights.update(weights or {})
         self.encoder, self.vertex_unet, self.distance = encoder, vertex_unet, distance
         self.argmax = codes == "argmax"  # "gumbel" (released) or "argmax": see StageSection.codes
         self.diversity = diversity       # weight of the code-usage term (0: released): see StageSection
@@ -55,7 +64,17 @@ class Stage1Objective(nn.Module):
         keep_expression = self._reconstruct(template, fuse(expression_code, audio_code.roll(shift, 0)), generator)
         terms = step1_losses(recon.float(), keep_audio.float(), keep_expression.float(), geom, self.landmarks,
                              self.mouth, self.eye, distance=self.distance, backend=self.loss_backend)
-        if self.diversity > 0:
+        if any(w != 1.0 for w in self.weights.values()):
+            terms["total"] = sum(w * terms[k] for k, w in self.weights.items())
+        k = self.encoder.fusion_model.expression_heads
+        if k and self.expression_diversity != self.diversity:
+            if self.diversity > 0:
+                terms["diversity"] = diversity_loss(own[..., k:, :])
+                terms["total"] = terms["total"] + self.diversity * terms["diversity"]
+            if self.expression_diversity > 0:
+                terms["expression_diversity"] = diversity_loss(own[..., :k, :])
+                terms["total"] = terms["total"] + self.expression_diversity * terms["expression_diversity"]
+        elif self.diversity > 0:
             terms["diversity"] = diversity_loss(own)
             terms["total"] = terms["total"] + self.diversity * terms["diversity"]
         terms.update(code_statistics(own))  # diagnostics only (no gradient, not in "total"): see quantize.py

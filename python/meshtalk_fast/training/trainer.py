@@ -18,7 +18,7 @@ import torch
 import torch.distributed as dist
 
 from ..meshtalk import MeshTalk
-from .batches import Clip, CropSampler, step_seed
+from .batches import Clip, CropSampler, step_seed, upper_face_events
 from .config import TrainConfig
 from .objectives import Stage1Objective, Stage2Objective, frozen_codes
 from .state import load_train_state, save_train_state
@@ -29,9 +29,10 @@ __all__ = ["Trainer", "TrainingMasks"]
 class TrainingMasks:
     """Per-vertex weights ``[V]`` the trainer and the evaluation need."""
 
-    def __init__(self, mouth, eye, eye_keypoints, lips, upper_face):
+    def __init__(self, mouth, eye, eye_keypoints, lips, upper_face, forehead=None):
         self.mouth, self.eye, self.eye_keypoints = mouth.float(), eye.float(), eye_keypoints.float()
         self.lips, self.upper_face = lips.float(), upper_face.float()
+        self.forehead = None if forehead is None else forehead.float()  # brow raises (stage1.event_crops)
 
 
 def _world():
@@ -75,7 +76,11 @@ class Trainer:
         if stage == 1:
             objective = Stage1Objective(m.encoder, m.vertex_unet, self.masks.eye_keypoints, self.masks.mouth,
                                         self.masks.eye, cfg.distance, codes=cfg.codes,
-                                        diversity=cfg.diversity).to(dev)
+                                        diversity=cfg.diversity,
+                                        expression_diversity=None if cfg.expression_diversity == -1
+                                        else cfg.expression_diversity,
+                                        weights={"recon": cfg.recon_weight, "landmarks": cfg.landmarks_weight,
+                                                 "mouth": cfg.mouth_weight, "eye": cfg.eye_weight}).to(dev)
             groups = [{"params": list(m.encoder.parameters()), "weight_decay": 0.0},
                       {"params": list(m.vertex_unet.parameters()), "weight_decay": cfg.weight_decay}]
         else:
@@ -206,8 +211,11 @@ class Trainer:
         if not resuming:
             self.step = 0
         self.stage = stage
+        events = None
+        if cfg.event_crops > 0:
+            events = upper_face_events(self.train_clips, self.masks.eye_keypoints, self.masks.forehead)
         sampler = CropSampler(self.train_clips, cfg.segment_frames, mc.fps, mc.clock, mc.lookahead, self.config.seed,
-                              mc.framing)
+                              mc.framing, events=events, event_share=cfg.event_crops)
         objective, self.optimizer = self._build(stage)
         if resuming:
             self.optimizer.load_state_dict(self._resume_state)

@@ -1,0 +1,308 @@
+"""The upper face: the metrics that say whether a model blinks and raises its brows (region motion, events,
+rates, closure, timing), the levers that make stage 1 learn it (expression heads, loss-term weights,
+event crops), and the pictures (eye colours, side-by-side preview, plots). Known answers throughout:
+the evaluation is checked with stand-in animations whose blinks are known."""
+import math
+
+import pytest
+import torch
+
+import meshtalk_fast as mf
+from meshtalk_fast import evaluate as ev
+from meshtalk_fast.metrics import (event_scale, event_spans, lip_vertex_error_l2, region_error,
+                                   region_motion)
+from meshtalk_fast.models.encoders import FusionMlp
+from meshtalk_fast.training import align
+from meshtalk_fast.training.batches import CropSampler, upper_face_events
+
+V = 12
+EYE = torch.tensor([1.0, 1.0] + [0.0] * (V - 2))       # two lid keypoints
+BROW = torch.tensor([0.0] * 2 + [1.0] * 3 + [0.0] * (V - 5))  # a forehead of three vertices
+LIPS = torch.tensor([0.0] * 8 + [1.0] * 4)
+
+
+# ------------------------------------------------------------------------------------------ metrics
+def test_region_motion_and_error_known_answers():
+    template = torch.zeros(V, 3)
+    geom = torch.zeros(2, V, 3)
+    geom[1, 0, 1] = -3.0  # a lid vertex 3 down in frame 1
+    geom[1, 2, 1] = 1.5   # one forehead vertex 1.5 up
+    assert region_motion(geom, template, EYE, "max").tolist() == [0.0, 3.0]
+    assert region_motion(geom, template, BROW, "mean").tolist() == pytest.approx([0.0, 0.5])
+    assert region_error(geom, torch.zeros_like(geom), EYE).tolist() == [0.0, 3.0]
+    batch = torch.stack([geom, geom])  # [B, T, V, 3] with a [B, V, 3] template
+    assert region_motion(batch, torch.zeros(2, V, 3), EYE).shape == (2, 2)
+    with pytest.raises(ValueError, match="selects no vertex"):
+        region_motion(geom, template, torch.zeros(V))
+    with pytest.raises(ValueError, match=r"mask must have shape \[V=12\]"):
+        region_motion(geom, template, torch.ones(V + 1))
+    with pytest.raises(ValueError, match="reduce must be"):
+        region_motion(geom, template, EYE, "median")
+
+
+def test_event_spans_merge_flickers_and_close_at_the_end():
+    s = torch.tensor([0, 5, 5, 0, 5, 0, 0, 0, 5, 5], dtype=torch.float32)
+    assert event_spans(s, 1.0) == [(1, 5), (8, 10)]           # the 1-frame dip at 3 is one blink
+    assert event_spans(s, 1.0, min_gap=1) == [(1, 3), (4, 5), (8, 10)]
+    assert event_spans(torch.zeros(4), 1.0) == []
+    with pytest.raises(ValueError, match=r"signal must have shape \[T\]"):
+        event_spans(torch.zeros(2, 2), 1.0)
+
+
+def test_event_scale_refuses_to_measure_nothing():
+    assert event_scale([torch.zeros(50), torch.zeros(20)]) is None
+    x = torch.zeros(1000)
+    x[100:130] = 8.0
+    assert event_scale([x]) == pytest.approx(8.0)
+    with pytest.raises(ValueError, match="non-empty and finite"):
+        event_scale([torch.tensor([float("nan")])])
+
+
+def test_lve_conventions_differ_and_match_direct_computations():
+    g = torch.Generator().manual_seed(0)
+    pred, target = torch.randn(5, V, 3, generator=g), torch.randn(5, V, 3, generator=g)
+    d = (pred - target).norm(dim=-1)[:, LIPS > 0]
+    assert float(lip_vertex_error_l2(pred, target, LIPS)) == pytest.approx(float(d.amax(-1).mean()), rel=1e-6)
+    assert float(mf.lip_vertex_error(pred, target, LIPS, backend="torch")) == pytest.approx(
+        float(d.square().amax(-1).mean()), rel=1e-6)
+    with pytest.raises(ValueError, match="same shape"):
+        lip_vertex_error_l2(pred, target[:4], LIPS)
+
+
+# ------------------------------------------------------------------------------------------ levers
+def test_expression_heads_see_the_expression_code_alone():
+    torch.manual_seed(0)
+    fusion = FusionMlp(classes=6, heads=5, expression_dim=7, audio_dim=4, hidden=9, expression_heads=2)
+    e, a = torch.randn(2, 3, 7), torch.randn(2, 3, 4)
+    one, other = fusion(e, a), fusion(e, torch.randn(2, 3, 4))
+    torch.testing.assert_close(one[:, :, :2], other[:, :, :2])         # audio cannot move heads 0, 1
+    assert (one[:, :, 2:] - other[:, :, 2:]).abs().max() > 1e-3          # but moves the others
+    assert (fusion(torch.randn(2, 3, 7), a)[:, :, :2] - one[:, :, :2]).abs().max() > 1e-3
+    released = FusionMlp(classes=6, heads=5, expression_dim=7, audio_dim=4, hidden=9)
+    released.load_state_dict(fusion.state_dict())  # same parameters either way
+    direct = released.mlp(torch.cat([e, a], -1)).view(2, 3, 5, 6).log_softmax(-1)
+    torch.testing.assert_close(released(e, a), direct)
+    torch.testing.assert_close(one[:, :, 2:], direct[:, :, 2:])
+    with pytest.raises(ValueError, match=r"expression_heads must be in \[0, heads=5\)"):
+        FusionMlp(heads=5, expression_heads=5)
+
+
+def test_expression_heads_config_round_trip(tmp_path):
+    model = mf.MeshTalk(V, heads=4, classes=8, expression_heads=2, expression_input="offset")
+    model.save(tmp_path / "m.safetensors")
+    assert mf.MeshTalk.load(tmp_path / "m.safetensors").config.expression_heads == 2
+    for bad in (-1, 4, 1.5, True):
+        with pytest.raises(ValueError, match="expression_heads must be an integer"):
+            mf.MeshTalk(V, heads=4, classes=8, expression_heads=bad)
+
+
+def _blinking_clip(name, blinks, frames=90, seed=0, audio_seed=None):
+    """A clip whose two lid keypoints close by 8 (units) at the given frames (a 5-frame blink each) and
+    whose forehead rises by 2 over frames 40-60; the lips move with a sine."""
+    g = torch.Generator().manual_seed(seed)
+    template = torch.randn(V, 3, generator=g)
+    geom = template.repeat(frames, 1, 1)
+    for b in blinks:
+        shape = torch.tensor([0.4, 0.8, 1.0, 0.8, 0.4])[: max(0, min(5, frames - b))]
+        geom[b:b + len(shape), :2, 1] -= 8.0 * shape[:, None]
+    geom[40:60, 2:5, 1] += 2.0
+    geom[:, 8:, 1] += torch.sin(torch.arange(frames) / 3.0)[:, None]
+    ga = torch.Generator().manual_seed(seed if audio_seed is None else audio_seed)
+    audio = torch.randn(frames * 16000 // 30, generator=ga) * 0.05
+    return align(name, template, geom, audio, 30, "exact")
+
+
+def test_event_crops_contain_an_event():
+    clips = [_blinking_clip("a", [10]), _blinking_clip("b", [], seed=1), _blinking_clip("c", [70], seed=2)]
+    blinks, brows = upper_face_events(clips, EYE, BROW)
+    assert blinks[0][11:14].all() and not blinks[0][20:40].any() and not blinks[1].any()
+    assert brows[1][45:55].all() and not brows[1][:30].any()
+    events = [[b | r for b, r in zip(blinks, brows)]]
+    sampler = CropSampler(clips, 8, 30, "exact", 8000, seed=3, framing="stream", events=events, event_share=0.5)
+    for step in range(20):
+        items = sampler.batch(step, 6)
+        for i, s in items[:3]:
+            assert events[0][i][s:s + 8].any(), (step, i, s)
+    assert sampler.batch(7, 6) == sampler.batch(7, 6)  # still a function of (seed, step)
+    plain = CropSampler(clips, 8, 30, "exact", 8000, seed=3, framing="stream")
+    assert plain.batch(4, 6) != sampler.batch(4, 6)
+    with pytest.raises(ValueError, match="events .* are required"):
+        CropSampler(clips, 8, 30, "exact", 8000, seed=3, event_share=0.5)
+    with pytest.raises(ValueError, match="events must hold one"):
+        CropSampler(clips, 8, 30, "exact", 8000, seed=3, events=[blinks[:2]], event_share=0.5)
+    # two kinds, one rare: about half the event crops hold the rare kind
+    rare = CropSampler(clips, 8, 30, "exact", 8000, seed=3, framing="stream", events=[blinks, brows], event_share=1.0)
+    crops = [c for step in range(50) for c in rare.batch(step, 4)]
+    with_blink = sum(bool(blinks[i][s:s + 8].any()) for i, s in crops) / len(crops)
+    assert 0.35 < with_blink < 0.75
+    with pytest.raises(ValueError, match="event_share must be in"):
+        CropSampler(clips, 8, 30, "exact", 8000, seed=3, events=events, event_share=1.5)
+    assert upper_face_events(clips, torch.zeros(V), torch.zeros(V)) == []
+
+
+def test_stage1_term_weights():
+    from meshtalk_fast.training import TrainConfig
+    from meshtalk_fast.training.objectives import Stage1Objective
+
+    torch.manual_seed(0)
+    model = mf.MeshTalk(V, heads=4, classes=8, expression_input="offset")
+    clip = _blinking_clip("a", [5])
+    geom = torch.stack([clip.geom[:10], clip.geom[10:20]])
+    template = torch.stack([clip.template, clip.template])
+    windows = torch.stack([model.config.windows(clip.audio)[:10]] * 2)
+    weights = {"recon": 0.5, "landmarks": 20.0, "mouth": 2.0, "eye": 0.0}
+    args = (model.encoder, model.vertex_unet, EYE, BROW, EYE)
+    plain = Stage1Objective(*args, codes="argmax")(template, geom, torch.Generator().manual_seed(1), windows=windows)
+    weighted = Stage1Objective(*args, codes="argmax", weights=weights)(
+        template, geom, torch.Generator().manual_seed(1), windows=windows)
+    plain = {k: v.detach() for k, v in plain.items()}
+    weighted = {k: v.detach() for k, v in weighted.items()}
+    assert float(plain["total"]) == pytest.approx(float(plain["recon"] + plain["landmarks"] + plain["mouth"]
+                                                        + plain["eye"]), rel=1e-5)
+    assert float(weighted["total"]) == pytest.approx(sum(w * float(weighted[k]) for k, w in weights.items()), rel=1e-5)
+    with pytest.raises(ValueError, match="unknown terms"):
+        Stage1Objective(*args, weights={"lips": 1.0})
+    cfg = TrainConfig()
+    cfg.stage1.landmarks_weight = -1.0
+    with pytest.raises(ValueError, match="stage1.landmarks_weight must be a finite number >= 0"):
+        cfg.validate()
+    cfg.stage1.landmarks_weight, cfg.stage1.event_crops = 1.0, 2.0
+    with pytest.raises(ValueError, match=r"stage1.event_crops must be a number in \[0, 1\]"):
+        cfg.validate()
+
+
+# ------------------------------------------------------------------------------------------ evaluation
+@pytest.fixture()
+def stand_ins(monkeypatch):
+    """Replace the model's reconstruction and sampling by known animations: ``set(recon, sample)`` where
+    each maps (clip, seed) -> meshes."""
+    state = {}
+
+    def set_(recon, sample):
+        state.update(recon=recon, sample=sample)
+
+    monkeypatch.setattr(ev, "reconstruct_clip", lambda model, clip: state["recon"](clip))
+    monkeypatch.setattr(ev, "animate_clip", lambda model, clip, seed=0, argmax=False: state["sample"](clip, seed))
+    return set_
+
+
+def _clips():
+    return [_blinking_clip("a", [5, 50]), _blinking_clip("b", [20, 70], seed=1),
+            _blinking_clip("c", [33], seed=2)]
+
+
+def test_a_perfect_model_measures_perfect(stand_ins):
+    model = mf.MeshTalk(V, heads=4, classes=8)
+    clips = _clips()
+    by_name = {c.name: c for c in clips}
+    # reconstruction = truth; samples = truth delayed by a seed-dependent number of frames (same blinks,
+    # other times: speech-independent timing)
+    stand_ins(lambda c: c.geom, lambda c, s: by_name[c.name].geom.roll(3 + 4 * (s % 1000), 0))
+    r = ev.upper_face(model, clips, EYE, BROW, seeds=(0, 1, 2))
+    assert r["missing"] == []
+    assert r["eyelid_error_ratio"] == 0.0 and r["brow_error_ratio"] == 0.0
+    minutes = sum(c.frames for c in clips) / 30 / 60
+    assert r["blink_rate_gt"] == pytest.approx(5 / minutes)
+    assert r["blink_rate_ratio"] == pytest.approx(1.0) and r["brow_rate_ratio"] == pytest.approx(1.0)
+    assert r["blink_closure_ratio"] == pytest.approx(1.0)
+    assert r["blink_timing_lift"] < 1.0  # the seeds never blink together here
+
+
+def test_a_frozen_upper_face_measures_frozen(stand_ins):
+    model = mf.MeshTalk(V, heads=4, classes=8)
+    clips = _clips()
+    still = lambda c, *_: c.template.expand_as(c.geom)  # noqa: E731
+    stand_ins(still, still)
+    r = ev.upper_face(model, clips, EYE, BROW, seeds=(0, 1))
+    assert r["eyelid_error_ratio"] == pytest.approx(1.0) and r["brow_error_ratio"] == pytest.approx(1.0)
+    assert r["blink_rate"] == 0.0 and r["blink_rate_ratio"] == 0.0 and r["brow_rate_ratio"] == 0.0
+    assert r["blink_closure_ratio"] is None and r["blink_timing_lift"] is None
+
+
+def test_blinks_that_follow_the_speech_are_caught(stand_ins):
+    model = mf.MeshTalk(V, heads=4, classes=8)
+    clips = _clips()
+    stand_ins(lambda c: c.geom, lambda c, s: c.geom)  # every seed blinks exactly where the data did
+    r = ev.upper_face(model, clips, EYE, BROW, seeds=(0, 1, 2))
+    blink_share = 15 / sum(c.frames for c in clips)  # 3 frames of each of the 5 blinks pass half closure
+    assert r["blink_timing_lift"] == pytest.approx(1 / blink_share, rel=0.05)
+    assert r["blink_gt_lift"] == pytest.approx(1 / blink_share, rel=0.05)
+
+
+def test_missing_masks_give_no_rates_and_say_why(stand_ins):
+    model = mf.MeshTalk(V, heads=4, classes=8)
+    stand_ins(lambda c: c.geom, lambda c, s: c.geom)
+    r = ev.upper_face(model, _clips(), torch.zeros(V), BROW)
+    assert r["blink_rate"] is None and r["eyelid_error_ratio"] is None and r["blink_rate_ratio"] is None
+    assert r["brow_rate_ratio"] == pytest.approx(1.0)
+    assert any("eye_keypoints mask is missing or empty" in m for m in r["missing"])
+    still = [align(c.name, c.template, c.template.expand_as(c.geom).clone(), c.audio, 30, "exact") for c in _clips()]
+    r = ev.upper_face(model, still, EYE, BROW)
+    assert r["blink_rate"] is None and r["brow_rate"] is None
+    assert any("no blink events" in m for m in r["missing"])
+    with pytest.raises(ValueError, match="at least one seed"):
+        ev.upper_face(model, still, EYE, BROW, seeds=())
+
+
+def test_report_of_a_small_model_has_every_number():
+    torch.manual_seed(0)
+    model = mf.MeshTalk(V, heads=4, classes=8, expression_input="offset", expression_heads=1).eval()
+    from meshtalk_fast.data import FaceMasks
+
+    masks = FaceMasks(mouth=LIPS, eye=EYE, eye_keypoints=EYE, forehead=BROW, neck=torch.zeros(V), lips=LIPS,
+                      upper_face=EYE + BROW)
+    r = ev.report(model, _clips(), masks, seeds=(0, 1))
+    for key in ("lve", "lve_l2", "lve_ratio", "lve_l2_ratio", "disentanglement_expression",
+                "disentanglement_audio", "eyelid_error_ratio", "brow_error_ratio", "blink_rate_ratio",
+                "brow_rate_ratio", "code_sensitivity"):
+        assert key in r and (r[key] is None or math.isfinite(r[key])), key
+    text = ev.format_report(r)
+    assert "squared-max" in text and "blinks/min" in text
+
+
+# ------------------------------------------------------------------------------------------ pictures
+def test_eye_colours_paint_the_opening(tmp_path):
+    from meshtalk_fast.render import EYE as EYE_RGB, SKIN, eye_colours, probe_mp4, save_preview_mp4
+
+    xs, ys = torch.meshgrid(torch.linspace(-2, 2, 9), torch.linspace(-1, 1, 5), indexing="ij")
+    grid = torch.stack([xs.flatten(), ys.flatten(), torch.zeros(45)], 1)
+    kp = torch.zeros(45)
+    for x in (-1.5, -0.5, 0.5, 1.5):  # two eyes, lid corners at y = +-0.5
+        for y in (-0.5, 0.5):
+            kp[((grid[:, 0] - x).abs() < 1e-6) & ((grid[:, 1] - y).abs() < 1e-6)] = 1
+    col = eye_colours(grid, kp)
+    inside = ((grid[:, 0].abs() - 1).abs() < 0.3) & (grid[:, 1].abs() < 0.1)
+    assert (col[inside.numpy()] == EYE_RGB).all() and (col[(grid[:, 0].abs() > 1.9).numpy()] == SKIN).all()
+    assert (eye_colours(grid, torch.zeros(45)) == SKIN).all()
+    with pytest.raises(ValueError, match="must agree"):
+        eye_colours(grid, torch.zeros(44))
+    faces = torch.tensor([[i * 5 + j, (i + 1) * 5 + j, (i + 1) * 5 + j + 1] for i in range(8) for j in range(4)])
+    frames = grid.repeat(3, 1, 1)
+    path = tmp_path / "p.mp4"
+    save_preview_mp4(path, [frames, frames], faces, 30, size=(64, 48), colours=col, labels=["a", "b"])
+    info = probe_mp4(path)
+    assert (info["width"], info["height"], info["frames"]) == (128, 48, 3)
+    with pytest.raises(ValueError, match="labels must name each"):
+        save_preview_mp4(path, [frames, frames], faces, 30, size=(64, 48), labels=["a"])
+
+
+def test_plots_write_pictures(tmp_path):
+    import json
+
+    from PIL import Image
+
+    from meshtalk_fast.plots import plot_training_curves, plot_upper_face
+
+    log = tmp_path / "metrics.jsonl"
+    with open(log, "w") as f:
+        for step in range(1, 6):
+            f.write(json.dumps({"stage": 1, "step": step, "split": "train", "recon": 1.0 / step, "landmarks": 0.5,
+                                "mouth": 2.0, "eye": 0.1, "total": 3.0, "code_perplexity": 100.0}) + "\n")
+        f.write(json.dumps({"stage": 2, "step": 1, "split": "train", "cross_entropy": 4.0}) + "\n")
+    plot_training_curves(str(log), str(tmp_path / "c.png"))
+    assert Image.open(tmp_path / "c.png").size[0] > 500
+    plot_upper_face(str(tmp_path / "u.png"), 30, {"eye closure": [0, 1, 0]}, {"eye closure": [[0, 0, 1]]},
+                    {"eye closure": 0.5})
+    assert Image.open(tmp_path / "u.png").size[0] > 500
+    with pytest.raises(ValueError, match="at least one signal"):
+        plot_upper_face(str(tmp_path / "v.png"), 30, {}, {})
