@@ -79,10 +79,13 @@ def test_expression_heads_see_the_expression_code_alone():
     assert (one[:, :, 2:] - other[:, :, 2:]).abs().max() > 1e-3          # but moves the others
     assert (fusion(torch.randn(2, 3, 7), a)[:, :, :2] - one[:, :, :2]).abs().max() > 1e-3
     released = FusionMlp(classes=6, heads=5, expression_dim=7, audio_dim=4, hidden=9)
-    released.load_state_dict(fusion.state_dict())  # same parameters either way
+    assert set(released.state_dict()) == {k for k in fusion.state_dict() if not k.startswith("expression_mlp.")}
+    released.load_state_dict({k: v for k, v in fusion.state_dict().items() if k.startswith("mlp.")})
     direct = released.mlp(torch.cat([e, a], -1)).view(2, 3, 5, 6).log_softmax(-1)
-    torch.testing.assert_close(released(e, a), direct)
-    torch.testing.assert_close(one[:, :, 2:], direct[:, :, 2:])
+    torch.testing.assert_close(released(e, a), direct)  # k = 0: the released computation
+    torch.testing.assert_close(one[:, :, 2:], direct[:, :, 2:])  # the audio heads: the released MLP
+    alone = fusion.expression_mlp(e).view(2, 3, 2, 6).log_softmax(-1)
+    torch.testing.assert_close(one[:, :, :2], alone)  # the expression heads: their own MLP
     with pytest.raises(ValueError, match=r"expression_heads must be in \[0, heads=5\)"):
         FusionMlp(heads=5, expression_heads=5)
 
@@ -142,7 +145,7 @@ def test_event_crops_contain_an_event():
 
 def test_stage1_term_weights():
     from meshtalk_fast.training import TrainConfig
-    from meshtalk_fast.training.objectives import Stage1Objective
+    from meshtalk_fast.training.objectives import Stage1Objective, diversity_loss
 
     torch.manual_seed(0)
     model = mf.MeshTalk(V, heads=4, classes=8, expression_input="offset")
@@ -162,6 +165,24 @@ def test_stage1_term_weights():
     assert float(weighted["total"]) == pytest.approx(sum(w * float(weighted[k]) for k, w in weights.items()), rel=1e-5)
     with pytest.raises(ValueError, match="unknown terms"):
         Stage1Objective(*args, weights={"lips": 1.0})
+    # the brow term: the forehead-masked reconstruction error, in the total only with a weight
+    brow = Stage1Objective(*args, codes="argmax", weights={"brow": 3.0}, forehead=BROW)(
+        template, geom, torch.Generator().manual_seed(1), windows=windows)
+    brow = {k: v.detach() for k, v in brow.items()}
+    assert float(brow["total"]) == pytest.approx(float(brow["recon"] + brow["landmarks"] + brow["mouth"]
+                                                       + brow["eye"] + 3.0 * brow["brow"]), rel=1e-5)
+    assert "brow" not in plain
+    with pytest.raises(ValueError, match="needs a forehead mask"):
+        Stage1Objective(*args, weights={"brow": 1.0})
+    # code usage split between the expression heads and the others
+    model2 = mf.MeshTalk(V, heads=4, classes=8, expression_input="offset", expression_heads=1)
+    split = Stage1Objective(model2.encoder, model2.vertex_unet, EYE, BROW, EYE, codes="argmax", diversity=1.0,
+                            expression_diversity=0.5)(template, geom, torch.Generator().manual_seed(1),
+                                                      windows=windows)
+    assert {"diversity", "expression_diversity"} <= set(split)
+    torch.testing.assert_close(split["expression_diversity"].detach(), diversity_loss(
+        model2.encoder.fusion_model(model2.encoder.expression_encoder(geom, template),
+                                    model2.encoder.audio_encoder(windows))[..., :1, :]).detach())
     cfg = TrainConfig()
     cfg.stage1.landmarks_weight = -1.0
     with pytest.raises(ValueError, match="stage1.landmarks_weight must be a finite number >= 0"):
@@ -306,3 +327,23 @@ def test_plots_write_pictures(tmp_path):
     assert Image.open(tmp_path / "u.png").size[0] > 500
     with pytest.raises(ValueError, match="at least one signal"):
         plot_upper_face(str(tmp_path / "v.png"), 30, {}, {})
+
+
+def test_initial_model_is_seeded_and_uses_the_motion_normaliser():
+    from meshtalk_fast.quickstart import initial_model, motion_normalisation, normalisation
+    from meshtalk_fast.training import TrainConfig
+
+    clips = _clips()
+    cfg = TrainConfig(seed=5)
+    cfg.model.heads, cfg.model.classes, cfg.model.expression_input = 4, 8, "offset"
+    a, b = initial_model(clips, cfg), initial_model(clips, cfg)
+    for k, v in a.state_dict().items():
+        assert torch.equal(v, b.state_dict()[k]), k  # the initial weights come from the config's seed
+    mean, std = normalisation(clips)
+    torch.testing.assert_close(a.encoder.expression_encoder.stddev[0, 0], std)
+    cfg.model.expression_std = "motion"
+    m = initial_model(clips, cfg)
+    torch.testing.assert_close(m.encoder.expression_encoder.stddev[0, 0], motion_normalisation(clips))
+    torch.testing.assert_close(m.vertex_unet.stddev[0, 0], std)  # the decoder keeps the data's std
+    cfg.seed = 6
+    assert not torch.equal(initial_model(clips, cfg).vertex_unet.fusion.weight, a.vertex_unet.fusion.weight)

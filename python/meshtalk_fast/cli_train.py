@@ -63,7 +63,7 @@ def _train(args) -> int:
     import torch
 
     from .meshtalk import MeshTalk
-    from .quickstart import normalisation
+    from .quickstart import initial_model
     from .training import load_config
     from .training.trainer import Trainer, TrainingMasks
 
@@ -72,14 +72,13 @@ def _train(args) -> int:
     train = _clips(args.data, "train", config)
     val = _clips(args.data, "val", config) if os.path.isdir(os.path.join(args.data, "val")) else []
     fm = _masks(args.data)
-    masks = TrainingMasks(fm.mouth, fm.eye, fm.eye_keypoints, fm.lips, fm.upper_face)
+    masks = TrainingMasks(fm.mouth, fm.eye, fm.eye_keypoints, fm.lips, fm.upper_face, fm.forehead)
     if args.model:
         model = MeshTalk.load(args.model)
     elif args.stage == 2 and not args.resume:
         raise ValueError("--stage 2 needs --model (the stage-1 model.safetensors) or --resume")
     else:
-        mean, std = normalisation(train)
-        model = MeshTalk(train[0].template.shape[0], mean=mean, stddev=std, **config.model_kwargs())
+        model = initial_model(train, config)
     trainer = Trainer(model, train, masks, config, args.out, val_clips=val[:8], device=device)
     if args.resume:
         trainer.resume(args.resume)

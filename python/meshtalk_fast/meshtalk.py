@@ -40,14 +40,19 @@ class MeshTalkConfig:
                                     # (mesh - template: identity removed; see models.ExpressionEncoder)
     expression_heads: int = 0       # heads whose logits the fusion computes from the expression code alone
                                     # (0: released, every head sees both codes); see models.FusionMlp
+    expression_std: str = "data"    # what the expression encoder's stddev buffer was set from when the model
+                                    # was made for training (quickstart.initial_model): "data" (released: the
+                                    # per-vertex std of the training meshes) or "motion" (of mesh - template)
 
     def validate(self) -> "MeshTalkConfig":
         for f in dataclasses.fields(self):
-            if f.name not in ("clock", "lookahead", "framing", "expression_input", "expression_heads"):
+            if f.name not in ("clock", "lookahead", "framing", "expression_input", "expression_heads",
+                              "expression_std"):
                 setattr(self, f.name, check_positive_int(f.name, getattr(self, f.name)))
         check_choice("clock", self.clock, ("released", "exact"))
         check_choice("framing", self.framing, ("window", "stream"))
         check_choice("expression_input", self.expression_input, ("mesh", "offset"))
+        check_choice("expression_std", self.expression_std, ("data", "motion"))
         k = self.expression_heads
         if isinstance(k, bool) or not isinstance(k, int) or not 0 <= k < self.heads:
             raise ValueError(f"expression_heads must be an integer in [0, heads={self.heads}), got {k!r}")

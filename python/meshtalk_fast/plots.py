@@ -11,7 +11,7 @@ __all__ = ["plot_training_curves", "plot_upper_face", "CURVE_PANELS"]
 
 # (stage, split, title, keys): one panel each; a panel with nothing logged is left out
 CURVE_PANELS = [
-    (1, "train", "stage 1: reconstruction", ("total", "recon", "landmarks")),
+    (1, "train", "stage 1: reconstruction", ("total", "recon", "landmarks", "brow")),
     (1, "train", "stage 1: modality crossing", ("mouth", "eye")),
     (1, "train", "stage 1: codes", ("code_perplexity", "diversity", "expression_diversity")),
     (1, "val", "stage 1: validation (reconstruction)", ("lve", "lve_static", "code_sensitivity")),

@@ -23,7 +23,7 @@ from .meshtalk import MeshTalk
 from .training import TrainConfig, align
 from .training.batches import Clip
 
-__all__ = ["quickstart", "quickstart_config", "normalisation", "motion_normalisation"]
+__all__ = ["quickstart", "quickstart_config", "normalisation", "motion_normalisation", "initial_model"]
 
 # Budget split of the training time between the two stages (the rest of the quick start, data and
 # evaluation, comes on top and takes about a minute on a 2-core CPU).
@@ -86,6 +86,18 @@ def motion_normalisation(clips: List[Clip]) -> torch.Tensor:
     return std.clamp(min=0.05 * float(std.max()) + 1e-8)
 
 
+def initial_model(train: List[Clip], config: TrainConfig) -> MeshTalk:
+    """A fresh model for training on ``train``: the normalisers from the data (``normalisation``, and
+    ``motion_normalisation`` for the expression encoder when ``config.model.expression_std == "motion"``),
+    the initial weights drawn from ``config.seed``."""
+    mean, std = normalisation(train)
+    expression_std = motion_normalisation(train) if config.model.expression_std == "motion" else None
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        return MeshTalk(train[0].template.shape[0], mean=mean, stddev=std, expression_stddev=expression_std,
+                        **config.model_kwargs())
+
+
 def _clips(sequences, config: TrainConfig) -> List[Clip]:
     return [align(s.name, s.template, s.geom, s.audio, config.model.fps, config.model.clock) for s in sequences]
 
@@ -117,9 +129,7 @@ def quickstart(out_dir: str, minutes: float = 10.0, template: Optional[str] = No
     test = _clips(read_folder(data_dir, "test", mmap=False), config)
     fm = load_folder_masks(data_dir)
     masks_t = TrainingMasks(fm.mouth, fm.eye, fm.eye_keypoints, fm.lips, fm.upper_face, fm.forehead)
-    mean, std = normalisation(train)
-    torch.manual_seed(seed)  # the initial weights come from the seed too
-    model = MeshTalk(train[0].template.shape[0], mean=mean, stddev=std, **config.model_kwargs())
+    model = initial_model(train, config)
     print(f"data: {len(train)} train, {len(val)} val, {len(test)} test sequences; "
           f"{train[0].template.shape[0]} vertices ({time.perf_counter() - t_start:.0f} s)", flush=True)
     trainer = Trainer(model, train, masks_t, config, out_dir, val_clips=val[:4], device=device, progress=progress)

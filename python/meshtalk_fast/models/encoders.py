@@ -140,12 +140,14 @@ class ExpressionEncoder(nn.Module):
 class FusionMlp(nn.Module):
     """[expression code, audio code] -> ``[B, T, heads, classes]`` log-probabilities.
 
-    ``expression_heads = k > 0`` gives the first k heads a code budget of their own: their logits are the
-    same MLP's output for ``[expression code, 0]``, so they can carry only what the expression encoder
-    sees and the audio cannot drive them. With every head fed both codes (k = 0, released), the rare
-    upper-face events (blinks in ~3 % of frames) never win a class of their own in a short run: each
-    class is chosen by the audio and the decoder averages the events away (benchmarks/RESULTS.md, "The
-    upper face"). Same parameters either way, so k only changes how the heads are computed.
+    ``expression_heads = k > 0`` gives the first k heads a code budget of their own: their logits come
+    from a second MLP of the same shape (``expression_mlp``) that reads the expression code alone, so they
+    can carry only what the expression encoder sees and the audio cannot drive them; the released MLP
+    still computes the other heads (its outputs for the first k heads are unused). With every head fed
+    both codes (k = 0, released), the rare upper-face events (blinks in ~3 % of frames) never win a class
+    of their own in a short run; with the k heads computed by the shared MLP, what the eyelid term teaches
+    them moved the audio heads' hidden layers too and the lip-sync broke (benchmarks/RESULTS.md, "The
+    upper face"). k = 0 keeps the released parameters exactly.
     """
 
     def __init__(self, classes: int = 128, heads: int = 16, expression_dim: int = 128, audio_dim: int = 128,
@@ -158,16 +160,20 @@ class FusionMlp(nn.Module):
             nn.Linear(expression_dim + audio_dim, hidden), nn.LeakyReLU(LEAKY_SLOPE),
             nn.Linear(hidden, hidden), nn.LeakyReLU(LEAKY_SLOPE),
             nn.Linear(hidden, heads * classes))
+        if expression_heads:
+            self.expression_mlp = nn.Sequential(
+                nn.Linear(expression_dim, hidden), nn.LeakyReLU(LEAKY_SLOPE),
+                nn.Linear(hidden, hidden), nn.LeakyReLU(LEAKY_SLOPE),
+                nn.Linear(hidden, expression_heads * classes))
 
     def forward(self, expression_code: torch.Tensor, audio_code: torch.Tensor) -> torch.Tensor:
         """``expression_code [B, T, E]``, ``audio_code [B, T, A]`` -> ``[B, T, heads, classes]``."""
-        x = torch.cat([expression_code, audio_code], dim=-1)
-        logits = self.mlp(x).view(x.shape[0], x.shape[1], self.heads, self.classes)
+        B, T = expression_code.shape[:2]
+        logits = self.mlp(torch.cat([expression_code, audio_code], dim=-1)).view(B, T, self.heads, self.classes)
         k = self.expression_heads
         if k:
-            alone = self.mlp(torch.cat([expression_code, torch.zeros_like(audio_code)], dim=-1))
-            alone = alone.view(x.shape[0], x.shape[1], self.heads, self.classes)
-            logits = torch.cat([alone[:, :, :k], logits[:, :, k:]], dim=2)
+            alone = self.expression_mlp(expression_code).view(B, T, k, self.classes)
+            logits = torch.cat([alone, logits[:, :, k:]], dim=2)
         return F.log_softmax(logits, dim=-1)
 
 

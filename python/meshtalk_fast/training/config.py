@@ -61,6 +61,8 @@ class StageSection:
     landmarks_weight: float = 1.0
     mouth_weight: float = 1.0
     eye_weight: float = 1.0
+    brow_weight: float = 0.0      # ours: reconstruction error over the forehead mask (brow raises), normalised
+                                  # like the landmark term; 0 = released
     event_crops: float = 0.0      # stage 1 share of each batch's crops drawn around an upper-face event of
                                   # the training data (a blink or brow raise; batches.CropSampler); 0 =
                                   # released (crops uniform over the data)
@@ -89,7 +91,7 @@ class TrainConfig:
             check_choice(f"{name}.codes", st.codes, ("gumbel", "argmax"))
             if not st.lr > 0:
                 raise ValueError(f"{name}.lr must be > 0, got {st.lr}")
-            for field in ("diversity", "recon_weight", "landmarks_weight", "mouth_weight", "eye_weight"):
+            for field in ("diversity", "recon_weight", "landmarks_weight", "mouth_weight", "eye_weight", "brow_weight"):
                 value = getattr(st, field)
                 if not (isinstance(value, (int, float)) and 0 <= value < float("inf")):
                     raise ValueError(f"{name}.{field} must be a finite number >= 0, got {value!r}")

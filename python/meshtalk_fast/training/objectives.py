@@ -10,7 +10,7 @@ from typing import Dict, Optional
 import torch
 from torch import nn
 
-from ..losses import step1_losses
+from ..losses import masked_vertex_losses, step1_losses
 from ..models import MultimodalEncoder, VertexUnet
 from ..quantize import code_statistics, quantize
 
@@ -24,16 +24,23 @@ class Stage1Objective(nn.Module):
     def __init__(self, encoder: MultimodalEncoder, vertex_unet: VertexUnet, landmarks: torch.Tensor,
                  mouth: torch.Tensor, eye: torch.Tensor, distance: str = "squared", loss_backend: str = "auto",
                  codes: str = "gumbel", diversity: float = 0.0, weights: Optional[Dict[str, float]] = None,
-                 expression_diversity: Optional[float] = None):
+                 expression_diversity: Optional[float] = None, forehead: Optional[torch.Tensor] = None):
         super().__init__()
         # code usage on the expression heads (FusionMlp.expression_heads); None: like the other heads
         self.expression_diversity = diversity if expression_diversity is None else expression_diversity
-        # weights of "recon", "landmarks", "mouth", "eye" (missing ones 1, as released)
+        # weights of "recon", "landmarks", "mouth", "eye" (missing ones 1, as released) and "brow" (0 unless
+        # given: the reconstruction error over the forehead mask, normalised like the eye landmarks, a term
+        # of ours for the brow raises: RESULTS.md, "The upper face")
         self.weights = {k: 1.0 for k in ("recon", "landmarks", "mouth", "eye")}
+        self.weights["brow"] = 0.0
         unknown = set(weights or {}) - set(self.weights)
         if unknown:
             raise ValueError(f"weights: unknown terms {sorted(unknown)}; known: {sorted(self.weights)}")
         self.weights.update(weights or {})
+        if self.weights["brow"] > 0 and (forehead is None or not bool((forehead > 0).any())):
+            raise ValueError("the brow term (weight > 0) needs a forehead mask with weights > 0, got "
+                             f"{'none' if forehead is None else 'an empty mask'}")
+        self.register_buffer("forehead", None if forehead is None else forehead.float())
         self.encoder, self.vertex_unet, self.distance = encoder, vertex_unet, distance
         self.argmax = codes == "argmax"  # "gumbel" (released) or "argmax": see StageSection.codes
         self.diversity = diversity       # weight of the code-usage term (0: released): see StageSection
@@ -64,8 +71,11 @@ class Stage1Objective(nn.Module):
         keep_expression = self._reconstruct(template, fuse(expression_code, audio_code.roll(shift, 0)), generator)
         terms = step1_losses(recon.float(), keep_audio.float(), keep_expression.float(), geom, self.landmarks,
                              self.mouth, self.eye, distance=self.distance, backend=self.loss_backend)
-        if any(w != 1.0 for w in self.weights.values()):
-            terms["total"] = sum(w * terms[k] for k, w in self.weights.items())
+        if self.weights["brow"] > 0:
+            terms["brow"] = masked_vertex_losses([recon.float()], geom, self.forehead.to(geom.dtype)[None],
+                                                 distance=self.distance, backend=self.loss_backend)[0]
+        if any(w != (0.0 if k == "brow" else 1.0) for k, w in self.weights.items()):
+            terms["total"] = sum(w * terms[k] for k, w in self.weights.items() if w > 0)
         k = self.encoder.fusion_model.expression_heads
         if k and self.expression_diversity != self.diversity:
             if self.diversity > 0:

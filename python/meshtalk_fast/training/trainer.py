@@ -80,7 +80,9 @@ class Trainer:
                                         expression_diversity=None if cfg.expression_diversity == -1
                                         else cfg.expression_diversity,
                                         weights={"recon": cfg.recon_weight, "landmarks": cfg.landmarks_weight,
-                                                 "mouth": cfg.mouth_weight, "eye": cfg.eye_weight}).to(dev)
+                                                 "mouth": cfg.mouth_weight, "eye": cfg.eye_weight,
+                                                 "brow": cfg.brow_weight},
+                                        forehead=self.masks.forehead).to(dev)
             groups = [{"params": list(m.encoder.parameters()), "weight_decay": 0.0},
                       {"params": list(m.vertex_unet.parameters()), "weight_decay": cfg.weight_decay}]
         else:
