@@ -17,10 +17,12 @@ with a primal active-set method (``_box_qp``), warm-started from the previous fr
 """
 from __future__ import annotations
 
+import json
 import math
 import os
+import re
 import warnings
-from typing import Optional, Sequence, Tuple
+from typing import Dict, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -30,7 +32,8 @@ from ._dispatch import register, resolve
 from .gltf_morph import read_morph_mesh, replace_file, write_morph_mesh
 
 __all__ = ["ARKIT_NAMES", "BlendshapeBasis", "solve_blendshapes", "torch_solve_blendshapes", "blendshape_residual",
-           "DEPENDENT_CONDITION", "condition_number"]
+           "DEPENDENT_CONDITION", "condition_number",
+           "arkit_index", "load_arkit_mapping", "BlendshapeStream"]
 
 ARKIT_NAMES = (
     "eyeBlinkLeft", "eyeLookDownLeft", "eyeLookInLeft", "eyeLookOutLeft", "eyeLookUpLeft", "eyeSquintLeft",
@@ -163,6 +166,66 @@ class BlendshapeBasis:
 
 
 # ------------------------------------------------------------------------------------------------
+# rig target names -> ARKit names
+# ------------------------------------------------------------------------------------------------
+def _name_key(name: str) -> str:
+    """What a rig's target name means, as a lower-case key: the part after the last '.' or ':' (Blender and
+    Maya prefixes such as ``blendShape1.``), ``_L`` / ``_R`` suffixes (ARKit's raw strings) read as
+    Left / Right, separators dropped: ``"Face.JawOpen"``, ``"jaw_open"``, ``"eyeBlink_L"`` all match."""
+    base = re.split(r"[.:|]", name)[-1]
+    base = re.sub(r"[_\-. ]R$", "Right", re.sub(r"[_\-. ]L$", "Left", base))
+    return re.sub(r"[^0-9a-z]", "", base.lower())
+
+
+_ARKIT_KEYS = {n.lower(): n for n in ARKIT_NAMES}
+
+
+def load_arkit_mapping(path) -> Dict[str, str]:
+    """A mapping file: JSON object ``{"rig target name": "ARKit name", ...}``; every value must be one of
+    ``ARKIT_NAMES`` (the error names the file and the unknown name)."""
+    path = os.fspath(path)
+    where = f"mapping file {path!r}"
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{where} does not exist")
+    try:
+        with open(path) as fh:
+            data = json.load(fh)
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{where} is not valid JSON ({exc})") from None
+    if not isinstance(data, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in data.items()):
+        raise ValueError(f"{where} must hold a JSON object of strings {{\"rig target\": \"ARKit name\"}}")
+    for rig_name, arkit in data.items():
+        if arkit not in ARKIT_NAMES:
+            close = [n for n in ARKIT_NAMES if n.lower() == arkit.lower() or _name_key(arkit) == n.lower()]
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ValueError(f"{where}: {arkit!r} (for rig target {rig_name!r}) is not an ARKit blendshape "
+                             f"name{hint}; expected one of ARKIT_NAMES")
+    return data
+
+
+def arkit_index(names: Sequence[str], mapping: Optional[Mapping[str, str]] = None,
+                source: str = "the rig") -> Dict[str, int]:
+    """``{ARKit name: index into names}`` for a rig's target ``names``: through ``mapping`` (rig name ->
+    ARKit name) where given, else by matching the names (``_name_key``). Names matching nothing are left
+    out; two targets claiming one ARKit name are an error (resolve it with a mapping)."""
+    out: Dict[str, int] = {}
+    if mapping is not None:
+        unknown = [k for k in mapping if k not in names]
+        if unknown:
+            raise ValueError(f"the mapping names targets {unknown} that {source} does not have; its targets are "
+                             f"{list(names)}")
+    for i, name in enumerate(names):
+        arkit = mapping.get(name) if mapping is not None and name in mapping else _ARKIT_KEYS.get(_name_key(name))
+        if arkit is None:
+            continue
+        if arkit in out:
+            raise ValueError(f"{source}: targets {names[out[arkit]]!r} and {name!r} both map to the ARKit name "
+                             f"{arkit!r}; pass a mapping file to choose")
+        out[arkit] = i
+    return out
+
+
+# ------------------------------------------------------------------------------------------------
 # the solver
 # ------------------------------------------------------------------------------------------------
 def _solve_free(H: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:
@@ -228,28 +291,41 @@ def _gram(neutral, deltas, weights_mask):
     return (d * m3) @ d.T / S, d, m3, S
 
 
+class _Solver:
+    """The reference's state: the weighted Gram matrix (once per basis and mask) and the previous frame's
+    weights; ``step(meshes [k, V, 3]) -> float64 [k, K]`` continues the causal solve."""
+
+    def __init__(self, neutral, deltas, weights_mask, lo: float, hi: float, smoothing: float):
+        self.G, self.d, self.m3, self.S = _gram(neutral, deltas, weights_mask)
+        self.neutral = neutral.detach().to("cpu", torch.float64).reshape(-1)
+        self.lo, self.hi, self.smoothing = lo, hi, smoothing
+        self.eye = torch.eye(self.G.shape[0], dtype=torch.float64)
+        self.prev: Optional[torch.Tensor] = None
+
+    def step(self, meshes: torch.Tensor) -> torch.Tensor:
+        T = meshes.shape[0]
+        r = meshes.detach().to("cpu", torch.float64).reshape(T, -1) - self.neutral
+        b = (r * self.m3) @ self.d.T / self.S  # [T, K]
+        out = torch.empty(T, self.G.shape[0], dtype=torch.float64)
+        for t in range(T):
+            if self.prev is None:  # start from the clipped unconstrained fit (ridge only to start somewhere)
+                start = _solve_free(self.G + 1e-12 * float(self.G.diagonal().max()) * self.eye, b[t])
+                self.prev = _box_qp(self.G, b[t], self.lo, self.hi, start)
+            elif self.smoothing == 0.0:
+                self.prev = _box_qp(self.G, b[t], self.lo, self.hi, self.prev)
+            else:
+                s = self.smoothing
+                self.prev = _box_qp(self.G + s * self.eye, b[t] + s * self.prev, self.lo, self.hi, self.prev)
+            out[t] = self.prev
+        return out
+
+
 def torch_solve_blendshapes(meshes: torch.Tensor, neutral: torch.Tensor, deltas: torch.Tensor,
                             weights_mask: Optional[torch.Tensor], lo: float, hi: float,
                             smoothing: float) -> torch.Tensor:
     """The reference: ``meshes [T, V, 3]``, ``neutral [V, 3]``, ``deltas [K, V, 3]``, ``weights_mask [V]``
     or None -> weights ``[T, K]`` float32, each frame's box QP solved exactly in float64 (module docstring)."""
-    T, K = meshes.shape[0], deltas.shape[0]
-    G, d, m3, S = _gram(neutral, deltas, weights_mask)
-    r = (meshes.detach().to("cpu", torch.float64) - neutral.detach().to("cpu", torch.float64)).reshape(T, -1)
-    b = (r * m3) @ d.T / S  # [T, K]
-    eye = torch.eye(K, dtype=torch.float64)
-    out = torch.empty(T, K, dtype=torch.float64)
-    prev = None
-    for t in range(T):
-        if prev is None or smoothing == 0.0:
-            H, c = G, b[t]
-            start = prev if prev is not None else _solve_free(G + 1e-12 * float(G.diagonal().max()) * eye, b[t])
-        else:
-            H, c = G + smoothing * eye, b[t] + smoothing * prev
-            start = prev
-        prev = _box_qp(H, c, lo, hi, start)
-        out[t] = prev
-    return out.float()
+    return _Solver(neutral, deltas, weights_mask, lo, hi, smoothing).step(meshes).float()
 
 
 register("solve_blendshapes", "torch", torch_solve_blendshapes)
@@ -287,6 +363,24 @@ def condition_number(basis: BlendshapeBasis, weights_mask=None) -> float:
     return math.inf if float(ev[0]) <= 0 else float(ev[-1] / ev[0])
 
 
+def _check_smoothing(smoothing) -> float:
+    try:
+        smoothing = float(smoothing)
+    except (TypeError, ValueError):
+        raise ValueError(f"smoothing must be a number >= 0, got {smoothing!r}") from None
+    if not (smoothing >= 0 and math.isfinite(smoothing)):
+        raise ValueError(f"smoothing must be a finite number >= 0, got {smoothing}")
+    return smoothing
+
+
+def _warn_if_dependent(basis: BlendshapeBasis, mask, stacklevel: int = 3) -> None:
+    cond = condition_number(basis, mask)
+    if cond > DEPENDENT_CONDITION:
+        warnings.warn(f"the blendshape basis is (nearly) linearly dependent: condition number {cond:.3g} of its "
+                      f"weighted Gram matrix (> {DEPENDENT_CONDITION:.0e}); solving anyway, but the weights are "
+                      "not unique", RuntimeWarning, stacklevel=stacklevel)
+
+
 def solve_blendshapes(meshes: torch.Tensor, basis: BlendshapeBasis, weights_mask=None,
                       bounds: Tuple[float, float] = (0.0, 1.0), smoothing: float = 0.0,
                       backend: str = "auto") -> torch.Tensor:
@@ -303,17 +397,8 @@ def solve_blendshapes(meshes: torch.Tensor, basis: BlendshapeBasis, weights_mask
     check_finite("meshes", meshes)
     mask = _check_mask(weights_mask, basis.n_vertices)
     lo, hi = _check_bounds(bounds)
-    try:
-        smoothing = float(smoothing)
-    except (TypeError, ValueError):
-        raise ValueError(f"smoothing must be a number >= 0, got {smoothing!r}") from None
-    if not (smoothing >= 0 and math.isfinite(smoothing)):
-        raise ValueError(f"smoothing must be a finite number >= 0, got {smoothing}")
-    cond = condition_number(basis, mask)
-    if cond > DEPENDENT_CONDITION:
-        warnings.warn(f"the blendshape basis is (nearly) linearly dependent: condition number {cond:.3g} of its "
-                      f"weighted Gram matrix (> {DEPENDENT_CONDITION:.0e}); solving anyway, but the weights are "
-                      "not unique", RuntimeWarning, stacklevel=2)
+    smoothing = _check_smoothing(smoothing)
+    _warn_if_dependent(basis, mask, stacklevel=3)
     meshes_cpu = meshes.detach().to("cpu", torch.float32).contiguous()
     impl = resolve("solve_blendshapes", backend, meshes_cpu.device)
     return impl(meshes_cpu, basis.neutral, basis.deltas, mask, lo, hi, smoothing)
@@ -335,3 +420,28 @@ def blendshape_residual(meshes: torch.Tensor, basis: BlendshapeBasis, weights: t
     motion = ((x - basis.neutral.double()).square().sum(-1) * m).sum(-1)
     share = torch.where(motion > 0, err / motion.clamp_min(1e-300), (err > 0).double())
     return share.float()
+
+
+class BlendshapeStream:
+    """The causal solve frame by frame, for live use: ``push(meshes [k, V, 3]) -> weights [k, K]`` (float32),
+    carrying the previous frame's weights across pushes, so any chunking gives ``solve_blendshapes`` of the
+    whole sequence (the reference's arithmetic, float64 inside). Arguments as ``solve_blendshapes``."""
+
+    def __init__(self, basis: BlendshapeBasis, weights_mask=None, bounds: Tuple[float, float] = (0.0, 1.0),
+                 smoothing: float = 0.0):
+        if not isinstance(basis, BlendshapeBasis):
+            raise TypeError(f"basis must be a BlendshapeBasis, got {type(basis).__name__}")
+        mask = _check_mask(weights_mask, basis.n_vertices)
+        lo, hi = _check_bounds(bounds)
+        smoothing = _check_smoothing(smoothing)
+        _warn_if_dependent(basis, mask)
+        self.basis = basis
+        self._solver = _Solver(basis.neutral, basis.deltas, mask, lo, hi, smoothing)
+
+    def push(self, meshes: torch.Tensor) -> torch.Tensor:
+        check_tensor("meshes", meshes, ndim=3, what="[k, V, 3]")
+        self.basis.check_vertices(meshes.shape[1], "meshes")
+        check_finite("meshes", meshes)
+        if meshes.shape[0] == 0:
+            return torch.zeros(0, self.basis.n_shapes)
+        return self._solver.step(meshes).float()
