@@ -10,7 +10,6 @@ import torch
 
 import meshtalk_fast as mf
 from meshtalk_fast import cli
-from meshtalk_fast.data import procedural_face
 from meshtalk_fast.livelink import LIVELINK_CURVES, read_livelink_csv
 
 
@@ -20,20 +19,8 @@ def _one_thread(one_torch_thread):
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory, assets):
-    import soundfile as sf
-
-    root = tmp_path_factory.mktemp("rig")
-    v, f, _ = procedural_face(0)
-    with open(root / "face.obj", "w") as fh:
-        fh.writelines("v %.9g %.9g %.9g\n" % tuple(x) for x in v.tolist())
-        fh.writelines("f %d %d %d\n" % tuple(t) for t in (f + 1).tolist())
-    torch.manual_seed(0)
-    mf.MeshTalk(v.shape[0], heads=4, classes=16).save(root / "small.safetensors")
-    raw = mf.load_audio(assets / "example_sentence.wav", normalize=False)[:16000]
-    sf.write(root / "speech.wav", raw.numpy(), 16000, subtype="PCM_24")
-    assert cli.main(["make-rig", "--out", str(root / "face.glb")]) == 0
-    return root
+def setup(rig_files):
+    return rig_files
 
 
 def test_make_rig_writes_arkit_named_targets(setup, capsys, tmp_path):
