@@ -19,13 +19,13 @@ from typing import Dict, List, Mapping, Optional, Tuple
 import numpy as np
 import torch
 
-from ..blendshapes import ARKIT_NAMES, BlendshapeBasis, arkit_index
+from ..blendshapes import ARKIT_NAMES, BlendshapeBasis, arkit_index, load_arkit_mapping
 from .base import FaceMasks, derived_masks
 from .face_rig import FaceRig
 from .viseme_rig import CHANNELS
 
 __all__ = ["ARKIT_FROM_CHANNELS", "NOT_EXPRESSED", "REQUIRED", "arkit_weights", "face_rig_basis",
-           "procedural_arkit_basis", "ArkitRig"]
+           "procedural_arkit_basis", "ArkitRig", "load_arkit_rig"]
 
 # ARKit name -> (channel, second channel or None): the weight is the channel's curve (times the second's)
 ARKIT_FROM_CHANNELS: Dict[str, Tuple[str, Optional[str]]] = {
@@ -133,7 +133,7 @@ class ArkitRig:
             raise ValueError(f"{source} lacks the blendshapes {missing} (needed to drive it with speech and blinks; "
                              f"it has {list(basis.names)[:12]}{' ...' if basis.n_shapes > 12 else ''}); name them "
                              "like ARKit or pass a mapping file")
-        self.basis, self.source = basis, source
+        self.basis, self.source, self.index = basis, source, index  # index: ARKit name -> basis column
         self.used: Dict[str, str] = {}
         self._rows: List[Tuple[int, str]] = []  # (basis index, ARKit name whose weight drives it)
         for name, (a, b) in ARKIT_FROM_CHANNELS.items():
@@ -173,3 +173,21 @@ class ArkitRig:
         lips, upper = derived_masks(t(mouth), t(eye), t(forehead))
         return FaceMasks(mouth=t(mouth), eye=t(eye), eye_keypoints=t(keypoints), forehead=t(forehead),
                          neck=torch.zeros(self.n_vertices), lips=lips, upper_face=upper)
+
+    def report(self) -> str:
+        """One line: which rig target plays each ARKit shape, and what could not be mapped."""
+        used = ", ".join(f"{a}={t}" if a != t else a for a, t in self.used.items())
+        text = f"{self.source}: {self.basis.n_shapes} shapes, {self.n_vertices} vertices; driving {used}"
+        if self.unmapped:
+            text += f"; not mapped (the rig lacks them): {', '.join(self.unmapped)}"
+        if self.unmapped_channels:
+            text += f"; curves left unused: {', '.join(self.unmapped_channels)}"
+        return text
+
+
+def load_arkit_rig(path, mapping_path=None) -> ArkitRig:
+    """An ``ArkitRig`` from a rig file (``BlendshapeBasis.load``) and an optional mapping file
+    (``blendshapes.load_arkit_mapping``)."""
+    basis = BlendshapeBasis.load(path)
+    mapping = load_arkit_mapping(mapping_path) if mapping_path else None
+    return ArkitRig(basis, mapping, source=f"rig {str(path)!r}")
