@@ -168,6 +168,10 @@ def test_solver_errors():
         mf.solve_blendshapes(meshes, "rig.glb")
     with pytest.raises(ValueError, match="backend must be one of"):
         mf.solve_blendshapes(meshes, basis, backend="gpu")
+    with pytest.raises(ValueError, match="smoothing must be a finite number"):
+        mf.solve_blendshapes(meshes, basis, smoothing=float("nan"))
+    with pytest.raises(ValueError, match="weights must be finite, got 1 NaN"):
+        basis.reconstruct(torch.tensor([[0.0, float("nan"), 0.0, 0.0]]))
 
 
 def test_basis_errors():
@@ -249,3 +253,60 @@ def test_arkit_names():
     assert len(mf.ARKIT_NAMES) == 52 == len(set(mf.ARKIT_NAMES))
     assert mf.ARKIT_NAMES[0] == "eyeBlinkLeft" and mf.ARKIT_NAMES[17] == "jawOpen"
     assert mf.ARKIT_NAMES[-1] == "tongueOut"
+
+
+def test_gltf_with_an_external_buffer_and_animating_it(tmp_path):
+    """A .gltf + .bin rig reads like the .glb, and its animated copy is one self-contained .glb."""
+    from pygltflib import GLTF2, BufferFormat
+
+    from meshtalk_fast.gltf_morph import add_weights_animation
+
+    basis = _basis(20, 3, seed=13, faces=True)
+    basis.save(tmp_path / "rig.glb")
+    g = GLTF2().load(str(tmp_path / "rig.glb"))
+    g.convert_buffers(BufferFormat.BINFILE)
+    g.save(str(tmp_path / "rig.gltf"))
+    assert any(p.suffix == ".bin" for p in tmp_path.iterdir())
+    back = mf.BlendshapeBasis.load(tmp_path / "rig.gltf")
+    assert back.names == basis.names and torch.equal(back.deltas, basis.deltas)
+    w = torch.rand(5, 3, generator=torch.Generator().manual_seed(0)).numpy()
+    assert add_weights_animation(tmp_path / "rig.gltf", tmp_path / "anim.glb", w, 30) == [0]
+    g = GLTF2().load(str(tmp_path / "anim.glb"))
+    acc = g.accessors[g.animations[-1].samplers[0].output]
+    view = g.bufferViews[acc.bufferView]
+    got = np.frombuffer(g.binary_blob(), np.float32, acc.count, view.byteOffset + (acc.byteOffset or 0))
+    np.testing.assert_array_equal(got.reshape(5, 3), w)
+    assert torch.equal(mf.BlendshapeBasis.load(tmp_path / "anim.glb").deltas, basis.deltas)
+    with pytest.raises(ValueError, match=r"weights must have shape \[T > 0, K=3\], got \[5, 2\]"):
+        add_weights_animation(tmp_path / "rig.gltf", tmp_path / "x.glb", w[:, :2], 30)
+
+
+def test_sparse_morph_target(tmp_path):
+    """A target stored as a sparse accessor (only the moved vertices), as some exporters write them."""
+    from pygltflib import (FLOAT, GLTF2, UNSIGNED_INT, VEC3, Accessor, AccessorSparseIndices, AccessorSparseValues,
+                           Attributes, Buffer, BufferView, Mesh, Node, Primitive, Scene, Sparse)
+
+    neutral = np.arange(12, dtype=np.float32).reshape(4, 3)
+    idx = np.array([1, 3], np.uint32)
+    val = np.array([[1, 2, 3], [4, 5, 6]], np.float32)
+    blob = neutral.tobytes() + idx.tobytes() + val.tobytes()
+    g = GLTF2(scene=0, scenes=[Scene(nodes=[0])], nodes=[Node(mesh=0)], buffers=[Buffer(byteLength=len(blob))],
+              bufferViews=[BufferView(buffer=0, byteOffset=0, byteLength=48),
+                           BufferView(buffer=0, byteOffset=48, byteLength=8),
+                           BufferView(buffer=0, byteOffset=56, byteLength=24)],
+              accessors=[Accessor(bufferView=0, componentType=FLOAT, count=4, type=VEC3, min=[0, 1, 2],
+                                  max=[9, 10, 11]),
+                         Accessor(componentType=FLOAT, count=4, type=VEC3, min=[0, 0, 0], max=[4, 5, 6],
+                                  sparse=Sparse(count=2, indices=AccessorSparseIndices(bufferView=1,
+                                                                                       componentType=UNSIGNED_INT),
+                                                values=AccessorSparseValues(bufferView=2)))],
+              meshes=[Mesh(primitives=[Primitive(attributes=Attributes(POSITION=0), targets=[Attributes(POSITION=1)],
+                                                 mode=0)], extras={"targetNames": ["jawOpen"]})])
+    g.set_binary_blob(blob)
+    g.save_binary(str(tmp_path / "sparse.glb"))
+    basis = mf.BlendshapeBasis.load(tmp_path / "sparse.glb")
+    expected = np.zeros((1, 4, 3), np.float32)
+    expected[0, [1, 3]] = val
+    np.testing.assert_array_equal(basis.deltas.numpy(), expected)
+    np.testing.assert_array_equal(basis.neutral.numpy(), neutral)
+    assert basis.faces is None

@@ -113,6 +113,7 @@ class BlendshapeBasis:
     def reconstruct(self, weights: torch.Tensor) -> torch.Tensor:
         """``weights [T, K]`` -> meshes ``[T, V, 3]`` = neutral + sum_k w_k deltas[k] (float32)."""
         check_tensor("weights", weights, shape=(None, self.n_shapes), what="[T, K]")
+        check_finite("weights", weights)
         w = weights.detach().to("cpu", torch.float64)
         d = self.deltas.double().reshape(self.n_shapes, -1)
         return (self.neutral.double().reshape(1, -1) + w @ d).reshape(-1, self.n_vertices, 3).float()

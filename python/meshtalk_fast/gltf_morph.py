@@ -75,6 +75,15 @@ def _buffer(gltf, index: int, path: str, cache: Dict[int, bytes]) -> bytes:
     return data
 
 
+def _positions(gltf, index: int, path: str, cache: Dict[int, bytes], what: str) -> np.ndarray:
+    """A float VEC3 accessor (POSITION or a target's displacements) as float32 ``[count, 3]``."""
+    acc = gltf.accessors[index]
+    if acc.componentType != 5126 or acc.type != "VEC3":
+        raise ValueError(f"glTF file {path!r}: {what} must be float VEC3 (quantized meshes are not supported), got "
+                         f"componentType {acc.componentType}, type {acc.type}")
+    return _accessor(gltf, index, path, cache)
+
+
 def _accessor(gltf, index: int, path: str, cache: Dict[int, bytes]) -> np.ndarray:
     """Accessor ``index`` as a ``[count, width]`` array (dense; sparse substitutions applied)."""
     acc = gltf.accessors[index]
@@ -143,16 +152,14 @@ def read_morph_mesh(path, mesh: Union[None, int, str] = None) -> Dict[str, objec
     for p in m.primitives:
         if p.attributes.POSITION is None:
             raise ValueError(f"glTF file {path!r}: a primitive of mesh {m.name or index!r} has no POSITION")
-        pos = _accessor(gltf, p.attributes.POSITION, path, cache).astype(np.float32)
-        if pos.shape[1] != 3:
-            raise ValueError(f"glTF file {path!r}: POSITION must be VEC3, got width {pos.shape[1]}")
+        pos = _positions(gltf, p.attributes.POSITION, path, cache, "POSITION")
         d = []
         for k, t in enumerate(p.targets):
             a = t.get("POSITION") if isinstance(t, dict) else getattr(t, "POSITION", None)
             if a is None:  # a target that moves normals only: no displacement
                 d.append(np.zeros_like(pos))
                 continue
-            d.append(_accessor(gltf, a, path, cache).astype(np.float32))
+            d.append(_positions(gltf, a, path, cache, f"morph target {k}"))
             if d[-1].shape != pos.shape:
                 raise ValueError(f"glTF file {path!r}: morph target {k} has {d[-1].shape[0]} displacements for "
                                  f"{pos.shape[0]} vertices")
