@@ -310,3 +310,19 @@ def test_sparse_morph_target(tmp_path):
     np.testing.assert_array_equal(basis.deltas.numpy(), expected)
     np.testing.assert_array_equal(basis.neutral.numpy(), neutral)
     assert basis.faces is None
+
+
+@pytest.mark.parametrize("smoothing", [0.0, 0.2])
+def test_rank_deficient_bases_reach_the_optimum(smoothing):
+    """More shapes than coordinates (K = 100 > 3V = 60) with the box active: the solve ends (no cycling
+    between equally good faces of the box) at BVLS's objective."""
+    basis = _basis(20, 100, seed=14)
+    g = torch.Generator().manual_seed(15)
+    meshes = basis.reconstruct(2 * torch.randn(4, 100, generator=g)) + 0.3 * torch.randn(4, 20, 3, generator=g)
+    with pytest.warns(RuntimeWarning, match="condition number"):
+        got = mf.solve_blendshapes(meshes, basis, smoothing=smoothing, backend="torch")
+    assert got.min().item() >= 0 and got.max().item() <= 1
+    if smoothing == 0.0:  # frames are independent: compare the fit itself
+        judge = _bvls(basis, meshes, 0.0, 1.0).float()
+        excess = _objective(basis, meshes, got) - _objective(basis, meshes, judge)
+        assert excess.max().item() < 1e-8 * _objective(basis, meshes, judge).max().item()

@@ -298,6 +298,13 @@ class _Solver:
 
     def __init__(self, neutral, deltas, weights_mask, lo: float, hi: float, smoothing: float):
         self.G, self.d, self.m3, self.S = _gram(neutral, deltas, weights_mask)
+        ev = torch.linalg.eigvalsh(self.G)
+        if float(ev[0]) * DEPENDENT_CONDITION < float(ev[-1]):
+            # Linearly dependent shapes: the optimum is not unique and the active-set method can cycle
+            # between equally good faces of the box. A ridge of 1/DEPENDENT_CONDITION of the largest
+            # eigenvalue makes it unique (the smallest weights among the near-optimal ones); the fit it
+            # gives up is below 1e-10 relative. Independent shapes are solved without it, exactly.
+            self.G = self.G + float(ev[-1]) / DEPENDENT_CONDITION * torch.eye(self.G.shape[0], dtype=torch.float64)
         self.neutral = neutral.detach().to("cpu", torch.float64).reshape(-1)
         self.lo, self.hi, self.smoothing = lo, hi, smoothing
         self.eye = torch.eye(self.G.shape[0], dtype=torch.float64)
@@ -309,9 +316,8 @@ class _Solver:
         b = (r * self.m3) @ self.d.T / self.S  # [T, K]
         out = torch.empty(T, self.G.shape[0], dtype=torch.float64)
         for t in range(T):
-            if self.prev is None:  # start from the clipped unconstrained fit (ridge only to start somewhere)
-                start = _solve_free(self.G + 1e-12 * float(self.G.diagonal().max()) * self.eye, b[t])
-                self.prev = _box_qp(self.G, b[t], self.lo, self.hi, start)
+            if self.prev is None:  # start from the clipped unconstrained fit
+                self.prev = _box_qp(self.G, b[t], self.lo, self.hi, _solve_free(self.G, b[t]))
             elif self.smoothing == 0.0:
                 self.prev = _box_qp(self.G, b[t], self.lo, self.hi, self.prev)
             else:
