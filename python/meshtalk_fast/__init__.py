@@ -35,4 +35,5 @@ __all__ = [
 __all__ += ["animate", "StreamingAnimator", "save_glb", "save_npz", "save_obj_sequence", "write_animation",
             "probe_mp4", "render_frames", "save_preview_mp4"]
 __all__ += ["cmake_dir"]
-__all__ += ["ARKIT_NAMES", "BlendshapeBasis", "BlendshapeStream", "blendshape_residual", "solve_blendshapes", "torch_solve_blendshapes"]
+__all__ += ["ARKIT_NAMES", "BlendshapeBasis", "BlendshapeStream", "blendshape_residual", "solve_blendshapes",
+            "torch_solve_blendshapes"]

@@ -10,7 +10,9 @@ minimised subject to ``lo <= w_k <= hi``; frame 0 has no smoothing term. The sol
 sees frames <= t only), so it runs live. It is a box-constrained convex QP in K unknowns: with the
 weighted Gram matrix ``G = D^T M D / S`` and ``b_t = D^T M r_t / S`` (``D`` the deltas as ``[3V, K]``)
 it reads ``min w^T (G + s I) w - 2 w^T (b_t + s w_{t-1})``. The reference solves it exactly in float64
-with a primal active-set method (``_box_qp``), warm-started from the previous frame.
+with a primal active-set method (``_box_qp``), warm-started from the previous frame. Linearly dependent
+shapes (condition number of G above ``DEPENDENT_CONDITION``) make the optimum non-unique: there, and only
+there, a ridge of ``max eig(G) / DEPENDENT_CONDITION`` picks one (``_Solver``) and a warning is issued.
 
 ``ARKIT_NAMES``: Apple's 52 ``ARFaceAnchor.BlendShapeLocation`` names, in the order of Unreal's
 ``EARFaceBlendShape`` (the order of the Live Link Face app's packets and CSV takes).

@@ -14,8 +14,9 @@ __all__ = ["add_parsers", "add_rig_arguments", "load_rig", "stream_rig", "solve_
 
 
 def add_rig_arguments(p, live: bool = False) -> None:
-    p.add_argument("--blendshapes", metavar="RIG", help="a blendshape rig (.glb/.gltf with named morph targets, or "
-                                                        ".npz) on the model's topology: also solve its weights per frame")
+    p.add_argument("--blendshapes", metavar="RIG", help="a blendshape rig (.glb/.gltf with named morph targets, "
+                                                        "or .npz) on the model's topology: also solve its weights "
+                                                        "per frame")
     p.add_argument("--blendshape-map", metavar="JSON", help="mapping file {\"rig target\": \"ARKit name\"} for rigs "
                                                             "whose targets are not named like ARKit's")
     p.add_argument("--blendshape-smoothing", type=float, default=0.0,

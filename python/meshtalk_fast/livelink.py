@@ -33,7 +33,8 @@ from .blendshapes import ARKIT_NAMES
 from .gltf_morph import replace_file
 
 __all__ = ["LIVELINK_CURVES", "PACKET_VERSION", "DEFAULT_PORT", "arkit_frame", "livelink_packet",
-           "parse_livelink_packet", "timecode", "write_livelink_csv", "read_livelink_csv", "LiveLinkSender", "parse_target"]
+           "parse_livelink_packet", "timecode", "write_livelink_csv", "read_livelink_csv", "LiveLinkSender",
+           "parse_target"]
 
 LIVELINK_CURVES = tuple(n[0].upper() + n[1:] for n in ARKIT_NAMES) + (
     "HeadYaw", "HeadPitch", "HeadRoll", "LeftEyeYaw", "LeftEyePitch", "LeftEyeRoll", "RightEyeYaw", "RightEyePitch",
