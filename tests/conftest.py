@@ -57,3 +57,27 @@ def face_model(assets):
         return mf.MeshTalk(6172, mean=mean, stddev=std, **config).eval()
 
     return make
+
+
+@pytest.fixture(scope="session")
+def rig_files(tmp_path_factory, assets):
+    """A folder with the built-in face (subject 0) as ``face.obj`` and as an ARKit rig ``face.glb``
+    (``make-rig``), a small random model on its topology ``small.safetensors`` and 1 s of the real
+    recording ``speech.wav``."""
+    import soundfile as sf
+
+    import meshtalk_fast as mf
+    from meshtalk_fast import cli
+    from meshtalk_fast.data import procedural_face
+
+    root = tmp_path_factory.mktemp("rig")
+    v, f, _ = procedural_face(0)
+    with open(root / "face.obj", "w") as fh:
+        fh.writelines("v %.9g %.9g %.9g\n" % tuple(x) for x in v.tolist())
+        fh.writelines("f %d %d %d\n" % tuple(t) for t in (f + 1).tolist())
+    torch.manual_seed(0)
+    mf.MeshTalk(v.shape[0], heads=4, classes=16).save(root / "small.safetensors")
+    raw = mf.load_audio(assets / "example_sentence.wav", normalize=False)[:16000]
+    sf.write(root / "speech.wav", raw.numpy(), 16000, subtype="PCM_24")
+    assert cli.main(["make-rig", "--out", str(root / "face.glb")]) == 0
+    return root

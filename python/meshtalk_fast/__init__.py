@@ -11,6 +11,8 @@ from .mesh import load_mask, load_obj
 from .meshtalk import MeshTalk, MeshTalkConfig
 from .quantize import quantize
 from .smoothing import post_smooth, smooth_geom
+from .blendshapes import (ARKIT_NAMES, BlendshapeBasis, BlendshapeStream, blendshape_residual, solve_blendshapes,
+                          torch_solve_blendshapes)
 from . import data  # data sets: FaceSequence, SegmentDataset, SpeechFaceSet, readers
 from .streaming_mel import StreamingLogMel
 from . import _triton  # registers the Triton fast paths (triton itself is imported on first use)
@@ -33,3 +35,5 @@ __all__ = [
 __all__ += ["animate", "StreamingAnimator", "save_glb", "save_npz", "save_obj_sequence", "write_animation",
             "probe_mp4", "render_frames", "save_preview_mp4"]
 __all__ += ["cmake_dir"]
+__all__ += ["ARKIT_NAMES", "BlendshapeBasis", "BlendshapeStream", "blendshape_residual", "solve_blendshapes",
+            "torch_solve_blendshapes"]

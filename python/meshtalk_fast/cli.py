@@ -8,6 +8,7 @@ Subcommands:
   animate            speech -> meshes.npz, OBJ sequence, animation.glb, preview.mp4 (cli_animate.py)
   stream             live speech (file or stdin) -> frames as they are ready, with the latency (cli_animate.py)
   make-dataset, train, evaluate, quickstart: data, training and evaluation (cli_train.py)
+  make-rig           the built-in face as an ARKit-named blendshape rig (cli_rig.py)
 Errors are one line on stderr with exit code 2.
 """
 from __future__ import annotations
@@ -126,10 +127,12 @@ def main(argv=None) -> int:
     p.add_argument("--out", required=True)
     p.set_defaults(fn=_demo)
     from .cli_animate import add_parsers as _add_animate_parsers
+    from .cli_rig import add_parsers as _add_rig_parsers
     from .cli_train import add_parsers as _add_train_parsers
 
     _add_animate_parsers(sub)
     _add_train_parsers(sub)
+    _add_rig_parsers(sub)
     args = parser.parse_args(argv)
     try:
         return args.fn(args)

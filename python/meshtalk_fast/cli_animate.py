@@ -145,14 +145,21 @@ def run_animate(args) -> int:
     from .export import OUTPUTS, check_output_folder, parse_formats, write_animation
 
     _set_threads(args.threads)
+    from .cli_rig import RIG_OUTPUTS, load_rig, residual_line, rig_outputs, solve_rig
+
     formats = _about("--formats", lambda: parse_formats(args.formats))
-    _about("", lambda: check_output_folder(args.out, [OUTPUTS[f] for f in formats], args.force))
+    rig_names = list(RIG_OUTPUTS) if args.blendshapes else []
+    _about("", lambda: check_output_folder(args.out, [OUTPUTS[f] for f in formats] + rig_names, args.force))
+    if args.blendshape_map and not args.blendshapes:
+        raise CliError("--blendshape-map needs --blendshapes (the rig it maps)")
     if args.video_size % 16 or args.video_size <= 0:
         raise CliError(f"--video-size must be a positive multiple of 16, got {args.video_size}")
     _check_audio_file(args.audio)
     _check_backend(args.backend, ("sample", "decode"))
     model, template, faces, masks, template_path = _inputs(args)
     c = model.config
+    rig = _about("", lambda: load_rig(args.blendshapes, args.blendshape_map, c.n_vertices, args.model)) \
+        if args.blendshapes else None
     audio = _about(f"audio file {args.audio!r}", lambda: mf.load_audio(args.audio))
     expression = None
     if args.expression_from:
@@ -172,14 +179,21 @@ def run_animate(args) -> int:
     seconds = audio.shape[0] / mf.audio.SAMPLE_RATE
     print(f"animated {T} frames at {c.fps} fps from {seconds:.2f} s of speech in {compute_s:.2f} s "
           f"(real-time factor {seconds / compute_s:.2f})")
+    extra = None
+    if rig is not None:
+        basis, index = rig
+        weights, residual = _about(f"--blendshapes {args.blendshapes!r}", lambda: solve_rig(
+            geom, basis, args.blendshape_smoothing, args.backend))
+        print(f"blendshapes: {basis.n_shapes} rig shapes ({len(index)} ARKit-named); " + residual_line(residual))
+        extra = rig_outputs(args.blendshapes, basis, index, weights, residual, c.fps, args.blendshape_smoothing, faces)
     soundtrack = None
     if "mp4" in formats:  # the speech as recorded (mono 16 kHz), not the model's normalised input
         soundtrack = _about(f"audio file {args.audio!r}", lambda: mf.load_audio(args.audio, normalize=False))
     t0 = time.perf_counter()
     info = _about(f"--out {args.out!r}", lambda: write_animation(
         args.out, formats, geom, template, faces, c.fps, audio=soundtrack, force=args.force,
-        video_size=args.video_size, progress=T >= 300))
-    for f in formats:
+        video_size=args.video_size, progress=T >= 300, extra=extra))
+    for f in formats + rig_names:
         print(f"wrote {info['paths'][f]}")
     if "glb" in info:
         g = info["glb"]
@@ -276,10 +290,20 @@ def run_stream(args) -> int:
     if args.audio != "-":
         _check_audio_file(args.audio)
     _check_backend(args.backend, ("sample_step", "decode_step"))
+    from .cli_rig import stream_rig
+    from .livelink import arkit_frame
+
+    if args.blendshape_map and not args.blendshapes:
+        raise CliError("--blendshape-map needs --blendshapes (the rig it maps)")
     model, template, faces, masks, _ = _inputs(args)
-    animator = _about("stream", lambda: mf.StreamingAnimator(model, template, seed=args.seed, smooth_masks=masks,
-                                                             backend=args.backend,
-                                                             smoothing_delay=args.smoothing_delay))
+    rig, sender = _about("", lambda: stream_rig(args, model.config.n_vertices, model.config.fps))
+    animator = _about("stream", lambda: mf.StreamingAnimator(
+        model, template, seed=args.seed, smooth_masks=masks, backend=args.backend,
+        smoothing_delay=args.smoothing_delay, blendshapes=rig[0] if rig else None,
+        blendshape_smoothing=args.blendshape_smoothing))
+    if sender is not None:
+        print(f"sending Live Link Face packets to {sender.address[0]}:{sender.address[1]} (subject "
+              f"{sender.subject!r})", file=sys.stderr if to_stdout else sys.stdout, flush=True)
     b = animator.latency_breakdown
     print(f"latency {animator.latency_s:.3f} s = look-ahead {b['lookahead_s']:.3f} s + one frame {b['frame_s']:.3f} s"
           + (f" + smoothing {args.smoothing_delay} frames {b['smoothing_s']:.3f} s" if masks else " (no smoothing)")
@@ -287,12 +311,20 @@ def run_stream(args) -> int:
     source = "stdin" if args.audio == "-" else f"audio file {args.audio!r}"
     chunks = _stdin_chunks(args.chunk) if args.audio == "-" else _file_chunks(args.audio, args.chunk)
     frames, n_samples, compute = [], 0, 0.0
+    weights, residuals = [], []
     start = time.perf_counter()
 
     def emit(out: torch.Tensor) -> None:
         if out.shape[0] == 0:
             return
         out = out.cpu()
+        if rig is not None:
+            w = animator.pop_weights()
+            weights.append(w)
+            residuals.append(mf.blendshape_residual(out, rig[0], w))
+            if sender is not None:
+                for row in arkit_frame(w.numpy(), rig[1]):
+                    sender.send(row)
         if to_stdout:
             sys.stdout.buffer.write(out.numpy().astype("<f4").tobytes())
             sys.stdout.buffer.flush()
@@ -318,6 +350,16 @@ def run_stream(args) -> int:
     seconds = n_samples / 16000
     print(f"{T} frames at {animator.fps} fps from {seconds:.2f} s of audio; compute {compute:.2f} s "
           f"({1000 * compute / T:.1f} ms per frame, real-time factor {seconds / compute:.2f})", file=info)
+    rig_arrays = {}
+    if rig is not None:
+        from .cli_rig import residual_line
+
+        residual = torch.cat(residuals)
+        print(residual_line(residual) + (f"; sent {sender.sent} Live Link packets" if sender else ""), file=info)
+        rig_arrays = dict(weights=torch.cat(weights).numpy(), weight_names=np.array(rig[0].names),
+                          residual=residual.numpy())
+        if sender is not None:
+            sender.close()
     if not to_stdout:
         vertices = torch.cat(frames).numpy()
 
@@ -325,7 +367,7 @@ def run_stream(args) -> int:
             tmp = args.out + ".tmp.npz"
             try:
                 np.savez(tmp, vertices=vertices, faces=faces.numpy().astype(np.int32), fps=np.int64(animator.fps),
-                         latency_s=np.float64(animator.latency_s))
+                         latency_s=np.float64(animator.latency_s), **rig_arrays)
                 os.replace(tmp, args.out)
             finally:
                 if os.path.exists(tmp):
@@ -351,6 +393,8 @@ def _common(p) -> None:
 
 
 def add_parsers(sub) -> None:
+    from .cli_rig import add_rig_arguments
+
     p = sub.add_parser("animate", help="speech -> meshes.npz, OBJ sequence, animation.glb, preview.mp4",
                        description="Animate a face from speech; outputs are written all-or-nothing.")
     _common(p)
@@ -365,12 +409,14 @@ def add_parsers(sub) -> None:
     p.add_argument("--video-size", type=int, default=512, help="preview.mp4 width = height in pixels (multiple of 16)")
     p.add_argument("--force", action="store_true", help="overwrite existing outputs")
     p.add_argument("--out", required=True, help="output folder")
+    add_rig_arguments(p)
     p.set_defaults(fn=run_animate)
 
     p = sub.add_parser("stream", help="live: audio in (file or stdin), frames out as they are ready",
                        description="Stream speech through the model. stdin ('-') takes raw little-endian float32 "
                                    "samples, 16 kHz, mono. --out X.npz writes vertices [T, V, 3], faces, fps and "
-                                   "latency_s at the end; --out - writes each frame to stdout as soon as it is "
+                                   "latency_s at the end (with --blendshapes also weights [T, K], weight_names "
+                                   "and residual [T]); --out - writes each frame to stdout as soon as it is "
                                    "ready, as V*3 raw little-endian float32 values (x, y, z per vertex), and "
                                    "prints everything else on stderr.")
     _common(p)
@@ -383,4 +429,5 @@ def add_parsers(sub) -> None:
     p.add_argument("--smoothing-delay", type=int, choices=(4, 8), default=4,
                    help="frames the smoothing waits for: 4 (released kernel's half width) or 8 (exact)")
     p.add_argument("--force", action="store_true", help="overwrite an existing --out file")
+    add_rig_arguments(p, live=True)
     p.set_defaults(fn=run_stream)

@@ -38,9 +38,19 @@ def _make_dataset(args) -> int:
     from .data import load_masks, make_dataset
 
     kwargs = dict(seed=args.seed, n_sentences=args.sentences)
-    if (args.template is None) != (args.masks is None):
+    if args.rig_map and not args.rig:
+        raise ValueError("--rig-map needs --rig (the rig it maps)")
+    if args.rig:
+        from .data.arkit_rig import load_arkit_rig
+
+        if args.template:
+            raise ValueError("--rig and --template exclude each other: the rig's neutral mesh is the template")
+        rig = load_arkit_rig(args.rig, args.rig_map)
+        print(rig.report())
+        kwargs.update(rig=rig, masks=load_masks(args.masks, rig.n_vertices) if args.masks else None)
+    elif (args.template is None) != (args.masks is None):
         raise ValueError("--template and --masks go together: a user template needs its mask folder")
-    if args.template:
+    elif args.template:
         kwargs.update(template=args.template, masks=load_masks(args.masks))
     info = make_dataset(args.out, overwrite=args.overwrite, progress=True, **kwargs)
     print(f"wrote {args.out}: " + ", ".join(f"{k} {len(v)}" for k, v in info["splits"].items()))
@@ -113,8 +123,15 @@ def _quickstart(args) -> int:
     from .quickstart import quickstart
 
     quickstart(args.out, minutes=args.minutes, template=args.template, masks=args.masks, seed=args.seed,
-               n_sentences=args.sentences, device=args.device)
+               n_sentences=args.sentences, device=args.device, rig=args.rig, rig_map=args.rig_map)
     return 0
+
+
+def _rig_arguments(p) -> None:
+    p.add_argument("--rig", help="an ARKit-named blendshape rig (.glb/.gltf morph targets or .npz; at least jawOpen, "
+                                 "eyeBlinkLeft, eyeBlinkRight) driven by the speech curves: the data set's meshes "
+                                 "are that rig's (masks derived from its shapes unless --masks)")
+    p.add_argument("--rig-map", help="mapping file {\"rig target\": \"ARKit name\"} for a rig named otherwise")
 
 
 def add_parsers(sub) -> None:
@@ -123,7 +140,8 @@ def add_parsers(sub) -> None:
     p.add_argument("--sentences", type=int, default=None, help="use the first N built-in sentences (default all)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--template", help="a user template OBJ (default: procedural faces)")
-    p.add_argument("--masks", help="the template's mask folder")
+    p.add_argument("--masks", help="the template's (or rig's) mask folder")
+    _rig_arguments(p)
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(fn=_make_dataset)
 
@@ -154,6 +172,7 @@ def add_parsers(sub) -> None:
     p.add_argument("--minutes", type=float, default=10.0)
     p.add_argument("--template")
     p.add_argument("--masks")
+    _rig_arguments(p)
     p.add_argument("--sentences", type=int, default=None)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default=None)

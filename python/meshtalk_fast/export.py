@@ -312,15 +312,19 @@ def check_output_folder(out_dir, names: Iterable[str], force: bool) -> None:
 
 def write_animation(out_dir, formats: Iterable[str], vertices, template, faces, fps: int,
                     audio: Optional[torch.Tensor] = None, sample_rate: int = 16000, force: bool = False,
-                    video_size: int = 512, progress: bool = False) -> Dict[str, object]:
+                    video_size: int = 512, progress: bool = False,
+                    extra: Optional[Dict[str, Callable[[str], None]]] = None) -> Dict[str, object]:
     """Write the chosen outputs of ``vertices [T, V, 3]`` into ``out_dir``, all or none (``write_outputs``):
     ``meshes.npz``, ``obj/frame_*.obj``, ``animation.glb`` (template ``[V, 3]`` + morph targets) and
-    ``preview.mp4`` (``video_size`` square, ``audio [L]`` at ``sample_rate`` as its AAC track).
-    Returns ``{"paths": {format: path}, "glb": save_glb's extras (when written)}``."""
+    ``preview.mp4`` (``video_size`` square, ``audio [L]`` at ``sample_rate`` as its AAC track), plus
+    ``extra`` outputs ``{file name: write(path)}`` (e.g. the blendshape files), in the same all-or-none step.
+    Returns ``{"paths": {format or extra name: path}, "glb": save_glb's extras (when written)}``."""
     formats = parse_formats(",".join(formats))
-    names = [OUTPUTS[f] for f in formats]
+    extra = dict(extra or {})
+    names = [OUTPUTS[f] for f in formats] + list(extra)
     info: Dict[str, object] = {"paths": {f: os.path.join(os.path.abspath(os.fspath(out_dir)), OUTPUTS[f])
                                          for f in formats}}
+    info["paths"].update({n: os.path.join(os.path.abspath(os.fspath(out_dir)), n) for n in extra})
 
     def write(tmp: str) -> None:
         if "npz" in formats:
@@ -334,6 +338,8 @@ def write_animation(out_dir, formats: Iterable[str], vertices, template, faces, 
 
             save_preview_mp4(os.path.join(tmp, OUTPUTS["mp4"]), vertices, faces, fps, audio, sample_rate,
                              (video_size, video_size), progress=progress)
+        for name, fn in extra.items():
+            fn(os.path.join(tmp, name))
 
     write_outputs(out_dir, names, write, force)
     return info

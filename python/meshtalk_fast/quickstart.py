@@ -7,6 +7,9 @@ Outputs: ``DIR/data/`` (the data set), ``DIR/model.safetensors``, ``DIR/metrics.
 ``lve_static``, ``fdd``, the disentanglement numbers, ``code_sensitivity``), ``DIR/metrics.jsonl`` +
 ``training_curves.png`` (the training log), ``DIR/checkpoint.safetensors`` (resumable) and ``DIR/heldout/``
 (the animated held-out utterance: ``meshes.npz``, plus the other export formats when available).
+With ``--rig character.glb`` (an ARKit-named blendshape rig) the data set is that rig driven by the
+speech curves (``data.arkit_rig``), so the model animates that character, and ``heldout/`` also holds
+its weights: ``blendshapes.csv``, ``blendshapes.json`` and ``rig_animation.glb`` (``rig_export``).
 A warning is printed when the codes collapsed (code sensitivity below ``COLLAPSED``): then the LVE
 gain is a mean pose, not lip-sync (benchmarks/RESULTS.md, "Why the codes collapse").
 """
@@ -104,21 +107,30 @@ def _clips(sequences, config: TrainConfig) -> List[Clip]:
 
 def quickstart(out_dir: str, minutes: float = 10.0, template: Optional[str] = None, masks: Optional[str] = None,
                seed: int = 0, n_sentences: Optional[int] = None, device: Optional[str] = None,
-               progress: bool = True) -> Dict[str, float]:
+               progress: bool = True, rig: Optional[str] = None, rig_map: Optional[str] = None) -> Dict[str, float]:
     from .data import load_folder_masks, load_masks, make_dataset, read_folder
     from .evaluate import format_report, report
     from .training.trainer import Trainer, TrainingMasks
 
     if not minutes > 0:
         raise ValueError(f"minutes must be > 0, got {minutes}")
-    if (template is None) != (masks is None):
+    if rig is None and (template is None) != (masks is None):
         raise ValueError("--template and --masks go together: a user template needs its mask folder")
+    if rig is not None and template is not None:
+        raise ValueError("--rig and --template exclude each other: the rig's neutral mesh is the template")
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     os.makedirs(out_dir, exist_ok=True)
     t_start = time.perf_counter()
     data_dir = os.path.join(out_dir, "data")
     kwargs = dict(seed=seed, n_sentences=n_sentences)
-    if template is not None:
+    arkit_rig = None
+    if rig is not None:
+        from .data.arkit_rig import load_arkit_rig
+
+        arkit_rig = load_arkit_rig(rig, rig_map)
+        print(arkit_rig.report(), flush=True)
+        kwargs.update(rig=arkit_rig, masks=load_masks(masks, arkit_rig.n_vertices) if masks else None)
+    elif template is not None:
         kwargs.update(template=template, masks=load_masks(masks))
     if not os.path.isfile(os.path.join(data_dir, "dataset.json")):
         print(f"making the built-in data set in {data_dir} ...", flush=True)
@@ -148,7 +160,9 @@ def quickstart(out_dir: str, minutes: float = 10.0, template: Optional[str] = No
     held = test[-1]
     heldout_dir = os.path.join(out_dir, "heldout")
     os.makedirs(heldout_dir, exist_ok=True)
-    _write_heldout(heldout_dir, held, model, data_dir, fm, seed)
+    geom = _write_heldout(heldout_dir, held, model, data_dir, fm, seed)
+    if arkit_rig is not None:
+        metrics["rig_residual_mean"] = _write_rig_weights(heldout_dir, rig, arkit_rig, geom, model.config.fps)
     metrics["seconds_total"] = time.perf_counter() - t_start
     tmp = os.path.join(out_dir, "metrics.json.tmp")
     with open(tmp, "w") as f:
@@ -178,7 +192,19 @@ def _verdict(m: Dict[str, object]) -> str:
     return "targets: " + "; ".join(parts)
 
 
-def _write_heldout(folder: str, clip: Clip, model: MeshTalk, data_dir: str, masks, seed: int) -> None:
+def _write_rig_weights(folder: str, rig_path: str, arkit_rig, geom: torch.Tensor, fps: int) -> float:
+    """The held-out animation as the rig's weights (``rig_export``'s three files); returns the mean residual."""
+    from .rig_export import residual_line, rig_outputs, solve_rig
+
+    basis = arkit_rig.basis
+    weights, residual = solve_rig(geom, basis, 0.0, "auto")
+    for name, write in rig_outputs(rig_path, basis, arkit_rig.index, weights, residual, fps, 0.0).items():
+        write(os.path.join(folder, name))
+    print(f"heldout/ blendshapes.csv, blendshapes.json, rig_animation.glb: {residual_line(residual)}", flush=True)
+    return float(residual.mean())
+
+
+def _write_heldout(folder: str, clip: Clip, model: MeshTalk, data_dir: str, masks, seed: int) -> torch.Tensor:
     """The held-out utterance animated from its speech alone: ``meshes.npz`` (sampled vertices of seed
     ``seed`` and the ground truth), ``speech.wav``, ``preview.mp4`` (ground truth | sampled side by side,
     the speech as its soundtrack, the eye openings painted dark so blinks show) and ``upper_face.png``
@@ -221,3 +247,4 @@ def _write_heldout(folder: str, clip: Clip, model: MeshTalk, data_dir: str, mask
                      colours=eye_colours(clip.template, masks.eye_keypoints),
                      labels=["ground truth", f"sampled from speech (seed {seed})"])
     os.replace(tmp, os.path.join(folder, "preview.mp4"))
+    return geom

@@ -50,6 +50,7 @@ from ._dispatch import resolve
 from .animate import CHUNK_FRAMES, _check_template, check_smooth_masks
 from .audio import (HOP_LENGTH, SAMPLE_RATE, STREAM_PAD, WIN_LENGTH, WINDOW_SAMPLES, frame_centres, num_frames,
                     stream_positions)
+from .blendshapes import BlendshapeStream
 from .smoothing import gaussian_kernel
 from . import incremental  # noqa: F401  (registers the torch sample_step / decode_step)
 
@@ -82,12 +83,14 @@ class StreamingAnimator:
     the reference); smoothing_delay: 4 or 8 (see the module docstring); exact_sampler: the torch sampler
     step bit-identical to the reference sampler (slower; the cpp step always is the cpp sampler).
     Samples are 16 kHz mono, taken as given (no normalisation).
+    blendshapes: a ``BlendshapeBasis`` on the model's topology: each returned frame is also solved into
+    the rig's weights (``BlendshapeStream``, causal, ``blendshape_smoothing``), collected by ``pop_weights()``.
     """
 
     def __init__(self, model, template: torch.Tensor, seed: Optional[int] = None,
                  smooth_masks: Optional[Sequence[torch.Tensor]] = None, argmax: bool = False,
                  backend: str = "auto", smoothing_delay: int = 4, chunk_frames: int = CHUNK_FRAMES,
-                 exact_sampler: bool = False):
+                 exact_sampler: bool = False, blendshapes=None, blendshape_smoothing: float = 0.0):
         c = model.config
         _check_template(template, c.n_vertices)
         check_choice("smoothing_delay", smoothing_delay, (4, 8))
@@ -110,6 +113,10 @@ class StreamingAnimator:
         self._next_code = 0          # first frame whose code is not computed yet
         self._next_out = 0           # first frame not yet returned
         self._closed = False
+        self._blend, self._weights = None, []
+        if blendshapes is not None:
+            self._blend = BlendshapeStream(blendshapes, smoothing=blendshape_smoothing)
+            blendshapes.check_vertices(c.n_vertices, "the model")
 
     # ------------------------------------------------------------------ facts
     @property
@@ -167,6 +174,15 @@ class StreamingAnimator:
         out = self._output(self._advance(total), final=True)
         return out
 
+    def pop_weights(self) -> torch.Tensor:
+        """The rig weights ``[k, K]`` (float32, CPU) of the frames returned since the last call (needs
+        ``blendshapes``)."""
+        if self._blend is None:
+            raise RuntimeError("pop_weights() needs a StreamingAnimator made with blendshapes=BlendshapeBasis(...)")
+        out = torch.cat(self._weights) if self._weights else torch.zeros(0, self._blend.basis.n_shapes)
+        self._weights = []
+        return out
+
     # ------------------------------------------------------------------ internals
     @torch.no_grad()
     def _advance(self, stop: int) -> torch.Tensor:
@@ -192,6 +208,8 @@ class StreamingAnimator:
             if final:
                 out = torch.cat([out, self._smoother.close().to(out)])
         self._next_out += out.shape[0]
+        if self._blend is not None and out.shape[0]:
+            self._weights.append(self._blend.push(out.cpu()))
         return out.to(self.device)
 
 

@@ -149,12 +149,15 @@ class SpeechFaceSet(torch.utils.data.Dataset):
     template: None (a procedural face per subject), an OBJ path or a ``[V, 3]`` tensor; then masks
         (``FaceMasks`` or a folder of mask files) is required and faces (``[F, 3]``) optional.
     split: "train", "val" or "test"; fps: mesh frame rate.
+    rig: instead of a template, a blendshape rig driven by the curves (``arkit_rig.ArkitRig``: its
+        neutral and triangles are the template, its shapes make the meshes); masks then default to
+        ``rig.masks()`` (derived from its shapes).
     """
 
     def __init__(self, root=None, n_sentences: Optional[int] = None, voices: Optional[Sequence[Voice]] = None,
                  held_out_voices: Optional[Sequence[Voice]] = None, seed: int = 0, template=None, masks=None,
                  faces=None, split: str = "train", fps: int = 30, sentences: Optional[Sequence[str]] = None,
-                 isolation: Optional[str] = None):
+                 isolation: Optional[str] = None, rig=None):
         check_choice("split", split, SPLITS)
         if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
             raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
@@ -180,7 +183,8 @@ class SpeechFaceSet(torch.utils.data.Dataset):
         self.all_voices = self.voices + self.held_out_voices
         n_voices = len(self.voices) + (len(self.held_out_voices) if split == "test" else 0)
         self.items = [(s, v) for s in self.splits[split] for v in range(n_voices)]
-        self._user = self._user_template(template, masks, faces)
+        self._user = self._user_template(template, masks, faces) if rig is None else \
+            self._rig_template(rig, template, masks, faces)
         self._subjects: Dict[int, tuple] = {}
         self._templates: Dict[str, torch.Tensor] = {}
         self.root = None
@@ -210,6 +214,21 @@ class SpeechFaceSet(torch.utils.data.Dataset):
         if masks.n_vertices != vertices.shape[0]:
             raise ValueError(f"masks must have V={vertices.shape[0]} entries like the template, got {masks.n_vertices}")
         return vertices.contiguous(), faces, masks, FaceRig(vertices, masks)
+
+    @staticmethod
+    def _rig_template(rig, template, masks, faces):
+        if template is not None or faces is not None:
+            raise ValueError("template / faces are not used with a rig: the rig's neutral mesh and triangles are "
+                             "the template")
+        if rig.basis.faces is None:
+            raise ValueError(f"{rig.source} has no triangles; the data set stores its template as an OBJ mesh")
+        if masks is None:
+            masks = rig.masks()
+        elif not isinstance(masks, FaceMasks):
+            masks = load_masks(masks, rig.n_vertices)
+        if masks.n_vertices != rig.n_vertices:
+            raise ValueError(f"masks must have V={rig.n_vertices} entries like the rig, got {masks.n_vertices}")
+        return rig.vertices.contiguous(), rig.basis.faces, masks, rig
 
     def subject(self, voice_index: int) -> tuple:
         """(vertices ``[V, 3]``, faces ``[F, 3]`` or None, ``FaceMasks``, ``FaceRig``) of a subject."""
@@ -295,7 +314,13 @@ class SpeechFaceSet(torch.utils.data.Dataset):
             digest = hashlib.sha1(self._user[0].numpy().tobytes())
             for f in ("mouth", "eye", "eye_keypoints", "forehead", "neck"):
                 digest.update(getattr(self._user[2], f).numpy().tobytes())
+            rig = self._user[3]
+            if not isinstance(rig, FaceRig):  # a blendshape rig: its shapes and mapping identify the data too
+                digest.update(rig.basis.deltas.numpy().tobytes())
+                digest.update(json.dumps(rig.used, sort_keys=True).encode())
             template = {"n_vertices": int(self._user[0].shape[0]), "sha1": digest.hexdigest()}
+            if not isinstance(rig, FaceRig):
+                template["rig"] = {"arkit": rig.used, "unmapped": rig.unmapped}
         return {"format": FORMAT, "espeak": _espeak_version(), "seed": self.seed, "fps": self.fps,
                 "sentences": list(self.sentences),
                 "voices": [[v.name, v.rate, v.pitch, v.range] for v in self.voices],
