@@ -49,6 +49,18 @@ def test_event_spans_merge_flickers_and_close_at_the_end():
         event_spans(torch.zeros(2, 2), 1.0)
 
 
+def test_a_constant_offset_is_not_an_event():
+    from meshtalk_fast.metrics import above_rest
+
+    offset = torch.full((30,), 0.7)  # a face whose brows sit 0.7 above the template, never moving
+    assert event_spans(offset, 0.5) == [(0, 30)] and event_spans(above_rest(offset), 0.5) == []
+    raised = offset.clone()
+    raised[10:14] += 2.0
+    assert event_spans(above_rest(raised), 0.5) == [(10, 14)]
+    with pytest.raises(ValueError, match=r"signal must have shape \[T > 0\]"):
+        above_rest(torch.zeros(0))
+
+
 def test_event_scale_refuses_to_measure_nothing():
     assert event_scale([torch.zeros(50), torch.zeros(20)]) is None
     x = torch.zeros(1000)
@@ -189,6 +201,15 @@ def test_stage1_term_weights():
         cfg.validate()
     cfg.stage1.landmarks_weight, cfg.stage1.event_crops = 1.0, 2.0
     with pytest.raises(ValueError, match=r"stage1.event_crops must be a number in \[0, 1\]"):
+        cfg.validate()
+    cfg.stage1.event_crops, cfg.stage1.clip_grad_norm = 0.5, -1.0
+    with pytest.raises(ValueError, match="stage1.clip_grad_norm must be a finite number >= 0"):
+        cfg.validate()
+    cfg.stage1.clip_grad_norm, cfg.stage1.adam_beta2 = 1.0, 1.0
+    with pytest.raises(ValueError, match=r"stage1.adam_beta2 must be a number in \(0, 1\)"):
+        cfg.validate()
+    cfg.stage1.adam_beta2, cfg.stage1.expression_diversity = 0.99, -0.5
+    with pytest.raises(ValueError, match="stage1.expression_diversity must be -1"):
         cfg.validate()
 
 
@@ -347,3 +368,30 @@ def test_initial_model_is_seeded_and_uses_the_motion_normaliser():
     torch.testing.assert_close(m.vertex_unet.stddev[0, 0], std)  # the decoder keeps the data's std
     cfg.seed = 6
     assert not torch.equal(initial_model(clips, cfg).vertex_unet.fusion.weight, a.vertex_unet.fusion.weight)
+
+
+def test_trainer_runs_the_upper_face_recipe(tmp_path):
+    """The quick start's stage-1 levers through the trainer: event crops, the brow term, the split code
+    usage and gradient clipping (grad_norm logged as measured before clipping)."""
+    import json
+
+    from meshtalk_fast.quickstart import initial_model
+    from meshtalk_fast.training import TrainConfig
+    from meshtalk_fast.training.trainer import Trainer, TrainingMasks
+
+    clips = _clips()
+    cfg = TrainConfig(seed=1)
+    cfg.model.heads, cfg.model.classes, cfg.model.expression_input = 4, 8, "offset"
+    cfg.model.expression_heads, cfg.model.expression_std, cfg.model.clock = 1, "motion", "exact"
+    st = cfg.stage1
+    st.batch_size, st.segment_frames, st.steps, st.codes, st.diversity = 4, 8, 2, "argmax", 1.0
+    st.expression_diversity, st.event_crops, st.brow_weight, st.landmarks_weight = 0.2, 0.5, 5.0, 10.0
+    st.clip_grad_norm, st.adam_beta2 = 1e-3, 0.99
+    cfg.log_every, cfg.val_every, cfg.checkpoint_every = 1, 100, 100
+    masks = TrainingMasks(LIPS, EYE, EYE, LIPS, EYE + BROW, BROW)
+    trainer = Trainer(initial_model(clips, cfg.validate()), clips, masks, cfg, str(tmp_path), progress=False)
+    trainer.fit(1)
+    log = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
+    assert {"brow", "expression_diversity", "diversity", "grad_norm"} <= set(log[-1])
+    assert all(r["grad_norm"] > 1e-3 for r in log)  # the norm before clipping
+    assert trainer.optimizer.defaults["betas"] == (0.9, 0.99)

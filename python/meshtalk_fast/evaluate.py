@@ -13,8 +13,8 @@ import torch
 
 from .losses import lip_vertex_error
 from .meshtalk import MeshTalk
-from .metrics import (BROW_EVENT_LEVEL, EYE_EVENT_LEVEL, event_scale, event_spans, lip_vertex_error_l2,
-                      region_error, region_motion, upper_face_dynamics_deviation)
+from .metrics import (BROW_EVENT_LEVEL, EYE_EVENT_LEVEL, above_rest, event_scale, event_spans,
+                      lip_vertex_error_l2, region_error, region_motion, upper_face_dynamics_deviation)
 from .training.batches import Clip
 
 __all__ = ["animate_clip", "reconstruct_clip", "evaluate", "disentanglement", "mean_disentanglement",
@@ -181,8 +181,9 @@ def upper_face(model: MeshTalk, clips: Sequence[Clip], eye_keypoints: Optional[t
                forehead: Optional[torch.Tensor], seeds: Sequence[int] = (0, 1, 2)) -> Dict[str, object]:
     """Does the model reconstruct and sample the upper face? Blinks are read from the eye keypoints
     (``region_motion`` "max": the lids' largest displacement), brow raises from the forehead mask
-    (``region_motion`` "mean"); an event is a run above ``EYE_EVENT_LEVEL`` / ``BROW_EVENT_LEVEL`` of the
-    ground truth's ``event_scale``.
+    (``region_motion`` "mean"), each measured from its sequence's resting level (``above_rest``: a model's
+    constant offset is not an event); an event is a run above ``EYE_EVENT_LEVEL`` / ``BROW_EVENT_LEVEL``
+    of the ground truth's ``event_scale``.
 
     - ``eyelid_error_ratio`` / ``brow_error_ratio``: reconstruction (codes from the true meshes) error
       inside the true events (per frame the largest vertex distance over the region), over the unmoving
@@ -216,7 +217,7 @@ def upper_face(model: MeshTalk, clips: Sequence[Clip], eye_keypoints: Optional[t
             out["missing"].append(f"{mask_name} mask is missing or empty: no {name} numbers")
             out.update({k: None for k in keys})
             continue
-        gt = [region_motion(c.geom, c.template, mask, reduce) for c in clips]
+        gt = [above_rest(region_motion(c.geom, c.template, mask, reduce)) for c in clips]
         scale = event_scale(gt)
         if scale is None:
             out["missing"].append(f"the ground truth has no {name} events (its {mask_name} region never moves)")
@@ -233,7 +234,7 @@ def upper_face(model: MeshTalk, clips: Sequence[Clip], eye_keypoints: Optional[t
         out[f"{err}_error_ratio"] = float(model_err.sum() / static_err.sum()) if static_err.numel() else None
         n_gt = sum(len(e) for e in gt_events)
         out[f"{name}_rate_gt"] = n_gt / minutes
-        sampled = {s: [region_motion(animate_clip(model, c, seed=s + 1000 * i), c.template, mask, reduce)
+        sampled = {s: [above_rest(region_motion(animate_clip(model, c, seed=s + 1000 * i), c.template, mask, reduce))
                        for i, c in enumerate(clips)] for s in seeds}
         events = {s: _events(sig, threshold) for s, sig in sampled.items()}
         rate = sum(len(e) for ev in events.values() for e in ev) / (minutes * len(seeds))

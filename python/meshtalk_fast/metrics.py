@@ -9,7 +9,7 @@ from ._checks import check_tensor, shape_str
 from .losses import lip_vertex_error
 
 __all__ = ["lip_vertex_error", "upper_face_dynamics_deviation", "lip_vertex_error_l2", "region_motion",
-           "region_error", "event_spans", "event_scale", "EYE_EVENT_LEVEL", "BROW_EVENT_LEVEL"]
+           "region_error", "event_spans", "event_scale", "above_rest", "EYE_EVENT_LEVEL", "BROW_EVENT_LEVEL"]
 
 # An upper-face event is a run of frames whose signal (region_motion) exceeds this share of the data's
 # event scale (event_scale: the 99.5th percentile of the ground truth's signal): half the full closure
@@ -94,6 +94,14 @@ def region_error(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -
         raise ValueError(f"mask must have shape [V={target.shape[-2]}] and select a vertex, got "
                          f"{shape_str(mask.shape)} selecting {int((mask > 0).sum()) if mask.dim() == 1 else '?'}")
     return (pred - target).norm(dim=-1)[..., mask > 0].amax(-1)
+
+
+def above_rest(signal: torch.Tensor) -> torch.Tensor:
+    """``signal [T]`` minus its resting level (the median over frames: events such as blinks or brow
+    raises fill a minority of the frames), so a constant offset of a model's face is not read as an event."""
+    if signal.dim() != 1 or signal.numel() == 0:
+        raise ValueError(f"signal must have shape [T > 0], got {shape_str(signal.shape)}")
+    return signal - signal.median()
 
 
 def event_scale(signals: Sequence[torch.Tensor]) -> Optional[float]:

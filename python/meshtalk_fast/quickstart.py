@@ -47,24 +47,33 @@ TARGETS = {"lve_ratio": ("<=", 0.20), "eyelid_error_ratio": ("<=", 0.25), "brow_
 
 def quickstart_config(seed: int = 0) -> TrainConfig:
     """The released configuration, with what a 10-minute CPU budget needs (each measured in
-    benchmarks/RESULTS.md, "What makes the codes train"):
+    benchmarks/RESULTS.md, "What makes the codes train" and "The upper face"):
 
     - the authors' lr (1e-3 rather than the release's 1e-4), shorter crops, the drift-free frame clock and
       the streaming framing of the audio encoder (one log-mel per utterance: ~10x less encoder work);
     - argmax codes in stage 1 (``stage1.codes``): at initialisation the Gumbel noise swamps the logits, so
       sampled codes are noise the decoder learns to ignore;
-    - the identity-free expression input (``model.expression_input = "offset"``);
+    - the identity-free expression input (``model.expression_input = "offset"``), normalised by the
+      motion's per-vertex std (``model.expression_std = "motion"``) so a blink is as loud as the mouth;
     - the code-usage term (``stage1.diversity``, weight 1), without which the modality-crossing terms
       push every frame to one class within ~150 steps (at weight 0.1 the same happened at step ~920);
     - no weight decay on the decoder: under Adam it shrinks the code columns (each used by a few frames)
       to zero within ~100 steps at this lr;
     - a cosine lr schedule (to 10 %) over each stage's share of the budget: at a constant 1e-3, stage 1
-      diverged at step ~1000.
+      diverged at step ~1000;
+    - the upper face: 4 of the 16 heads computed from the expression code alone
+      (``model.expression_heads``) with a weak code-usage term of their own (``stage1.expression_diversity``
+      0.2: the upper face has a few states), half of each batch's crops around a blink or brow raise
+      (``stage1.event_crops``), the eyelid (landmark) term x10 as the paper's "crucial" eyelid term, a brow
+      term (x5) and the keep-audio crossing term x3, which keeps the lip-sync from paying for the rest.
     """
     cfg = TrainConfig(seed=seed)
     cfg.model.clock, cfg.model.framing, cfg.model.expression_input = "exact", "stream", "offset"
+    cfg.model.expression_heads, cfg.model.expression_std = 4, "motion"
     cfg.stage1.lr, cfg.stage1.batch_size, cfg.stage1.segment_frames = 1e-3, 8, 16
     cfg.stage1.codes, cfg.stage1.diversity, cfg.stage1.weight_decay = "argmax", 1.0, 0.0
+    cfg.stage1.expression_diversity, cfg.stage1.event_crops = 0.2, 0.5
+    cfg.stage1.landmarks_weight, cfg.stage1.brow_weight, cfg.stage1.mouth_weight = 10.0, 5.0, 3.0
     cfg.stage1.schedule = cfg.stage2.schedule = "cosine"  # over the time budget (Trainer._lr)
     cfg.stage2.lr, cfg.stage2.batch_size, cfg.stage2.segment_frames = 1e-3, 8, 32
     cfg.stage1.steps = cfg.stage2.steps = 1_000_000  # the time budget ends each stage
@@ -157,7 +166,7 @@ def quickstart(out_dir: str, minutes: float = 10.0, template: Optional[str] = No
                "stage1_steps": max((r["step"] for r in log if r["stage"] == 1 and r["split"] == "train"), default=0),
                "stage2_steps": trainer.step}
 
-    held = test[-1]
+    held = _preview_clip(test, fm)
     heldout_dir = os.path.join(out_dir, "heldout")
     os.makedirs(heldout_dir, exist_ok=True)
     geom = _write_heldout(heldout_dir, held, model, data_dir, fm, seed)
@@ -179,6 +188,25 @@ def quickstart(out_dir: str, minutes: float = 10.0, template: Optional[str] = No
               f"(--minutes) or another seed may help; see benchmarks/RESULTS.md, 'Why the codes collapse'.",
               flush=True)
     return metrics
+
+
+def _preview_clip(clips: List[Clip], masks) -> Clip:
+    """The held-out sequence to show: the one with the most blinks, then brow raises, in its ground truth
+    (a preview of a face that never blinks in the data shows nothing of the upper face); the last one when
+    the data has neither."""
+    from .metrics import BROW_EVENT_LEVEL, EYE_EVENT_LEVEL, above_rest, event_scale, event_spans, region_motion
+
+    counts = [[0, 0] for _ in clips]
+    for k, (mask, reduce, level) in enumerate(((masks.eye_keypoints, "max", EYE_EVENT_LEVEL),
+                                               (masks.forehead, "mean", BROW_EVENT_LEVEL))):
+        if not bool((mask > 0).any()):
+            continue
+        signals = [above_rest(region_motion(c.geom, c.template, mask, reduce)) for c in clips]
+        scale = event_scale(signals)
+        for i, sig in enumerate(signals if scale is not None else []):
+            counts[i][k] = len(event_spans(sig, level * scale))
+    best = max(range(len(clips)), key=lambda i: (counts[i], i))
+    return clips[best]
 
 
 def _verdict(m: Dict[str, object]) -> str:
@@ -208,13 +236,14 @@ def _write_heldout(folder: str, clip: Clip, model: MeshTalk, data_dir: str, mask
     """The held-out utterance animated from its speech alone: ``meshes.npz`` (sampled vertices of seed
     ``seed`` and the ground truth), ``speech.wav``, ``preview.mp4`` (ground truth | sampled side by side,
     the speech as its soundtrack, the eye openings painted dark so blinks show) and ``upper_face.png``
-    (eye closure and brow height over time: ground truth vs the sampled animations of ``EVAL_SEEDS``)."""
+    (eye closure and brow height above their resting levels over time: ground truth vs the sampled
+    animations of ``EVAL_SEEDS``)."""
     import numpy as np
     import soundfile as sf
 
     from .data import load_folder_template
     from .evaluate import animate_clip
-    from .metrics import BROW_EVENT_LEVEL, EYE_EVENT_LEVEL, event_scale, region_motion
+    from .metrics import BROW_EVENT_LEVEL, EYE_EVENT_LEVEL, above_rest, event_scale, region_motion
     from .plots import plot_upper_face
     from .render import eye_colours, save_preview_mp4
 
@@ -234,8 +263,8 @@ def _write_heldout(folder: str, clip: Clip, model: MeshTalk, data_dir: str, mask
     for name, (mask, reduce, level) in signals.items():
         if not bool((mask > 0).any()):
             continue
-        truth[name] = region_motion(clip.geom, clip.template, mask, reduce).tolist()
-        sampled[name] = [region_motion(g, clip.template, mask, reduce).tolist() for g in samples]
+        truth[name] = above_rest(region_motion(clip.geom, clip.template, mask, reduce)).tolist()
+        sampled[name] = [above_rest(region_motion(g, clip.template, mask, reduce)).tolist() for g in samples]
         scale = event_scale([torch.tensor(truth[name])])
         if scale is not None:
             thresholds[name] = level * scale

@@ -63,6 +63,8 @@ class StageSection:
     eye_weight: float = 1.0
     brow_weight: float = 0.0      # ours: reconstruction error over the forehead mask (brow raises), normalised
                                   # like the landmark term; 0 = released
+    clip_grad_norm: float = 0.0   # clip the global gradient norm to this before each step (0: off, released)
+    adam_beta2: float = 0.999     # Adam's second-moment decay (PyTorch's default, as released)
     event_crops: float = 0.0      # stage 1 share of each batch's crops drawn around an upper-face event of
                                   # the training data (a blink or brow raise; batches.CropSampler); 0 =
                                   # released (crops uniform over the data)
@@ -99,6 +101,11 @@ class TrainConfig:
                     (st.expression_diversity == -1 or 0 <= st.expression_diversity < float("inf"))):
                 raise ValueError(f"{name}.expression_diversity must be -1 (same as diversity) or a finite number "
                                  f">= 0, got {st.expression_diversity!r}")
+            if not (isinstance(st.clip_grad_norm, (int, float)) and 0 <= st.clip_grad_norm < float("inf")):
+                raise ValueError(f"{name}.clip_grad_norm must be a finite number >= 0 (0: off), got "
+                                 f"{st.clip_grad_norm!r}")
+            if not (isinstance(st.adam_beta2, float) and 0 < st.adam_beta2 < 1):
+                raise ValueError(f"{name}.adam_beta2 must be a number in (0, 1), got {st.adam_beta2!r}")
             if not (isinstance(st.event_crops, (int, float)) and 0 <= st.event_crops <= 1):
                 raise ValueError(f"{name}.event_crops must be a number in [0, 1], got {st.event_crops!r}")
             if st.weight_decay < 0:

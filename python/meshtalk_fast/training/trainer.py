@@ -88,7 +88,7 @@ class Trainer:
         else:
             objective = Stage2Objective(m.context_model).to(dev)
             groups = [{"params": list(m.context_model.parameters()), "weight_decay": cfg.weight_decay}]
-        optimizer = torch.optim.Adam(groups, lr=cfg.lr)
+        optimizer = torch.optim.Adam(groups, lr=cfg.lr, betas=(0.9, cfg.adam_beta2))
         if self.world > 1:
             objective = torch.nn.parallel.DistributedDataParallel(objective)
         return objective, optimizer
@@ -169,6 +169,11 @@ class Trainer:
                 (terms["total"] * (self.world / M)).backward()
             for k, v in terms.items():
                 sums[k] = sums.get(k, 0.0) + v.detach().float() / M
+        cfg = self._stage_cfg(stage)
+        if cfg.clip_grad_norm > 0:  # the norm before clipping, logged as grad_norm
+            params = [p for group in optimizer.param_groups for p in group["params"]]
+            sums["grad_norm"] = torch.nn.utils.clip_grad_norm_(params, cfg.clip_grad_norm).detach().float() \
+                / (self.world if self.world > 1 else 1)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         keys = sorted(sums)
