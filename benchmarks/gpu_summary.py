@@ -5,9 +5,9 @@ was met (None when not measured). Standard library only.
 
 Bytes moved by one fused-losses call (forward + backward), from the design in kernels/vertex_losses.py,
 with E = B*T*V*3 elements of s bytes, P = 3 predictions, K = 4 masks of V float32 weights:
-  forward reads the target and the P preds and writes one gradient direction D_p per pred:
-      E*s*(1 + 2P);  backward reads the P D_p and writes the P gradients: E*s*2P;  masks: 2*K*V*4.
-  kernel bytes = E*s*(1 + 4P) + 8*K*V          (what the kernels move: the bandwidth figure)
+  forward reads the target and the P preds: E*s*(1 + P); backward reads them again and writes the P
+  gradients: E*s*(1 + 2P); the masks are read once per pass (they stay in L2): 2*K*V*4.
+  kernel bytes = E*s*(2 + 3P) + 8*K*V          (what the kernels move: the bandwidth figure)
   minimum bytes = E*s*(1 + 2P)                 (read inputs once, write gradients once: any design)
 """
 from __future__ import annotations
@@ -48,7 +48,7 @@ def loss_bytes(extra: Dict) -> Dict[str, Optional[int]]:
         s, P, K, V = extra["element_bytes"], extra["P"], extra["K"], extra["V"]
     except KeyError:
         return {"kernel_bytes": None, "minimum_bytes": None}
-    return {"kernel_bytes": E * s * (1 + 4 * P) + 8 * K * V, "minimum_bytes": E * s * (1 + 2 * P)}
+    return {"kernel_bytes": E * s * (2 + 3 * P) + 8 * K * V, "minimum_bytes": E * s * (1 + 2 * P)}
 
 
 def _kernel_rows(report: Dict, peak: Optional[float]) -> Dict[str, List[Dict]]:

@@ -109,7 +109,7 @@ def test_peak_bandwidth_and_bytes():
     assert gpu_phases.peak_bandwidth_gbps("NVIDIA A100-SXM4-80GB") is None
     b = gpu_summary.loss_bytes({"B": 8, "T": 32, "V": 6172, "P": 3, "K": 4, "element_bytes": 4})
     E = 8 * 32 * 6172 * 3
-    assert b == {"kernel_bytes": E * 4 * 13 + 8 * 4 * 6172, "minimum_bytes": E * 4 * 7}
+    assert b == {"kernel_bytes": E * 4 * 11 + 8 * 4 * 6172, "minimum_bytes": E * 4 * 7}
 
 
 def test_summary_of_a_gpu_like_report():
