@@ -56,6 +56,27 @@ def test_step1_losses_forward_backward(benchmark, backend, distance, dtype):
     assert out.shape == (4,) and all(g.shape == target.shape for g in grads)
 
 
+@pytest.mark.parametrize("block_rows", [128, 256, 512])
+def test_fused_losses_block_rows(benchmark, block_rows):
+    """The fused kernel's rows per program, timed (squared, fp32): which default_block_rows is best on
+    this GPU. A GPU measurement only."""
+    if DEVICE.type != "cuda":
+        pytest.skip("needs a CUDA GPU: the rows-per-program sweep times the compiled kernel")
+    from meshtalk_fast._triton import kernel_module
+
+    fused = kernel_module("vertex_losses").triton_masked_vertex_losses
+    preds, target, masks = loss_inputs()
+    benchmark.group = f"masked_vertex_losses fused block_rows sweep B={B} T={T} V={V} squared fp32 ({DEVICE.type})"
+    benchmark.extra_info.update(B=B, T=T, V=V, P=3, K=4, element_bytes=target.element_size())
+
+    def step():
+        out = fused(preds, target, masks, [0, 0, 1, 2], "squared", block_rows=block_rows)
+        return out, torch.autograd.grad(out.sum(), preds)
+
+    out, grads = benchmark(synchronized(step))
+    assert out.shape == (4,)
+
+
 @pytest.mark.parametrize("backend", ["torch", "triton"])
 def test_lip_vertex_error(benchmark, backend):
     skip_triton_without_gpu(backend, DEVICE)

@@ -64,6 +64,12 @@ def section(report: Dict) -> str:
     for e in s.get("lip_vertex_error") or []:
         rows.append([e["group"], _f(e["reference_ms"]), _f(e["triton_ms"]), _f(e["speedup"], suffix="x"), "-"])
     lines += _table(["case", "reference ms", "triton ms", "speed-up", "bandwidth (kernel bytes / median)"], rows)
+    sweep = s.get("losses_block_rows") or []
+    if sweep:
+        lines.append("\nFused losses (squared, fp32), rows per program (`default_block_rows` is 256):\n")
+        lines += _table(["block_rows", "ms", "GB/s", "of peak"],
+                        [[str(e["block_rows"]), _f(e["median_ms"]), _f(e["achieved_gbps"], 4),
+                          "-" if e["fraction_of_peak"] is None else f"{e['fraction_of_peak']:.0%}"] for e in sweep])
     train = s.get("training") or []
     if train:
         lines.append("\nStage-1 optimizer step (`bench_training.py`), losses through the reference or the fused kernel:\n")

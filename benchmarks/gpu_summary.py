@@ -52,8 +52,16 @@ def loss_bytes(extra: Dict) -> Dict[str, Optional[int]]:
 
 
 def _kernel_rows(report: Dict, peak: Optional[float]) -> Dict[str, List[Dict]]:
-    out: Dict[str, List[Dict]] = {"log_mel": [], "losses": [], "lip_vertex_error": []}
-    for group, by in _pairs(_rows(report, "benchmarks")).items():
+    out: Dict[str, List[Dict]] = {"log_mel": [], "losses": [], "lip_vertex_error": [], "losses_block_rows": []}
+    rows = _rows(report, "benchmarks")
+    for row in rows:  # the fused kernel's rows-per-program sweep (GPU only)
+        if "block_rows sweep" in row["group"]:
+            sizes = loss_bytes(row.get("extra_info") or {})
+            gbps = sizes["kernel_bytes"] / (row["median_ms"] * 1e-3) / 1e9 if sizes["kernel_bytes"] else None
+            out["losses_block_rows"].append({"block_rows": row["params"].get("block_rows"),
+                                             "median_ms": row["median_ms"], "achieved_gbps": gbps,
+                                             "fraction_of_peak": gbps / peak if gbps and peak else None})
+    for group, by in _pairs([r for r in rows if "block_rows sweep" not in r["group"]]).items():
         ref, fast = by.get("torch"), by.get("triton")
         entry = {"group": group, "reference_ms": ref and ref["median_ms"], "triton_ms": fast and fast["median_ms"],
                  "speedup": _ratio(ref, fast)}

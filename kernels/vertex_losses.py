@@ -158,9 +158,12 @@ def _losses_bwd_kernel(pred_table, target_ptr, masks_ptr, index_ptr, grad_out_pt
 
 
 def default_block_rows(device: torch.device) -> int:
-    """(frame, vertex) rows per program: 512 on CUDA (not yet tuned on hardware); 4096 on the CPU,
-    where the interpreter's cost is per operation."""
-    return 512 if device.type == "cuda" else 4096
+    """(frame, vertex) rows per program: 256 on CUDA; 4096 on the CPU, where the interpreter's cost is
+    per operation. Chosen by register pressure, not yet timed on hardware: compiled for sm_90 with 4
+    warps (benchmarks/gpu_compile.py, ptxas -v), 512 rows took 128 (forward) and 146-188 (backward)
+    registers per thread, which caps a streaming kernel at ~3 blocks per SM; 256 rows take 71-72, 128
+    rows 40. bench_vertex_losses.py's block-rows sweep measures 128/256/512 on a GPU."""
+    return 256 if device.type == "cuda" else 4096
 
 
 def _acc_dtype(target: torch.Tensor) -> torch.dtype:
@@ -377,7 +380,9 @@ def triton_lip_vertex_error(pred: torch.Tensor, target: torch.Tensor, lip_mask: 
     lip = torch.nonzero(lip_mask.to(target.device) != 0).flatten().to(torch.int32)
     if lip.numel() == 0:
         raise ValueError("lip_mask must select at least one vertex, got none")
-    block_frames = block_frames or (64 if target.device.type == "cuda" else 256)
+    # 16 frames x 128 lip vertices per program on CUDA: 64 frames took 255 registers per thread and spilled
+    # 580 B (sm_90, 4 warps, benchmarks/gpu_compile.py); 16 take 116 and do not spill. Not timed yet.
+    block_frames = block_frames or (16 if target.device.type == "cuda" else 256)
     if block_frames < 2 or block_frames & (block_frames - 1):
         raise ValueError(f"block_frames must be a power of two >= 2, got {block_frames}")
     out_dtype = torch.promote_types(pred.dtype, target.dtype)
