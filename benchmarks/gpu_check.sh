@@ -98,7 +98,12 @@ if [ "$INSTALL" = 1 ]; then
   status=ok; [ $rc = 124 ] && status=timeout; [ $rc != 0 ] && [ $rc != 124 ] && status=failed
   DETAIL=$(tail -n 1 "$LOGS/install.log")
   tail -n 3 "$LOGS/install.log"
-  # the phases still run after a failed install: the report then says what the environment lacks
+  if [ $status != ok ]; then
+    # the phases still run, from the source tree (reference and Triton paths; no C++ core unless one is
+    # installed): the report then says what worked and what the environment lacks
+    export PYTHONPATH="$ROOT/python${PYTHONPATH:+:$PYTHONPATH}"
+    DETAIL="$DETAIL (phases run from the source tree: PYTHONPATH=python)"
+  fi
 fi
 if [ "$MODE" = gpu ] && ! "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null; then
   echo "gpu_check.sh: torch sees no CUDA GPU here: CPU mode" >&2
