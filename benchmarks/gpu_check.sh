@@ -30,13 +30,13 @@ while [ $# -gt 0 ]; do
     --minutes) MINUTES=$2; shift 2 ;;
     --deadline-s) DEADLINE=$2; shift 2 ;;
     --prepare) PREPARE=1; shift ;;
-    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
     *) echo "gpu_check.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
 
-# The packages the GPU image lacks that the check needs (benchmarks/../KINDS: it has torch, triton,
-# numpy, safetensors, tqdm, pillow, pytest, pytest-benchmark, scikit-build-core, pybind11, cmake). The
+# The packages that a GPU image with the usual ML stack (torch, triton, numpy, safetensors, tqdm, pillow,
+# pytest, pytest-benchmark, scikit-build-core, pybind11, cmake) lacks and the check needs. The
 # package's other dependencies (pygltflib, imageio-ffmpeg: animation export) are imported lazily and
 # are not used by the check, so an offline install skips them (--no-deps) rather than carry ~35 MB.
 OFFLINE_WHEELS="soundfile cffi pycparser soxr trimesh espeakng-loader scipy-openblas32"
