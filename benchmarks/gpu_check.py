@@ -33,10 +33,11 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 SCHEMA = 1
 # (phase, timeout in s on the GPU, on the CPU): the GPU run must end within 8 minutes on an H100, the
 # quick start's 3 minutes of training and its data set and evaluation included. Order = priority.
-# On the CPU the timeouts only stop a hang: a shared 2-core machine under load is many times slower.
-PHASES = [("environment", 60, 240), ("tests", 100, 240), ("benchmarks", 90, 240), ("precision", 45, 240),
-          ("training", 75, 240), ("quickstart", 300, 60)]
-DEADLINE_S = {"gpu": 470.0, "cpu": 1800.0}  # defaults of --deadline-s
+# On the CPU the timeouts only stop a hang: the CPU mode takes ~35 s of CPU time, but a shared 2-core
+# machine under a load of 10 stretched one phase past 240 s (measured while writing this).
+PHASES = [("environment", 60, 600), ("tests", 100, 600), ("benchmarks", 90, 600), ("precision", 45, 600),
+          ("training", 75, 600), ("quickstart", 300, 60)]
+DEADLINE_S = {"gpu": 470.0, "cpu": 3600.0}  # defaults of --deadline-s
 MIN_SECONDS = 10  # a phase is not started with less time left than this; it is recorded as out_of_time
 # statuses: ok, skipped (install with --no-install), and these, which leave the report incomplete
 NOT_OK = ("failed", "timeout", "interrupted", "out_of_time")

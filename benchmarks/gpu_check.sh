@@ -112,6 +112,6 @@ fi
 "$PY" benchmarks/gpu_check.py record --json "$REPORT" --mode "$MODE" --phase install --status $status \
   --seconds $(( $(date +%s) - t0 )) --log "$LOGS/install.log" --detail "$DETAIL"
 # the 8 minutes of a GPU run count from the start of this script, the install included
-[ -z "$DEADLINE" ] && { [ "$MODE" = gpu ] && DEADLINE=470 || DEADLINE=1800; }
+[ -z "$DEADLINE" ] && { [ "$MODE" = gpu ] && DEADLINE=470 || DEADLINE=3600; }
 LEFT=$(( DEADLINE - ($(date +%s) - t0) ))
 "$PY" benchmarks/gpu_check.py run --json "$REPORT" "${CPU[@]}" --minutes "$MINUTES" --deadline-s "$LEFT"
