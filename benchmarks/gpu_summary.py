@@ -28,7 +28,7 @@ def _backend(row: Dict) -> str:
     return params.get("backend") or params.get("loss_backend") or "?"
 
 
-def _pairs(rows: List[Dict], fast: str = "triton", key=lambda row: row["group"]) -> Dict[str, Dict[str, Dict]]:
+def _pairs(rows: List[Dict], key=lambda row: row["group"]) -> Dict[str, Dict[str, Dict]]:
     """{key: {backend: row}}"""
     out: Dict[str, Dict[str, Dict]] = {}
     for row in rows:
