@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import meshtalk_fast as mf
-from common import require_backend, synchronized
+from common import device_label, require_backend, skip_triton_without_gpu, synchronized
 
 SIZE = os.environ.get("MESHTALK_BENCH_SIZE", "smoke")
 if SIZE not in ("smoke", "full"):
@@ -35,12 +35,11 @@ def mel_inputs(framing: str) -> torch.Tensor:
 @pytest.mark.parametrize("framing", ["windows", "stream"])
 @pytest.mark.parametrize("backend", ["torch", "triton", "cpp"])
 def test_log_mel(benchmark, backend, framing):
-    if backend == "triton" and DEVICE.type != "cuda":
-        pytest.skip("needs a CUDA GPU for triton (interpreter timings are meaningless)")
+    skip_triton_without_gpu(backend, DEVICE)
     require_backend("log_mel", backend, DEVICE)
     x = mel_inputs(framing)
     label = f"B={WINDOWS[0]} T={WINDOWS[1]}" if framing == "windows" else f"{STREAM_SECONDS:g} s"
-    benchmark.group = f"log_mel {framing} {label} ({DEVICE.type})"
+    benchmark.group = f"log_mel {framing} {label} ({device_label(DEVICE)})"
     benchmark.extra_info["frames"] = x.numel() // x.shape[-1] * (1 + x.shape[-1] // 160)
     out = benchmark(synchronized(lambda: mf.log_mel(x, backend=backend)))
     assert out.shape == (*x.shape[:-1], 80, 1 + x.shape[-1] // 160)

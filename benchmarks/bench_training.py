@@ -1,5 +1,7 @@
 """Stage-1 training throughput: one optimizer step (encoders + decoder, the four released loss terms,
-forward + backward), the losses through the fused Triton kernel vs the PyTorch reference, same inputs.
+forward + backward), the losses through the fused Triton kernel vs the PyTorch reference, same inputs,
+with the trainer's bf16 autocast on and off (autocast is CUDA-only in the trainer, so "on" skips on
+the CPU).
 
 ``MESHTALK_BENCH_SIZE=full``: the released sizes (V=6172, H=16, C=128, batch 8 x 32 frames); the
 default "smoke" size is tiny. ``extra_info["frames"]`` gives frames per step for frames/s.
@@ -11,6 +13,7 @@ import torch
 
 import meshtalk_fast as mf
 from meshtalk_fast.training.objectives import Stage1Objective
+from common import device_label, skip_triton_without_gpu
 
 FULL = os.environ.get("MESHTALK_BENCH_SIZE", "smoke") == "full"
 SIZE = dict(V=6172, H=16, C=128, B=8, T=32) if FULL else dict(V=60, H=4, C=8, B=2, T=3)
@@ -33,22 +36,25 @@ def step_inputs():
     return objective, optimizer, batch
 
 
+@pytest.mark.parametrize("amp", ["fp32", "bf16-autocast"])
 @pytest.mark.parametrize("loss_backend", ["torch", "triton"])
-def test_stage1_step(benchmark, loss_backend):
-    if loss_backend == "triton" and DEVICE != "cuda":
-        pytest.skip("needs a CUDA GPU for triton (interpreter timings are meaningless)")
+def test_stage1_step(benchmark, loss_backend, amp):
+    skip_triton_without_gpu(loss_backend, DEVICE)
+    if amp != "fp32" and DEVICE != "cuda":
+        pytest.skip("needs a CUDA GPU: the trainer's bf16 autocast is CUDA-only (TrainConfig.amp)")
     objective, optimizer, batch = step_inputs()
     objective.loss_backend = loss_backend
-    benchmark.group = f"stage-1 step B={SIZE['B']} T={SIZE['T']} V={SIZE['V']} ({DEVICE})"
+    benchmark.group = f"stage-1 step B={SIZE['B']} T={SIZE['T']} V={SIZE['V']} ({device_label(DEVICE)})"
     benchmark.extra_info["frames"] = SIZE["B"] * SIZE["T"]
 
     def step():
         gen = torch.Generator(device=DEVICE).manual_seed(0)
-        terms = objective(batch["template"], batch["geom"], gen, windows=batch["windows"])
+        with torch.autocast(DEVICE, dtype=torch.bfloat16, enabled=amp != "fp32"):  # as Trainer._train_step
+            terms = objective(batch["template"], batch["geom"], gen, windows=batch["windows"])
         terms["total"].backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        return terms["total"]
+        return terms["total"].item()  # the trainer reads every step's losses: the step ends synchronised
 
     loss = benchmark(step)
-    assert torch.isfinite(loss)
+    assert torch.isfinite(torch.tensor(loss))

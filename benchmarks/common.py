@@ -1,4 +1,6 @@
 """Helpers shared by the benchmark suites."""
+import os
+
 import pytest
 import torch
 
@@ -23,3 +25,22 @@ def synchronized(fn):
             torch.cuda.synchronize()
         return out
     return call
+
+
+def interpreting() -> bool:
+    """TRITON_INTERPRET=1 in this process: Triton cases then run on the CPU through the interpreter."""
+    return os.environ.get("TRITON_INTERPRET") == "1"
+
+
+def skip_triton_without_gpu(backend: str, device: torch.device) -> None:
+    """Triton timings mean something on a CUDA GPU only, so Triton cases skip on the CPU, except under
+    TRITON_INTERPRET=1 (benchmarks/gpu_check.py's CPU mode runs them at smoke size through the
+    interpreter, to check the pipeline, never to quote a figure; their group names say "interpreter")."""
+    if backend == "triton" and torch.device(device).type != "cuda" and not interpreting():
+        pytest.skip("needs a CUDA GPU for triton (interpreter timings are meaningless)")
+
+
+def device_label(device: torch.device) -> str:
+    """``cuda``, ``cpu`` or ``cpu, interpreter``: the suffix of every benchmark group name."""
+    device = torch.device(device)
+    return "cpu, interpreter" if device.type == "cpu" and interpreting() else device.type

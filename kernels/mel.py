@@ -47,7 +47,9 @@ __all__ = ["triton_log_mel", "log_mel_2d", "dft_basis", "default_tiles"]
 
 N_FFT, WIN_LENGTH, HOP, N_MELS, N_BINS = 2048, 800, 160, 80, 1025
 MEL_PAD = 128  # tl.dot needs power-of-two tiles: the 80 bands are padded with zero filters
-LOG_FLOOR = 1e-10
+# A global read inside a kernel must be a tl.constexpr for the compiler (the interpreter accepts a plain
+# float: the GPU compile check, benchmarks/gpu_compile.py, found this).
+LOG_FLOOR = tl.constexpr(1e-10)
 
 
 @triton.jit

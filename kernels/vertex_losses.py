@@ -10,17 +10,25 @@ One forward pass (``_losses_fwd_kernel``), one program per ``BLOCK_R`` (frame, v
   stacked and a stacked tensor is never split);
 * writes per-program partial sums ``[programs, K]``; a second single-program kernel adds them in a
   fixed order and divides by norm_k. No float atomics: results are bitwise deterministic;
-* writes, when a gradient is needed, ``D_p = d'(pred_p - target)`` for every pred (``2 diff`` for
-  squared, ``diff / ||diff||`` for l2, 0 at zero distance) in the pred's dtype (for 16-bit preds the
-  gradient is thus rounded twice: D_p, then D_p * w_p; within 2 bf16 ulps of the reference).
+* writes nothing else: the forward pass reads 1 + P tensors and writes none.
 
-Gradient storage: grad_pred_p[n,v] = D_p[n,v] * w_p[v] with w_p[v] = sum_{k: p(k)=p} g_k m_k[v] / norm_k.
-D_p does not depend on k, so ONE buffer per pred is exact however many terms share a pred (the step-1
-objective uses ``recon`` for both "recon" and "landmarks"); the per-vertex weight w_p, which needs the
-upstream gradients g_k, is formed in backward from the saved masks. Backward is one elementwise pass
-(``_losses_bwd_kernel``) that writes every pred's gradient, and the target's (``-sum_p grad_p``) when
-the target requires grad: the target IS supported as a differentiable input. The masks are weights,
-not parameters: masks that require grad are refused with a ValueError rather than silently ignored.
+Gradients: grad_pred_p[n,v] = D_p[n,v] * w_p[v] with D_p = d'(pred_p - target) (``2 diff`` for squared,
+``diff / ||diff||`` for l2, 0 at zero distance) and w_p[v] = sum_{k: p(k)=p} g_k m_k[v] / norm_k, so ONE
+gradient per pred is exact however many terms share a pred (the step-1 objective uses ``recon`` for
+both "recon" and "landmarks"). Backward is one elementwise pass (``_losses_bwd_kernel``) that reads the
+target and the P preds again, recomputes D_p in the accumulation dtype, and writes every pred's gradient
+(and the target's, ``-sum_p grad_p``, when the target requires grad: it IS supported as a
+differentiable input), each rounded once to its dtype as the reference's are. Recomputing rather than
+storing D_p in forward moves less memory (forward + backward: (2 + 3P) tensor passes instead of
+1 + 4P; 11 instead of 13 for step 1) and rounds a 16-bit gradient once instead of twice. The masks are
+weights, not parameters: masks that require grad are refused with a ValueError rather than silently
+ignored.
+
+Validation: shapes and masks are checked before the kernel (as the reference does), but the inputs'
+finiteness is checked on the K losses afterwards: a NaN or inf anywhere in a pred that a loss reads, or
+in the target, makes a loss non-finite (a mask weight of 0 times inf or NaN is NaN), and only then are
+the inputs searched for the argument to name. That saves a read of every input and a host sync per
+input on each call; preds that no loss reads are checked up front.
 
 Accumulation is fp32 (fp64 for a float64 target, matching the reference's dtype rule); inputs may be
 float16 / bfloat16 / float32 / float64; the losses come back float32 (float64 for float64 target).
@@ -46,10 +54,24 @@ _TL_DTYPE = {torch.float16: tl.float16, torch.bfloat16: tl.bfloat16, torch.float
 
 
 @triton.jit
-def _losses_fwd_kernel(pred_table, target_ptr, masks_ptr, index_ptr, partial_ptr, dgrad_ptr,
-                       n_rows, n_elems, n_verts, n_preds, n_terms,
+def _rounded(x, DTYPE: tl.constexpr):
+    """``x`` (the accumulation dtype) in DTYPE, rounded to nearest, ties to even. For bfloat16 the rounding
+    is done here on the float32 bits, because the Triton interpreter truncates float32 -> bfloat16 (one
+    ulp of error instead of half: twice the reference's) while the GPU rounds; so both give the
+    reference's rounding, and the CPU tests check it. (A float64 accumulator is rounded to float32
+    first: a double rounding only for a float64 target with bfloat16 preds.)"""
+    if DTYPE == tl.bfloat16:
+        bits = x.to(tl.float32).to(tl.uint32, bitcast=True)
+        bits = ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16) << 16
+        x = bits.to(tl.float32, bitcast=True)
+    return x.to(DTYPE)
+
+
+@triton.jit
+def _losses_fwd_kernel(pred_table, target_ptr, masks_ptr, index_ptr, partial_ptr,
+                       n_rows, n_verts, n_preds, n_terms,
                        PRED_DTYPE: tl.constexpr, ACC: tl.constexpr, L2: tl.constexpr,
-                       WRITE_GRAD: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_K: tl.constexpr):
+                       BLOCK_R: tl.constexpr, BLOCK_K: tl.constexpr):
     pid = tl.program_id(0)
     rows = pid.to(tl.int64) * BLOCK_R + tl.arange(0, BLOCK_R)   # one row = one (frame, vertex)
     row_ok = rows < n_rows
@@ -64,22 +86,15 @@ def _losses_fwd_kernel(pred_table, target_ptr, masks_ptr, index_ptr, partial_ptr
                 other=0.0).to(ACC)                               # [BLOCK_R, BLOCK_K]
     pred_of_k = tl.load(index_ptr + ks, mask=k_ok, other=-1)
     acc = tl.zeros([BLOCK_K], dtype=ACC)
-    dgrad_ptrs = dgrad_ptr + offs                                # advanced by n_elems = N * V * 3 per pred
     for p in range(n_preds):
         base = tl.load(pred_table + p).to(tl.pointer_type(PRED_DTYPE))
         diff = tl.load(base + offs, mask=elem_ok, other=0.0).to(ACC) - tgt
         sq = tl.sum(diff * diff, axis=1)
         if L2:
             positive = sq > 0
-            dist = tl.sqrt(tl.where(positive, sq, 1.0))
-            d = tl.where(positive, dist, 0.0)
-            grad = diff * tl.where(positive, 1.0 / dist, 0.0)[:, None]
+            d = tl.where(positive, tl.sqrt(tl.where(positive, sq, 1.0)), 0.0)
         else:
             d = sq
-            grad = 2.0 * diff
-        if WRITE_GRAD:
-            tl.store(dgrad_ptrs, grad.to(PRED_DTYPE), mask=elem_ok)
-            dgrad_ptrs += n_elems
         term = tl.sum(m * d[:, None], axis=0)                   # [BLOCK_K]
         acc += tl.where(pred_of_k == p, term, 0.0)
     tl.store(partial_ptr + pid * BLOCK_K + ks, acc)
@@ -101,10 +116,11 @@ def _reduce_kernel(partial_ptr, norm_ptr, out_ptr, n_blocks, n_terms,
 
 
 @triton.jit
-def _losses_bwd_kernel(dgrad_ptr, masks_ptr, index_ptr, grad_out_ptr, norm_ptr, grad_preds_ptr, grad_target_ptr,
-                       n_rows, n_elems, n_verts, n_preds, n_terms,
-                       ACC: tl.constexpr, PRED_GRAD: tl.constexpr, TARGET_GRAD: tl.constexpr,
-                       TARGET_DTYPE: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_K: tl.constexpr):
+def _losses_bwd_kernel(pred_table, target_ptr, masks_ptr, index_ptr, grad_out_ptr, norm_ptr, grad_preds_ptr,
+                       grad_target_ptr, n_rows, n_elems, n_verts, n_preds, n_terms,
+                       PRED_DTYPE: tl.constexpr, ACC: tl.constexpr, L2: tl.constexpr, PRED_GRAD: tl.constexpr,
+                       TARGET_GRAD: tl.constexpr, TARGET_DTYPE: tl.constexpr, BLOCK_R: tl.constexpr,
+                       BLOCK_K: tl.constexpr):
     pid = tl.program_id(0)
     rows = pid.to(tl.int64) * BLOCK_R + tl.arange(0, BLOCK_R)
     row_ok = rows < n_rows
@@ -119,30 +135,46 @@ def _losses_bwd_kernel(dgrad_ptr, masks_ptr, index_ptr, grad_out_ptr, norm_ptr, 
     coef = (tl.load(grad_out_ptr + ks, mask=k_ok, other=0.0).to(ACC)
             / tl.load(norm_ptr + ks, mask=k_ok, other=1.0))     # g_k / norm_k
     pred_of_k = tl.load(index_ptr + ks, mask=k_ok, other=-1)
+    tgt = tl.load(target_ptr + offs, mask=elem_ok, other=0.0).to(ACC)
     grad_target = tl.zeros([BLOCK_R, 4], dtype=ACC)
-    dgrad_ptrs = dgrad_ptr + offs
-    grad_ptrs = grad_preds_ptr + offs
+    grad_ptrs = grad_preds_ptr + offs                            # advanced by n_elems = N * V * 3 per pred
     for p in range(n_preds):
         w = tl.sum(m * tl.where(pred_of_k == p, coef, 0.0)[None, :], axis=1)   # w_p[v]
-        d = tl.load(dgrad_ptrs, mask=elem_ok, other=0.0)
-        grad = d.to(ACC) * w[:, None]
+        base = tl.load(pred_table + p).to(tl.pointer_type(PRED_DTYPE))
+        diff = tl.load(base + offs, mask=elem_ok, other=0.0).to(ACC) - tgt
+        if L2:
+            sq = tl.sum(diff * diff, axis=1)
+            positive = sq > 0
+            scale = tl.where(positive, 1.0 / tl.sqrt(tl.where(positive, sq, 1.0)), 0.0) * w
+        else:
+            scale = 2.0 * w
+        grad = diff * scale[:, None]
         if PRED_GRAD:
-            tl.store(grad_ptrs, grad.to(d.dtype), mask=elem_ok)
-        dgrad_ptrs += n_elems
+            tl.store(grad_ptrs, _rounded(grad, PRED_DTYPE), mask=elem_ok)
         grad_ptrs += n_elems
         grad_target -= grad
     if TARGET_GRAD:
-        tl.store(grad_target_ptr + offs, grad_target.to(TARGET_DTYPE), mask=elem_ok)
+        tl.store(grad_target_ptr + offs, _rounded(grad_target, TARGET_DTYPE), mask=elem_ok)
 
 
 def default_block_rows(device: torch.device) -> int:
-    """(frame, vertex) rows per program: 512 on CUDA (not yet tuned on hardware); 4096 on the CPU,
-    where the interpreter's cost is per operation."""
-    return 512 if device.type == "cuda" else 4096
+    """(frame, vertex) rows per program: 256 on CUDA; 4096 on the CPU, where the interpreter's cost is
+    per operation. Chosen by register pressure, not yet timed on hardware: compiled for sm_90 with 4
+    warps (benchmarks/gpu_compile.py, ptxas -v), 512 rows took 128 (forward) and 146-188 (backward)
+    registers per thread, which caps a streaming kernel at ~3 blocks per SM; 256 rows take 71-72, 128
+    rows 40. bench_vertex_losses.py's block-rows sweep measures 128/256/512 on a GPU."""
+    return 256 if device.type == "cuda" else 4096
 
 
 def _acc_dtype(target: torch.Tensor) -> torch.dtype:
     return torch.float64 if target.dtype == torch.float64 else torch.float32
+
+
+def _pointers(preds, stacked: bool, n_preds: int) -> List[int]:
+    """The P preds' base addresses (slices of one stacked tensor, or P tensors)."""
+    if stacked:
+        return [preds[0].data_ptr() + p * preds[0].stride(0) * preds[0].element_size() for p in range(n_preds)]
+    return [p.data_ptr() for p in preds]
 
 
 class _MaskedVertexLosses(torch.autograd.Function):
@@ -150,58 +182,57 @@ class _MaskedVertexLosses(torch.autograd.Function):
     (preds given as one [P, N, V, 3] tensor), then the pred tensors (one stacked or P separate)."""
 
     @staticmethod
-    def forward(ctx, target, masks, index, l2, block_rows, stacked, need_grad, *preds):
+    def forward(ctx, target, masks, index, l2, block_rows, stacked, *preds):
         n_verts = target.shape[-2]
         n_rows = target.numel() // 3
         n_preds = preds[0].shape[0] if stacked else len(preds)
         pred_dtype = preds[0].dtype
         acc = _acc_dtype(target)
-        if stacked:
-            table = [preds[0].data_ptr() + p * preds[0].stride(0) * preds[0].element_size() for p in range(n_preds)]
-        else:
-            table = [p.data_ptr() for p in preds]
-        table = torch.tensor(table, dtype=torch.int64, device=target.device)
+        table = torch.tensor(_pointers(preds, stacked, n_preds), dtype=torch.int64, device=target.device)
         n_terms = masks.shape[0]
         block_k = max(2, triton.next_power_of_2(n_terms))
         n_blocks = triton.cdiv(n_rows, block_rows)
         partial = torch.empty(n_blocks, block_k, dtype=acc, device=target.device)
-        dgrad = torch.empty((n_preds, n_rows * 3) if need_grad else (1,), dtype=pred_dtype, device=target.device)
-        _losses_fwd_kernel[(n_blocks,)](table, target, masks, index, partial, dgrad, n_rows, n_rows * 3, n_verts,
-                                        n_preds, n_terms,
+        _losses_fwd_kernel[(n_blocks,)](table, target, masks, index, partial, n_rows, n_verts, n_preds, n_terms,
                                         PRED_DTYPE=_TL_DTYPE[pred_dtype], ACC=_TL_DTYPE[acc], L2=l2,
-                                        WRITE_GRAD=need_grad, BLOCK_R=block_rows, BLOCK_K=block_k, num_warps=4)
+                                        BLOCK_R=block_rows, BLOCK_K=block_k, num_warps=4)
         frames = n_rows // n_verts
         norm = masks.sum(dim=1) * frames * (1 if l2 else 3)
         out = torch.empty(n_terms, dtype=acc, device=target.device)
         _reduce_kernel[(1,)](partial, norm, out, n_blocks, n_terms, ACC=_TL_DTYPE[acc], BLOCK_B=256,
                              BLOCK_K=block_k, num_warps=4)
-        ctx.save_for_backward(dgrad, masks, index, norm)
-        ctx.meta = (stacked, n_preds, [p.shape for p in preds], target.shape, target.dtype, block_rows, block_k)
+        # the preds and target themselves are saved (autograd's version counters catch an in-place change
+        # before backward); the pointer table is rebuilt from them in backward
+        ctx.save_for_backward(target, masks, index, norm, *preds)
+        ctx.meta = (stacked, n_preds, l2, block_rows, block_k)
         return out
 
     @staticmethod
     def backward(ctx, grad_out):
-        dgrad, masks, index, norm = ctx.saved_tensors
-        stacked, n_preds, shapes, target_shape, target_dtype, block_rows, block_k = ctx.meta
-        need_preds = any(ctx.needs_input_grad[7:])
+        target, masks, index, norm, *preds = ctx.saved_tensors
+        stacked, n_preds, l2, block_rows, block_k = ctx.meta
+        need_preds = any(ctx.needs_input_grad[6:])
         need_target = ctx.needs_input_grad[0]
         n_verts = masks.shape[1]
-        n_rows = dgrad.shape[1] // 3
+        n_rows = target.numel() // 3
         acc = masks.dtype  # saved in the accumulation dtype
-        grad_preds = torch.empty_like(dgrad) if need_preds else dgrad[:1, :1]
-        grad_target = (torch.empty(target_shape, dtype=target_dtype, device=dgrad.device) if need_target
-                       else dgrad[:1, :1])
+        pred_dtype = preds[0].dtype
+        table = torch.tensor(_pointers(preds, stacked, n_preds), dtype=torch.int64, device=target.device)
+        grad_preds = (torch.empty((n_preds, n_rows * 3), dtype=pred_dtype, device=target.device) if need_preds
+                      else target.new_empty(1))
+        grad_target = torch.empty_like(target) if need_target else target.new_empty(1)
         _losses_bwd_kernel[(triton.cdiv(n_rows, block_rows),)](
-            dgrad, masks, index, grad_out.contiguous(), norm, grad_preds, grad_target, n_rows, n_rows * 3, n_verts,
-            n_preds, masks.shape[0], ACC=_TL_DTYPE[acc], PRED_GRAD=need_preds, TARGET_GRAD=need_target,
-            TARGET_DTYPE=_TL_DTYPE[target_dtype], BLOCK_R=block_rows, BLOCK_K=block_k, num_warps=4)
+            table, target, masks, index, grad_out.contiguous(), norm, grad_preds, grad_target, n_rows, n_rows * 3,
+            n_verts, n_preds, masks.shape[0], PRED_DTYPE=_TL_DTYPE[pred_dtype], ACC=_TL_DTYPE[acc], L2=l2,
+            PRED_GRAD=need_preds, TARGET_GRAD=need_target, TARGET_DTYPE=_TL_DTYPE[target.dtype],
+            BLOCK_R=block_rows, BLOCK_K=block_k, num_warps=4)
         if not need_preds:
-            pred_grads = [None] * len(shapes)
+            pred_grads = [None] * len(preds)
         elif stacked:
-            pred_grads = [grad_preds.view(shapes[0])]
+            pred_grads = [grad_preds.view(preds[0].shape)]
         else:
-            pred_grads = [grad_preds[p].view(shapes[p]) for p in range(n_preds)]
-        return (grad_target if need_target else None, None, None, None, None, None, None, *pred_grads)
+            pred_grads = [grad_preds[p].view(preds[p].shape) for p in range(n_preds)]
+        return (grad_target if need_target else None, None, None, None, None, None, *pred_grads)
 
 
 def triton_masked_vertex_losses(preds, target: torch.Tensor, masks: torch.Tensor, pred_index=None,
@@ -214,7 +245,8 @@ def triton_masked_vertex_losses(preds, target: torch.Tensor, masks: torch.Tensor
     """
     from meshtalk_fast.losses import check_loss_inputs
 
-    plist, target, masks, index = check_loss_inputs(preds, target, masks, pred_index, distance)
+    # values (finiteness) are checked on the losses below: see the module docstring
+    plist, target, masks, index = check_loss_inputs(preds, target, masks, pred_index, distance, check_values=False)
     if masks.requires_grad and torch.is_grad_enabled():
         raise ValueError("masks must not require grad with backend='triton' (they are fixed weights; the "
                          "reference backend differentiates them), got masks.requires_grad=True")
@@ -227,6 +259,9 @@ def triton_masked_vertex_losses(preds, target: torch.Tensor, masks: torch.Tensor
     block_rows = block_rows or default_block_rows(device)
     if block_rows < 16 or block_rows & (block_rows - 1):
         raise ValueError(f"block_rows must be a power of two >= 16, got {block_rows}")
+    unread = sorted(set(range(len(plist))) - set(index.tolist()))
+    if unread:  # no loss reads them, so the losses cannot reveal a NaN in them: check them now
+        check_loss_inputs([plist[i] for i in unread], target, masks[:1], [0], distance)
     acc = _acc_dtype(target)
     pred_dtype = plist[0].dtype
     for p in plist[1:]:
@@ -236,10 +271,12 @@ def triton_masked_vertex_losses(preds, target: torch.Tensor, masks: torch.Tensor
         tensors: List[torch.Tensor] = [preds.to(pred_dtype).contiguous()]
     else:
         tensors = [p.to(pred_dtype).contiguous() for p in plist]
-    need_grad = torch.is_grad_enabled() and (target.requires_grad or any(t.requires_grad for t in tensors))
-    return _MaskedVertexLosses.apply(target.contiguous(), masks.detach().to(acc).contiguous(),
-                                     index.to(device=device, dtype=torch.int32), distance == "l2", block_rows,
-                                     stacked, need_grad, *tensors)
+    out = _MaskedVertexLosses.apply(target.contiguous(), masks.detach().to(acc).contiguous(),
+                                    index.to(device=device, dtype=torch.int32), distance == "l2", block_rows,
+                                    stacked, *tensors)
+    if not bool(torch.isfinite(out.detach()).all()):  # one host sync; then name the culprit as the reference does
+        check_loss_inputs(preds, target, masks, pred_index, distance)
+    return out
 
 
 @triton.jit
@@ -343,7 +380,9 @@ def triton_lip_vertex_error(pred: torch.Tensor, target: torch.Tensor, lip_mask: 
     lip = torch.nonzero(lip_mask.to(target.device) != 0).flatten().to(torch.int32)
     if lip.numel() == 0:
         raise ValueError("lip_mask must select at least one vertex, got none")
-    block_frames = block_frames or (64 if target.device.type == "cuda" else 256)
+    # 16 frames x 128 lip vertices per program on CUDA: 64 frames took 255 registers per thread and spilled
+    # 580 B (sm_90, 4 warps, benchmarks/gpu_compile.py); 16 take 116 and do not spill. Not timed yet.
+    block_frames = block_frames or (16 if target.device.type == "cuda" else 256)
     if block_frames < 2 or block_frames & (block_frames - 1):
         raise ValueError(f"block_frames must be a power of two >= 2, got {block_frames}")
     out_dtype = torch.promote_types(pred.dtype, target.dtype)

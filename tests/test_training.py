@@ -260,3 +260,73 @@ def test_config_file(tmp_path):
     with pytest.raises(ValueError, match="divisible by accumulate"):
         Trainer(make_model(), synthetic_clips(), masks(), small_config(batch_size=3, accumulate=2),
                 str(tmp_path / "x"), progress=False).fit(1)
+
+
+def _train_losses(log_path):
+    return [{k: v for k, v in r.items() if k != "frames_per_s"}
+            for r in map(json.loads, open(log_path)) if r["split"] == "train"]
+
+
+def test_prefetched_batches_give_the_same_losses(tmp_path):
+    """The background batch builder (on by default for CUDA) changes when a batch is built, not what
+    is in it: the logged losses are identical with and without it."""
+    logs = []
+    for prefetch in (False, True):
+        out = tmp_path / f"prefetch_{prefetch}"
+        trainer = Trainer(make_model(), synthetic_clips(), masks(), small_config(), str(out), progress=False,
+                          prefetch=prefetch)
+        assert trainer.prefetch is prefetch
+        trainer.fit(1)
+        trainer.fit(2)
+        logs.append(_train_losses(out / "metrics.jsonl"))
+    assert len(logs[0]) == 5 and logs[0] == logs[1]
+    assert Trainer(make_model(), synthetic_clips(), masks(), small_config(), str(tmp_path / "d"),
+                   progress=False).prefetch is False  # default on the CPU: no thread competing for the cores
+
+
+@pytest.mark.parametrize("backend", ["torch"])
+def test_losses_stay_float32_under_bf16_autocast(backend):
+    """Under the trainer's bf16 autocast the encoders and decoder may run in bf16, but every loss term
+    is computed in float32 (run here with the CPU's autocast; the trainer uses CUDA's)."""
+    from meshtalk_fast.training.objectives import Stage1Objective, Stage2Objective, frozen_codes
+
+    clips = synthetic_clips()
+    model = make_model()
+    m = masks()
+    geom = torch.stack([c.geom[:5] for c in clips[:3]])
+    template = torch.stack([c.template for c in clips[:3]])
+    windows = torch.stack([mf.audio_windows(c.audio)[:5] for c in clips[:3]])
+    objective = Stage1Objective(model.encoder, model.vertex_unet, m.eye_keypoints, m.mouth, m.eye,
+                                loss_backend=backend, codes="argmax", diversity=1.0)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        audio_code = model.encoder.audio_encoder(windows)
+        terms = objective(template, geom, torch.Generator().manual_seed(0), windows=windows)
+        one_hot, frozen_audio = frozen_codes(model.encoder, geom, windows=windows)
+        terms2 = Stage2Objective(model.context_model)(one_hot, frozen_audio)
+    assert model.encoder.audio_encoder(windows).dtype == torch.float32  # outside autocast
+    assert audio_code.dtype == torch.bfloat16  # inside it, the encoders really ran in bf16
+    for name, value in {**terms, **terms2}.items():
+        assert value.dtype == torch.float32, f"{name} is {value.dtype}"
+        assert torch.isfinite(value), name
+    terms["total"].backward()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (the trainer's CUDA path: bf16 "
+                    "autocast, the fused Triton losses, pinned prefetched batches, validation on the GPU)")
+def test_cuda_training_with_autocast_and_validation(tmp_path):
+    from meshtalk_fast._dispatch import resolve
+    from meshtalk_fast.losses import torch_masked_vertex_losses
+
+    assert resolve("masked_vertex_losses", "auto", torch.device("cuda")) is not torch_masked_vertex_losses
+    cfg = small_config(codes="argmax", diversity=1.0)
+    assert cfg.amp
+    clips = synthetic_clips()
+    trainer = Trainer(make_model(), clips[:3], masks(), cfg, str(tmp_path), val_clips=clips[3:], device="cuda",
+                      progress=False)
+    assert trainer.prefetch
+    first = trainer.fit(1)
+    second = trainer.fit(2)
+    assert all(math.isfinite(v) for v in first.values() if isinstance(v, float))
+    assert math.isfinite(second["cross_entropy"])
+    records = list(map(json.loads, open(tmp_path / "metrics.jsonl")))
+    assert {(r["stage"], r["split"]) for r in records} >= {(1, "train"), (1, "val"), (2, "train"), (2, "val")}

@@ -5,6 +5,7 @@
 """
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import statistics
 from typing import Dict, List, Optional, Sequence
@@ -18,11 +19,23 @@ from .metrics import (BROW_EVENT_LEVEL, EYE_EVENT_LEVEL, above_rest, event_scale
 from .training.batches import Clip
 
 __all__ = ["animate_clip", "reconstruct_clip", "evaluate", "disentanglement", "mean_disentanglement",
-           "code_sensitivity", "upper_face", "report", "format_report"]
+           "code_sensitivity", "upper_face", "report", "format_report", "on_model_device"]
+
+
+def on_model_device(model: MeshTalk, clip: Clip) -> Clip:
+    """``clip`` with its tensors on the model's device (the clip itself when they are there already):
+    evaluation runs where the model is, e.g. the trainer's validation of a model training on CUDA
+    while the clips stay in host memory."""
+    device = next(model.parameters()).device
+    if clip.geom.device == device:
+        return clip
+    return dataclasses.replace(clip, template=clip.template.to(device), geom=clip.geom.to(device),
+                               audio=clip.audio.to(device))
 
 
 @torch.no_grad()
 def _codes(model: MeshTalk, clip: Clip):
+    clip = on_model_device(model, clip)
     audio_code = model.encode_speech(clip.audio)[:, :clip.frames]
     expression_code = model.encode_expression(clip.geom[None], clip.template)
     return expression_code, audio_code
@@ -30,15 +43,18 @@ def _codes(model: MeshTalk, clip: Clip):
 
 @torch.no_grad()
 def animate_clip(model: MeshTalk, clip: Clip, seed: int = 0, argmax: bool = False) -> torch.Tensor:
-    """Speech -> meshes ``[T, V, 3]`` with codes sampled from the prior (Gumbel, seeded)."""
+    """Speech -> meshes ``[T, V, 3]`` on the model's device, with codes sampled from the prior (Gumbel,
+    seeded; the generator lives on the model's device, so CUDA and CPU draw different noise)."""
+    clip = on_model_device(model, clip)
     one_hot = model.sample(model.encode_speech(clip.audio)[:, :clip.frames], argmax=argmax,
-                           generator=torch.Generator().manual_seed(seed))
+                           generator=torch.Generator(device=clip.audio.device).manual_seed(seed))
     return model.decode(clip.template, one_hot)[0]
 
 
 @torch.no_grad()
 def reconstruct_clip(model: MeshTalk, clip: Clip) -> torch.Tensor:
-    """Ground-truth meshes + speech -> argmax codes -> meshes ``[T, V, 3]``."""
+    """Ground-truth meshes + speech -> argmax codes -> meshes ``[T, V, 3]`` on the model's device."""
+    clip = on_model_device(model, clip)
     expression_code, audio_code = _codes(model, clip)
     one_hot = model.quantize(model.fuse(expression_code, audio_code), argmax=True)
     return model.decode(clip.template, one_hot)[0]
@@ -56,6 +72,8 @@ def evaluate(model: MeshTalk, clips: Sequence[Clip], lips: torch.Tensor, upper_f
     totals = {"lve": 0.0, "lve_static": 0.0, "lve_l2": 0.0, "lve_l2_static": 0.0, "fdd": 0.0}
     frames = 0
     for i, clip in enumerate(clips):
+        clip = on_model_device(model, clip)
+        lips, upper_face = lips.to(clip.geom.device), upper_face.to(clip.geom.device)
         pred = animate_clip(model, clip, seed + i) if mode == "audio" else reconstruct_clip(model, clip)
         static = clip.template.expand_as(clip.geom)
         n = clip.frames
@@ -82,6 +100,7 @@ def disentanglement(model: MeshTalk, a: Clip, b: Clip, mouth: torch.Tensor, uppe
     """
     was_training = model.training
     model.eval()
+    a, b = on_model_device(model, a), on_model_device(model, b)
     T = min(a.frames, b.frames)
     ea, aa = (x[:, :T] for x in _codes(model, a))
     eb, ab = (x[:, :T] for x in _codes(model, b))
@@ -124,6 +143,7 @@ def code_sensitivity(model: MeshTalk, clips: Sequence[Clip]) -> float:
         if clip.frames < 2:
             raise ValueError(f"sequence {clip.name!r} must have at least 2 frames to rotate, got {clip.frames}")
         shift = clip.frames // 2
+        clip = on_model_device(model, clip)
         expression_code, audio_code = _codes(model, clip)
         one_hot = model.quantize(model.fuse(expression_code, audio_code), argmax=True)
         own = model.decode(clip.template, one_hot)[0]

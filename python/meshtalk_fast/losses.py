@@ -21,8 +21,11 @@ Preds = Union[torch.Tensor, Sequence[torch.Tensor]]
 
 
 def check_loss_inputs(preds: Preds, target: torch.Tensor, masks: torch.Tensor,
-                      pred_index: Optional[Union[Sequence[int], torch.Tensor]], distance: str):
-    """Validate and normalise the arguments: returns (list of P preds, target, masks, index [K])."""
+                      pred_index: Optional[Union[Sequence[int], torch.Tensor]], distance: str,
+                      check_values: bool = True):
+    """Validate and normalise the arguments: returns (list of P preds, target, masks, index [K]).
+    ``check_values=False`` skips the finiteness of preds and target (a read of each and a host sync
+    on a GPU): for a caller that checks its result instead (the fused kernel)."""
     check_choice("distance", distance, ("squared", "l2"))
     check_tensor("target", target, what="[..., V, 3]")
     if target.dim() < 2 or target.shape[-1] != 3:
@@ -66,9 +69,10 @@ def check_loss_inputs(preds: Preds, target: torch.Tensor, masks: torch.Tensor,
             raise ValueError(f"pred_index must have K={K} entries (one per mask), got {index.numel()}")
         if bool(((index < 0) | (index >= P)).any()):
             raise ValueError(f"pred_index entries must be in [0, {P}), got {index.tolist()}")
-    for i, p in enumerate(plist):
-        check_finite(f"preds[{i}]", p)
-    check_finite("target", target)
+    if check_values:
+        for i, p in enumerate(plist):
+            check_finite(f"preds[{i}]", p)
+        check_finite("target", target)
     if target.numel() == 0:
         raise ValueError(f"target must hold at least one frame, got shape {shape_str(target.shape)}")
     return plist, target, masks, index

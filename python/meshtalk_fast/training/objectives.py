@@ -63,31 +63,38 @@ class Stage1Objective(nn.Module):
                              f"terms, got {B}")
         expression_code = self.encoder.expression_encoder(geom, template)
         audio_code = encode_audio_inputs(self.encoder, windows, mel, positions)
-        shift = int(torch.randint(1, B, (1,), generator=generator))  # another sequence of the batch
+        # another sequence of the batch; drawn on the generator's device (a CUDA generator cannot draw
+        # a CPU tensor)
+        shift = int(torch.randint(1, B, (1,), generator=generator, device=generator.device))
         fuse = self.encoder.fusion_model
         own = fuse(expression_code, audio_code)
         recon = self._reconstruct(template, own, generator)
         keep_audio = self._reconstruct(template, fuse(expression_code.roll(shift, 0), audio_code), generator)
         keep_expression = self._reconstruct(template, fuse(expression_code, audio_code.roll(shift, 0)), generator)
-        terms = step1_losses(recon.float(), keep_audio.float(), keep_expression.float(), geom, self.landmarks,
-                             self.mouth, self.eye, distance=self.distance, backend=self.loss_backend)
-        if self.weights["brow"] > 0:
-            terms["brow"] = masked_vertex_losses([recon.float()], geom, self.forehead.to(geom.dtype)[None],
-                                                 distance=self.distance, backend=self.loss_backend)[0]
-        if any(w != (0.0 if k == "brow" else 1.0) for k, w in self.weights.items()):
-            terms["total"] = sum(w * terms[k] for k, w in self.weights.items() if w > 0)
-        k = self.encoder.fusion_model.expression_heads
-        if k and self.expression_diversity != self.diversity:
-            if self.diversity > 0:
-                terms["diversity"] = diversity_loss(own[..., k:, :])
+        # The losses in float32 whatever the autocast around this call (the trainer's bf16 autocast on
+        # CUDA covers the encoders and the decoder only): squared errors of vertices in mm summed over
+        # ~10^5 terms lose their low bits in bf16.
+        with torch.autocast(geom.device.type, enabled=False):
+            terms = step1_losses(recon.float(), keep_audio.float(), keep_expression.float(), geom.float(),
+                                 self.landmarks, self.mouth, self.eye, distance=self.distance,
+                                 backend=self.loss_backend)
+            if self.weights["brow"] > 0:
+                terms["brow"] = masked_vertex_losses([recon.float()], geom.float(), self.forehead[None],
+                                                     distance=self.distance, backend=self.loss_backend)[0]
+            if any(w != (0.0 if k == "brow" else 1.0) for k, w in self.weights.items()):
+                terms["total"] = sum(w * terms[k] for k, w in self.weights.items() if w > 0)
+            k = self.encoder.fusion_model.expression_heads
+            if k and self.expression_diversity != self.diversity:
+                if self.diversity > 0:
+                    terms["diversity"] = diversity_loss(own[..., k:, :])
+                    terms["total"] = terms["total"] + self.diversity * terms["diversity"]
+                if self.expression_diversity > 0:
+                    terms["expression_diversity"] = diversity_loss(own[..., :k, :])
+                    terms["total"] = terms["total"] + self.expression_diversity * terms["expression_diversity"]
+            elif self.diversity > 0:
+                terms["diversity"] = diversity_loss(own)
                 terms["total"] = terms["total"] + self.diversity * terms["diversity"]
-            if self.expression_diversity > 0:
-                terms["expression_diversity"] = diversity_loss(own[..., :k, :])
-                terms["total"] = terms["total"] + self.expression_diversity * terms["expression_diversity"]
-        elif self.diversity > 0:
-            terms["diversity"] = diversity_loss(own)
-            terms["total"] = terms["total"] + self.diversity * terms["diversity"]
-        terms.update(code_statistics(own))  # diagnostics only (no gradient, not in "total"): see quantize.py
+            terms.update(code_statistics(own))  # diagnostics only (no gradient, not in "total"): see quantize.py
         return terms
 
 
@@ -131,5 +138,6 @@ class Stage2Objective(nn.Module):
 
     def forward(self, one_hot: torch.Tensor, audio_code: torch.Tensor) -> Dict[str, torch.Tensor]:
         logprobs = self.context_model(one_hot, audio_code)
-        nll = -(logprobs * one_hot).sum(-1).mean()
+        with torch.autocast(logprobs.device.type, enabled=False):  # the loss in float32 (see Stage1Objective)
+            nll = -(logprobs.float() * one_hot.float()).sum(-1).mean()
         return {"cross_entropy": nll, "total": nll}

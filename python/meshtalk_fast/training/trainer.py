@@ -12,6 +12,7 @@ import json
 import math
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Dict, List, Optional, Sequence
 
 import torch
@@ -43,13 +44,20 @@ def _world():
 
 class Trainer:
     """``Trainer(model, train_clips, masks, config, out_dir, val_clips=None, device="cpu")``;
-    ``fit(stage, max_seconds=None)`` trains one stage; ``resume(path)`` continues a checkpoint."""
+    ``fit(stage, max_seconds=None)`` trains one stage; ``resume(path)`` continues a checkpoint.
+
+    ``prefetch`` (default: on for CUDA): one background thread builds the next step's batches (crops,
+    audio windows or mel spans, pinned host memory) while the GPU runs this step, and the copies to
+    the device are asynchronous. The batches depend only on (seed, step), so the losses are the same
+    with and without it."""
 
     def __init__(self, model: MeshTalk, train_clips: Sequence[Clip], masks: TrainingMasks, config: TrainConfig,
-                 out_dir: str, val_clips: Sequence[Clip] = (), device: str = "cpu", progress: bool = True):
+                 out_dir: str, val_clips: Sequence[Clip] = (), device: str = "cpu", progress: bool = True,
+                 prefetch: Optional[bool] = None):
         self.model, self.masks, self.config = model.to(device), masks, config.validate()
         self.train_clips, self.val_clips = list(train_clips), list(val_clips)
         self.out_dir, self.device, self.progress = out_dir, torch.device(device), progress
+        self.prefetch = self.device.type == "cuda" if prefetch is None else bool(prefetch)
         self.rank, self.world = _world()
         self.step = 0
         self.stage = 1
@@ -146,12 +154,18 @@ class Trainer:
         for m in range(self.rank, M, self.world):
             yield m, M, sampler.collate(items[m * size:(m + 1) * size])
 
-    def _train_step(self, objective, optimizer, sampler: CropSampler, stage: int) -> Dict[str, float]:
+    def _host_batches(self, sampler: CropSampler, stage: int, step: int) -> list:
+        """This process's micro-batches of ``step`` in host memory (pinned when training on CUDA, so the
+        copies to the device run asynchronously)."""
+        pin = self.device.type == "cuda"
+        return [(m, M, {k: v.pin_memory() if pin else v for k, v in batch.items()})
+                for m, M, batch in self._micro_batches(sampler, stage, step)]
+
+    def _train_step(self, objective, optimizer, micros: list, stage: int) -> Dict[str, float]:
         for group in optimizer.param_groups:
             group["lr"] = self._lr(stage, self.step)
         use_amp = self.config.amp and self.device.type == "cuda"
         sums: Dict[str, torch.Tensor] = {}
-        micros = list(self._micro_batches(sampler, stage, self.step))
         for i, (m, M, batch) in enumerate(micros):
             batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
             torch.manual_seed(step_seed(self.config.seed, "dropout", self.step, m))
@@ -235,6 +249,28 @@ class Trainer:
         bar = tqdm(total=None if max_seconds is not None else cfg.steps, initial=self.step, desc=f"stage {stage}",
                    unit="step", disable=not self.progress or self.rank != 0)
         frames_per_step = cfg.batch_size * cfg.segment_frames
+        # the sampler's per-clip mel cache is only ever touched by one thread: the worker when prefetching
+        pool = ThreadPoolExecutor(1, thread_name_prefix="batches") if self.prefetch else None
+        pending = pool.submit(self._host_batches, sampler, stage, self.step) if pool else None
+        try:
+            last = self._loop(stage, cfg, objective, sampler, start, max_seconds, bar, frames_per_step, pool, pending)
+        finally:
+            if pool is not None:
+                pool.shutdown(wait=True, cancel_futures=True)
+        bar.close()
+        self._budget_frac = None
+        if last and self.step % self.config.log_every:
+            self._log(last)
+        self.save_checkpoint()
+        if self.rank == 0:
+            self.model.save(os.path.join(self.out_dir, "model.safetensors"))
+            from ..plots import plot_training_curves
+
+            plot_training_curves(self.log_path, os.path.join(self.out_dir, "training_curves.png"))
+        return last
+
+    def _loop(self, stage, cfg, objective, sampler, start, max_seconds, bar, frames_per_step, pool, pending):
+        last: Dict = {}
         while self.step < cfg.steps:
             if max_seconds is not None:
                 # under a time budget the cosine schedule also follows the clock: not reproducible step for
@@ -244,7 +280,12 @@ class Trainer:
                     break
                 self._budget_frac = elapsed / max_seconds
             t0 = time.perf_counter()
-            losses = self._train_step(objective, self.optimizer, sampler, stage)
+            if pool is not None:
+                micros = pending.result()
+                pending = pool.submit(self._host_batches, sampler, stage, self.step + 1)
+            else:
+                micros = self._host_batches(sampler, stage, self.step)
+            losses = self._train_step(objective, self.optimizer, micros, stage)
             dt = time.perf_counter() - t0
             self.step += 1
             last = {"stage": stage, "step": self.step, "split": "train", **losses,
@@ -260,14 +301,4 @@ class Trainer:
                 self.validate(stage)
             if self.step % self.config.checkpoint_every == 0:
                 self.save_checkpoint()
-        bar.close()
-        self._budget_frac = None
-        if last and self.step % self.config.log_every:
-            self._log(last)
-        self.save_checkpoint()
-        if self.rank == 0:
-            self.model.save(os.path.join(self.out_dir, "model.safetensors"))
-            from ..plots import plot_training_curves
-
-            plot_training_curves(self.log_path, os.path.join(self.out_dir, "training_curves.png"))
         return last
