@@ -395,3 +395,38 @@ def test_trainer_runs_the_upper_face_recipe(tmp_path):
     assert {"brow", "expression_diversity", "diversity", "grad_norm"} <= set(log[-1])
     assert all(r["grad_norm"] > 1e-3 for r in log)  # the norm before clipping
     assert trainer.optimizer.defaults["betas"] == (0.9, 0.99)
+
+
+def test_upper_face_terms_can_stay_off_the_audio_heads():
+    """stage1.upper_face_codes = "expression": the eyelid and brow terms have the same values, but no
+    gradient reaches the audio heads' fusion MLP or the audio encoder through them."""
+    from meshtalk_fast.training import TrainConfig
+    from meshtalk_fast.training.objectives import Stage1Objective
+
+    clip = _blinking_clip("a", [5])
+    geom = torch.stack([clip.geom[:10], clip.geom[10:20]])
+    template = torch.stack([clip.template, clip.template])
+    grads, values = {}, {}
+    for mode in ("all", "expression"):
+        torch.manual_seed(0)
+        model = mf.MeshTalk(V, heads=4, classes=8, expression_input="offset", expression_heads=1)
+        windows = torch.stack([model.config.windows(clip.audio)[:10]] * 2)
+        objective = Stage1Objective(model.encoder, model.vertex_unet, EYE, BROW, EYE, codes="argmax",
+                                    weights={"recon": 0.0, "mouth": 0.0, "eye": 0.0, "landmarks": 1.0, "brow": 1.0},
+                                    forehead=BROW, upper_face_codes=mode)
+        terms = objective(template, geom, torch.Generator().manual_seed(1), windows=windows)
+        terms["total"].backward()
+        values[mode] = (float(terms["landmarks"]), float(terms["brow"]))
+        grads[mode] = [sum(float(p.grad.abs().sum()) for p in module.parameters() if p.grad is not None)
+                       for module in (model.encoder.fusion_model.mlp, model.encoder.audio_encoder,
+                                      model.encoder.fusion_model.expression_mlp)]
+    assert values["all"] == pytest.approx(values["expression"], rel=1e-6)
+    assert grads["all"][0] > 0 and grads["all"][1] > 0
+    assert grads["expression"][0] == 0.0 and grads["expression"][1] == 0.0 and grads["expression"][2] > 0
+    model = mf.MeshTalk(V, heads=4, classes=8)
+    with pytest.raises(ValueError, match="needs expression heads"):
+        Stage1Objective(model.encoder, model.vertex_unet, EYE, BROW, EYE, upper_face_codes="expression")
+    cfg = TrainConfig()
+    cfg.stage1.upper_face_codes = "expression"
+    with pytest.raises(ValueError, match="needs model.expression_heads > 0"):
+        cfg.validate()

@@ -117,7 +117,8 @@ def masked_vertex_losses(preds: Preds, target: torch.Tensor, masks: torch.Tensor
 
 def step1_losses(recon: torch.Tensor, keep_audio: torch.Tensor, keep_expression: torch.Tensor,
                  target: torch.Tensor, landmarks: torch.Tensor, mouth_mask: torch.Tensor,
-                 eye_mask: torch.Tensor, distance: str = "squared", backend: str = "auto") -> Dict[str, torch.Tensor]:
+                 eye_mask: torch.Tensor, distance: str = "squared", backend: str = "auto",
+                 landmarks_pred: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
     """The released step-1 objective in one call.
 
     recon: decoder output from the sequence's own codes ``[B, T, V, 3]``; keep_audio: decoded with the
@@ -125,14 +126,19 @@ def step1_losses(recon: torch.Tensor, keep_audio: torch.Tensor, keep_expression:
     with the audio of another sequence (eyes must still follow the expression). Masks ``[V]``.
     Returns ``recon`` (mean squared error), ``landmarks``, ``mouth`` and ``eye`` (the two modality-
     crossing terms), ``modality_crossing = mouth + eye`` and ``total`` (all weights 1, as released).
+    ``landmarks_pred`` (default ``recon``): another decoding of the sequence's own codes to measure the
+    landmark term on (the trainer's ``stage1.upper_face_codes = "expression"``).
     """
     V = target.shape[-2]
     # masks stay float32 (or float64 for float64 targets) so 16-bit targets do not round the weights
     dtype = torch.float64 if target.dtype == torch.float64 else torch.float32
     ones = torch.ones(V, dtype=dtype, device=target.device)
     masks = torch.stack([ones, landmarks.to(ones), mouth_mask.to(ones), eye_mask.to(ones)])
-    terms = masked_vertex_losses([recon, keep_audio, keep_expression], target, masks, pred_index=[0, 0, 1, 2],
-                                 distance=distance, backend=backend)
+    if landmarks_pred is None:
+        preds, index = [recon, keep_audio, keep_expression], [0, 0, 1, 2]
+    else:
+        preds, index = [recon, landmarks_pred, keep_audio, keep_expression], [0, 1, 2, 3]
+    terms = masked_vertex_losses(preds, target, masks, pred_index=index, distance=distance, backend=backend)
     out = {"recon": terms[0], "landmarks": terms[1], "mouth": terms[2], "eye": terms[3]}
     out["modality_crossing"] = terms[2] + terms[3]
     out["total"] = terms[0] + terms[1] + out["modality_crossing"]

@@ -63,6 +63,8 @@ class StageSection:
     eye_weight: float = 1.0
     brow_weight: float = 0.0      # ours: reconstruction error over the forehead mask (brow raises), normalised
                                   # like the landmark term; 0 = released
+    upper_face_codes: str = "all" # stage 1: which heads' codes the eyelid and brow terms reach: "all"
+                                  # (released) | "expression" (the expression heads only; objectives.py)
     clip_grad_norm: float = 0.0   # clip the global gradient norm to this before each step (0: off, released)
     adam_beta2: float = 0.999     # Adam's second-moment decay (PyTorch's default, as released)
     event_crops: float = 0.0      # stage 1 share of each batch's crops drawn around an upper-face event of
@@ -91,6 +93,7 @@ class TrainConfig:
             check_choice(f"{name}.schedule", st.schedule, ("constant", "cosine"))
             check_choice(f"{name}.distance", st.distance, ("squared", "l2"))
             check_choice(f"{name}.codes", st.codes, ("gumbel", "argmax"))
+            check_choice(f"{name}.upper_face_codes", st.upper_face_codes, ("all", "expression"))
             if not st.lr > 0:
                 raise ValueError(f"{name}.lr must be > 0, got {st.lr}")
             for field in ("diversity", "recon_weight", "landmarks_weight", "mouth_weight", "eye_weight", "brow_weight"):
@@ -112,7 +115,13 @@ class TrainConfig:
                 raise ValueError(f"{name}.weight_decay must be >= 0, got {st.weight_decay}")
         for field in ("log_every", "val_every", "checkpoint_every"):
             check_positive_int(field, getattr(self, field))
+        self.check_model()
         return self
+
+    def check_model(self) -> None:
+        """Stage options that need a model option."""
+        if self.stage1.upper_face_codes == "expression" and not self.model.expression_heads:
+            raise ValueError("stage1.upper_face_codes = 'expression' needs model.expression_heads > 0, got 0")
 
     def model_kwargs(self) -> Dict[str, Any]:
         """``MeshTalk(n_vertices, **model_kwargs())``: the [model] section without n_vertices (from the data)."""

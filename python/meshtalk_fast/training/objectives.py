@@ -24,8 +24,19 @@ class Stage1Objective(nn.Module):
     def __init__(self, encoder: MultimodalEncoder, vertex_unet: VertexUnet, landmarks: torch.Tensor,
                  mouth: torch.Tensor, eye: torch.Tensor, distance: str = "squared", loss_backend: str = "auto",
                  codes: str = "gumbel", diversity: float = 0.0, weights: Optional[Dict[str, float]] = None,
-                 expression_diversity: Optional[float] = None, forehead: Optional[torch.Tensor] = None):
+                 expression_diversity: Optional[float] = None, forehead: Optional[torch.Tensor] = None,
+                 upper_face_codes: str = "all"):
         super().__init__()
+        # "all" (released): the eyelid (landmark) and brow terms reach every head's codes; "expression":
+        # they are computed from a second decoding in which the other heads' codes carry no gradient, so
+        # they teach the expression heads and the decoder but never move the audio heads (RESULTS.md, "The
+        # upper face": a strong eyelid term collapsed the audio codes when the blinks were learnt)
+        if upper_face_codes not in ("all", "expression"):
+            raise ValueError(f"upper_face_codes must be 'all' or 'expression', got {upper_face_codes!r}")
+        if upper_face_codes == "expression" and not encoder.fusion_model.expression_heads:
+            raise ValueError("upper_face_codes='expression' needs expression heads (model.expression_heads > 0), "
+                             "got none")
+        self.upper_face_codes = upper_face_codes
         # code usage on the expression heads (FusionMlp.expression_heads); None: like the other heads
         self.expression_diversity = diversity if expression_diversity is None else expression_diversity
         # weights of "recon", "landmarks", "mouth", "eye" (missing ones 1, as released) and "brow" (0 unless
@@ -68,7 +79,12 @@ class Stage1Objective(nn.Module):
         shift = int(torch.randint(1, B, (1,), generator=generator, device=generator.device))
         fuse = self.encoder.fusion_model
         own = fuse(expression_code, audio_code)
-        recon = self._reconstruct(template, own, generator)
+        one_hot = quantize(own, argmax=self.argmax, generator=generator)
+        recon = self.vertex_unet(template[:, None], one_hot)
+        upper = recon
+        if self.upper_face_codes == "expression":
+            k = fuse.expression_heads
+            upper = self.vertex_unet(template[:, None], torch.cat([one_hot[:, :, :k], one_hot[:, :, k:].detach()], 2))
         keep_audio = self._reconstruct(template, fuse(expression_code.roll(shift, 0), audio_code), generator)
         keep_expression = self._reconstruct(template, fuse(expression_code, audio_code.roll(shift, 0)), generator)
         # The losses in float32 whatever the autocast around this call (the trainer's bf16 autocast on
@@ -77,9 +93,9 @@ class Stage1Objective(nn.Module):
         with torch.autocast(geom.device.type, enabled=False):
             terms = step1_losses(recon.float(), keep_audio.float(), keep_expression.float(), geom.float(),
                                  self.landmarks, self.mouth, self.eye, distance=self.distance,
-                                 backend=self.loss_backend)
+                                 backend=self.loss_backend, landmarks_pred=None if upper is recon else upper.float())
             if self.weights["brow"] > 0:
-                terms["brow"] = masked_vertex_losses([recon.float()], geom.float(), self.forehead[None],
+                terms["brow"] = masked_vertex_losses([upper.float()], geom.float(), self.forehead[None],
                                                      distance=self.distance, backend=self.loss_backend)[0]
             if any(w != (0.0 if k == "brow" else 1.0) for k, w in self.weights.items()):
                 terms["total"] = sum(w * terms[k] for k, w in self.weights.items() if w > 0)

@@ -90,7 +90,8 @@ class Trainer:
                                         weights={"recon": cfg.recon_weight, "landmarks": cfg.landmarks_weight,
                                                  "mouth": cfg.mouth_weight, "eye": cfg.eye_weight,
                                                  "brow": cfg.brow_weight},
-                                        forehead=self.masks.forehead).to(dev)
+                                        forehead=self.masks.forehead,
+                                        upper_face_codes=cfg.upper_face_codes).to(dev)
             groups = [{"params": list(m.encoder.parameters()), "weight_decay": 0.0},
                       {"params": list(m.vertex_unet.parameters()), "weight_decay": cfg.weight_decay}]
         else:
