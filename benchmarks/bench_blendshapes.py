@@ -11,8 +11,10 @@ Group "solve_blendshapes": T frames of a moving face solved into K weights in [0
               skipped without scipy).
 Group "live frame": one stream of the C API session (``_core.Session``, one thread, 533-sample
 pushes, released smoothing), without and with the solver on every popped frame; ``with_solver``
-also stores the solver's and the session's own seconds in extra_info (``solver_share`` = solver /
-session time: the issue's target is under 5 %).
+also stores the solver's and the session's own CPU seconds (time.process_time: both run on the
+calling thread, and CPU time is what a busy machine does not inflate) in extra_info
+(``solver_share`` = solver / session time: the issue's target is under 5 %).
+On a shared machine add ``--benchmark-timer time.process_time`` (every case here is single-threaded).
 
 ``MESHTALK_BENCH_SIZE=full``: V=6172 (the released template when ../shared/assets/meshtalk holds
 it), K=52 (ARKit's count), T=300 frames (10 s at 30 fps), a released-size model (16 heads x 128
@@ -95,7 +97,7 @@ def test_solve_blendshapes(benchmark, face, impl):
         fn = resolve("solve_blendshapes", impl, CPU)
         with torch.no_grad():
             out = benchmark(fn, meshes, neutral, deltas, None, 0.0, 1.0, 0.0)
-    assert out.shape == (T, K) and float(out.min()) >= 0 and float(out.max()) <= 1
+    assert out.shape == (T, K) and float(out.min()) >= -1e-9 and float(out.max()) <= 1 + 1e-9  # scipy: rounding
 
 
 @pytest.fixture(scope="module")
@@ -127,14 +129,14 @@ def test_live_frame(benchmark, live, impl):
         if solver is not None:
             solver.reset()
         for p in pieces + [None]:
-            t0 = time.perf_counter()
+            t0 = time.process_time()
             out = s.push(p) if p is not None else s.finish()
-            t1 = time.perf_counter()
+            t1 = time.process_time()
             session_s += t1 - t0
             frames += out.shape[0]
             if solver is not None and out.shape[0]:
                 solver.solve(out)
-                solver_s += time.perf_counter() - t1
+                solver_s += time.process_time() - t1
         timing.update(session_s=session_s, solver_s=solver_s)
         return frames
 

@@ -248,6 +248,8 @@ void BlendshapeSolver::solve_frame(const float* frame, int64_t t, float* out) {
   const double tol = 1e-10 * (fmax + hmax * wmax);
   const int64_t max_iterations = 10 * K_ + 100;
   bool converged = false;
+  int64_t released = -1;  // the weight freed by the previous iteration, and the bound it left
+  int8_t released_from = 0;
   for (int64_t it = 0; it < max_iterations && !converged; ++it) {
     ++iterations_;
     int64_t nf = 0;
@@ -285,6 +287,13 @@ void BlendshapeSolver::solve_frame(const float* frame, int64_t t, float* out) {
           w_[fi] = std::min(std::max(zi, lo), hi);
           status_[fi] = zi <= lo ? -1 : zi >= hi ? 1 : 0;
         }
+      } else if (free_[static_cast<size_t>(block)] == released && alpha <= 1e-12) {
+        // The weight just freed cannot move into the box: its multiplier's sign was rounding noise
+        // (a nearly singular basis), so the current point is optimal. Without this the loop could
+        // free and fix it again until the iteration cap.
+        status_[static_cast<size_t>(released)] = released_from;
+        converged = true;
+        continue;
       } else {  // step towards z until the first bound; that weight joins the active set
         alpha = std::max(0.0, alpha);
         for (int64_t i = 0; i < nf; ++i) {
@@ -296,6 +305,7 @@ void BlendshapeSolver::solve_frame(const float* frame, int64_t t, float* out) {
       }
     }
     cold = false;
+    released = -1;
     if (!feasible) continue;
     // Optimal on this face: free the bound weight whose multiplier has the wrong sign the most.
     int64_t release = -1;
@@ -308,8 +318,13 @@ void BlendshapeSolver::solve_frame(const float* frame, int64_t t, float* out) {
       const double violation = st < 0 ? -g : g;  // at lo the gradient must be >= 0, at hi <= 0
       if (violation > worst) worst = violation, release = k;
     }
-    if (release < 0) converged = true;
-    else status_[static_cast<size_t>(release)] = 0;
+    if (release < 0) {
+      converged = true;
+    } else {
+      released = release;
+      released_from = status_[static_cast<size_t>(release)];
+      status_[static_cast<size_t>(release)] = 0;
+    }
   }
   if (!converged) ++unconverged_;
   for (int64_t k = 0; k < K_; ++k) out[k] = static_cast<float>(std::min(std::max(w_[static_cast<size_t>(k)], lo), hi));
