@@ -233,9 +233,13 @@ void BlendshapeSolver::solve_frame(const float* frame, int64_t t, float* out) {
     have_prev_ = true;
     return;
   }
-  // Start: the previous solution and active set (feasible), or cold: all free from clamp(0) and, on
-  // the first infeasible unconstrained solution, its clamp (the usual few-iteration start).
-  bool cold = !have_prev_;
+  // Start: the previous solution and active set (feasible), or cold: all free from clamp(0). On the
+  // first iteration, if the face's optimum z is infeasible, jump to clamp(z) (feasible, with the
+  // clamped weights bound) instead of stepping to the first bound: a start that usually leaves a few
+  // iterations, where stepping would add the new bounds one per iteration. Any feasible start keeps
+  // the method exact; only the first iteration jumps.
+  const bool cold = !have_prev_;
+  bool first = true;
   if (cold)
     for (int64_t k = 0; k < K_; ++k) w_[static_cast<size_t>(k)] = std::min(std::max(0.0, lo), hi), status_[static_cast<size_t>(k)] = 0;
   double fmax = 0.0, hmax = 0.0, wmax = 1.0;
@@ -280,7 +284,7 @@ void BlendshapeSolver::solve_frame(const float* frame, int64_t t, float* out) {
       feasible = block < 0;
       if (feasible) {
         for (int64_t i = 0; i < nf; ++i) w_[static_cast<size_t>(free_[static_cast<size_t>(i)])] = z_[static_cast<size_t>(i)];
-      } else if (cold) {  // first step of a cold start: jump to the clamp of the unconstrained optimum
+      } else if (first) {  // jump to the clamp of the face's optimum (see above)
         for (int64_t i = 0; i < nf; ++i) {
           const size_t fi = static_cast<size_t>(free_[static_cast<size_t>(i)]);
           const double zi = z_[static_cast<size_t>(i)];
@@ -304,7 +308,7 @@ void BlendshapeSolver::solve_frame(const float* frame, int64_t t, float* out) {
         }
       }
     }
-    cold = false;
+    first = false;
     released = -1;
     if (!feasible) continue;
     // Optimal on this face: free the bound weight whose multiplier has the wrong sign the most.
