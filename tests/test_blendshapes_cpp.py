@@ -168,6 +168,24 @@ def test_condition_number():
     np.testing.assert_allclose(out[0], [0.3, 0.3, 0.3, 0.1, 0.5], atol=TOL)
 
 
+def test_vertices_no_shape_moves_or_weighted_zero_are_exact():
+    """The core leaves such vertices out of its per-frame product: still the reference's answer, and their
+    coordinates are still checked."""
+    neutral, deltas, mask = basis(83, 7, seed=2)
+    deltas[:, :30] = 0  # local shapes: the first 30 vertices never move
+    mask[40:50] = 0     # and 10 more are cut by the weights
+    w = np.random.default_rng(7).uniform(-0.3, 1.3, size=(6, 7))
+    meshes = meshes_from(neutral, deltas, w, noise=0.05)
+    out = _core.BlendshapeSolver(neutral, deltas, mask, 0.0, 1.0, 0.2).solve(meshes)
+    np.testing.assert_allclose(out, reference(meshes, neutral, deltas, mask, 0.0, 1.0, 0.2), atol=TOL, rtol=0)
+    meshes[3, 5, 0] = np.inf
+    with pytest.raises(ValueError, match=r"frames\[3\] vertex 5: expected finite coordinates, found inf"):
+        _core.BlendshapeSolver(neutral, deltas, mask).solve(meshes)
+    zero = _core.BlendshapeSolver(neutral, np.zeros_like(deltas), None, 0.25, 1.0)  # nothing moves at all
+    assert zero.condition == math.inf
+    np.testing.assert_array_equal(zero.solve(meshes[:2]), 0.25)  # any weights fit: the ridge picks clamp(0)
+
+
 def test_dispatch_registers_the_cpp_backend():
     assert mf.available_backends("solve_blendshapes", torch.device("cpu"))["cpp"] is None
     assert resolve("solve_blendshapes", "cpp", torch.device("cpu")) is cpp_solve_blendshapes

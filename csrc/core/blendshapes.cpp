@@ -107,12 +107,24 @@ BlendshapeSolver::BlendshapeSolver(int64_t n_vertices, int64_t n_shapes, const f
   for (double& x : m) x /= total;  // m_v / S
 
   neutral_.assign(neutral, neutral + V3);
-  {  // the pre-weighted deltas for the per-frame product b = (D^T M / S) r
-    std::vector<float> w(static_cast<size_t>(K_ * V3));
+  {  // the pre-weighted deltas for the per-frame product b = (D^T M / S) r, over the vertices that
+     // matter only: one with weight 0 or that no shape moves adds exactly 0 to b (rigs' shapes are
+     // local and a weights mask may cut the face to a region, so this is often much of the mesh)
+    used_.clear();
+    for (int64_t v = 0; v < V_; ++v) {
+      bool moves = false;
+      for (int64_t k = 0; k < K_ && !moves; ++k)
+        for (int64_t c = 0; c < 3; ++c) moves |= deltas[k * V3 + 3 * v + c] != 0.0f;
+      if (moves && m[static_cast<size_t>(v)] > 0) used_.push_back(v);
+    }
+    const int64_t U3 = 3 * static_cast<int64_t>(used_.size());
+    std::vector<float> w(static_cast<size_t>(K_ * U3));
     for (int64_t k = 0; k < K_; ++k)
-      for (int64_t j = 0; j < V3; ++j)
-        w[static_cast<size_t>(k * V3 + j)] = static_cast<float>(deltas[k * V3 + j] * m[static_cast<size_t>(j / 3)]);
-    weighted_ = WeightMatrix(w.data(), K_, V3, V3, GemmBackend::kBuiltin);
+      for (size_t i = 0; i < used_.size(); ++i)
+        for (int64_t c = 0; c < 3; ++c)
+          w[static_cast<size_t>(k * U3) + 3 * i + static_cast<size_t>(c)] = static_cast<float>(
+              deltas[k * V3 + 3 * used_[i] + c] * m[static_cast<size_t>(used_[i])]);
+    if (U3 > 0) weighted_ = WeightMatrix(w.data(), K_, U3, U3, GemmBackend::kBuiltin);
   }
 
   // G = D^T M D / S in double, over column blocks of the [K, 3V] deltas (upper triangle, mirrored).
@@ -159,7 +171,7 @@ BlendshapeSolver::BlendshapeSolver(int64_t n_vertices, int64_t n_shapes, const f
   const size_t K = static_cast<size_t>(K_);
   w_.assign(K, 0.0);
   status_.assign(K, 0);
-  residual_.assign(static_cast<size_t>(V3), 0.0f);
+  residual_.assign(3 * used_.size(), 0.0f);
   bf_.assign(K, 0.0f);
   f_.assign(K, 0.0);
   z_.assign(K, 0.0);
@@ -211,17 +223,19 @@ void BlendshapeSolver::solve_free(int64_t nf, const double* rhs, double* z) cons
 void BlendshapeSolver::solve_frame(const float* frame, int64_t t, float* out) {
   const int64_t V3 = 3 * V_;
   bool finite = true;
-  for (int64_t j = 0; j < V3; ++j) {
-    const float x = frame[j];
-    finite &= std::fabs(x) <= FLT_MAX;  // false for NaN and infinities
-    residual_[static_cast<size_t>(j)] = x - neutral_[static_cast<size_t>(j)];
-  }
+  for (int64_t j = 0; j < V3; ++j) finite &= std::fabs(frame[j]) <= FLT_MAX;  // false for NaN and infinities
   if (!finite) {
     const int64_t bad = first_non_finite(frame, V3);
     invalid("frames[" + std::to_string(t) + "] vertex " + std::to_string(bad / 3), "finite coordinates",
             num(frame[bad]));
   }
-  gemm(1, residual_.data(), V3, weighted_, bf_.data(), K_, false);
+  const size_t U = used_.size();
+  for (size_t i = 0; i < U; ++i) {
+    const size_t j = 3 * static_cast<size_t>(used_[i]);
+    for (size_t c = 0; c < 3; ++c) residual_[3 * i + c] = frame[j + c] - neutral_[j + c];
+  }
+  if (U > 0) gemm(1, residual_.data(), static_cast<int64_t>(3 * U), weighted_, bf_.data(), K_, false);
+  else std::fill(bf_.begin(), bf_.end(), 0.0f);
 
   const double lo = p_.lo, hi = p_.hi, s = p_.smoothing;
   const bool smooth = have_prev_ && s > 0;

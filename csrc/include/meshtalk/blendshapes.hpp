@@ -6,7 +6,8 @@
 //   smoothing term. Causal: frame t needs only frames <= t, so it runs live.
 // Expanded, E_t(w) = w^T (G + s I) w - 2 w^T (b_t + s w_{t-1}) + const with the Gram matrix
 // G = D^T M D / S ([K, K], computed once per basis, in double) and b_t = D^T M r_t / S (per frame:
-// one product of the pre-weighted deltas [K, 3V] with r_t on the core's GEMM kernel, gemm.hpp).
+// one product of the pre-weighted deltas [K, 3V] with r_t on the core's GEMM kernel, gemm.hpp; the
+// vertices with weight 0 or that no shape moves are left out of it, as they add exactly 0).
 // Each frame is then an exact box-constrained QP solved with a primal active-set method (Cholesky of
 // the free set's Hessian, in double), warm-started from the previous frame's solution and active set,
 // so a steady stream usually needs one factorisation per frame.
@@ -72,7 +73,8 @@ class BlendshapeSolver {
   int64_t V_ = 0, K_ = 0;
   BlendshapeParams p_;
   std::vector<float> neutral_;    // [3V]
-  WeightMatrix weighted_;         // deltas * m_v / S, [K, 3V]
+  std::vector<int64_t> used_;     // the vertices with weight > 0 that some shape moves, [U]
+  WeightMatrix weighted_;         // deltas * m_v / S over those vertices, [K, 3U]
   std::vector<double> gram_;      // G + ridge I, [K, K]
   double condition_ = 0.0, ridge_ = 0.0;
   double shift_ = 0.0;            // ridge + s (frames with a predecessor) or ridge
@@ -81,7 +83,7 @@ class BlendshapeSolver {
   bool have_prev_ = false;
   std::vector<double> w_;         // [K] the current iterate / last solution
   std::vector<int8_t> status_;    // [K] 0 free, -1 at lo, +1 at hi
-  std::vector<float> residual_;   // [3V]
+  std::vector<float> residual_;   // [3U]
   std::vector<float> bf_;         // [K] float product
   std::vector<double> f_, z_, rhs_;  // [K]
   std::vector<int64_t> free_;     // [K] indices of the free set
