@@ -147,13 +147,14 @@ TEST(known_weights_are_recovered) {
 TEST(solutions_satisfy_the_optimality_conditions) {
   Rng rng;
   for (const int64_t K : {1, 7, 52, 256}) {
-    const Basis b(K == 256 ? 301 : 97, K, rng);
+    const Basis b(K == 256 ? 131 : 97, K, rng);
     const int64_t T = K == 256 ? 3 : 8;
     std::vector<double> w(static_cast<size_t>(T * K));
     for (double& x : w) x = -0.4 + 1.8 * rng.uniform();  // many weights land on a bound
     const std::vector<float> frames = b.frames(w, T, rng, 0.1);
     for (const float smoothing : {0.0f, 0.3f}) {
       for (const bool masked : {false, true}) {
+        if (K == 256 && !(masked && smoothing > 0)) continue;  // one case at K = 256 (slow under the sanitizers)
         const float* mask = masked ? b.mask.data() : nullptr;
         mt_blendshape_solver* s = make(b, mask, -0.25f, 1.0f, smoothing);
         const std::vector<float> out = solve(s, frames, T, K);
@@ -337,7 +338,7 @@ TEST(session_pop_weights_equals_pop_frames_then_solve) {
   Rng rng;
   const Basis b(5, 4, rng);
   std::vector<float> audio;
-  for (int i = 0; i < 20000; ++i) audio.push_back(0.3f * rng.normal());
+  for (int i = 0; i < 12000; ++i) audio.push_back(0.3f * rng.normal());
   mt_session_params sp = mt_session_default_params();
   sp.template_vertices = b.neutral.data();
   sp.template_size = 15;
@@ -376,7 +377,7 @@ TEST(session_pop_weights_equals_pop_frames_then_solve) {
   mt_blendshape_solver* wrong = nullptr;
   CHECK_EQ(mt_blendshape_solver_create(3, 4, b.neutral.data(), b.deltas.data(), nullptr, &p, &wrong), MT_OK);
   CHECK_EQ(mt_session_reset(c), MT_OK);
-  CHECK_EQ(mt_session_push_audio(c, audio.data(), 16000), MT_OK);
+  CHECK_EQ(mt_session_push_audio(c, audio.data(), 10000), MT_OK);
   CHECK_EQ(mt_session_frames_available(c, &available), MT_OK);
   CHECK(available > 0);
   got = -1;
