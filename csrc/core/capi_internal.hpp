@@ -12,7 +12,9 @@
 #include <memory>
 #include <new>
 #include <string>
+#include <vector>
 
+#include "meshtalk/blendshapes.hpp"
 #include "meshtalk/meshtalk.h"
 #include "meshtalk/model.hpp"
 #include "meshtalk/session.hpp"
@@ -22,6 +24,13 @@
 struct mt_model {
   uint32_t magic = 0;
   std::shared_ptr<const meshtalk::Model> model;
+};
+
+// The handle behind mt_blendshape_solver*: the solver and the frame buffer of mt_session_pop_weights.
+struct mt_blendshape_solver {
+  uint32_t magic = 0;
+  std::unique_ptr<meshtalk::BlendshapeSolver> solver;
+  std::vector<float> frame;  // [V * 3]
 };
 
 namespace meshtalk {
@@ -79,6 +88,9 @@ T* require(T* p, const char* name, const char* what = "a non-NULL pointer") {
 
 // The model behind a handle; refuses NULL and a pointer that is not a live mt_model.
 const Model& model_of(const mt_model* model, const char* name = "model");
+
+// The solver behind a handle (capi_blendshapes.cpp); refuses NULL and a pointer that is not a live one.
+mt_blendshape_solver& blendshape_solver_of(const mt_blendshape_solver* solver, const char* name = "solver");
 
 // Refuses a parameter/info struct from another header version: struct_size must equal `expected`.
 void check_struct_size(uint32_t found, size_t expected, const char* name);

@@ -150,6 +150,29 @@ mt_status mt_session_pop_frames(mt_session* session, float* out, int64_t max_fra
   });
 }
 
+mt_status mt_session_pop_weights(mt_session* session, mt_blendshape_solver* solver, float* out_weights,
+                                 int64_t max_frames, int64_t* out_frames) {
+  int64_t written = 0;
+  const mt_status status = session_guard("mt_session_pop_weights", session, [&] {
+    meshtalk::Session& s = meshtalk::capi::session_of(session);
+    mt_blendshape_solver& h = meshtalk::capi::blendshape_solver_of(solver);
+    if (max_frames < 0) meshtalk::capi::invalid("max_frames: expected a count >= 0, found " + std::to_string(max_frames));
+    if (max_frames > 0) require(out_weights, "out_weights", "a buffer of max_frames * n_shapes floats");
+    require(out_frames, "out_frames", "a pointer to receive the number of frames solved");
+    if (s.frame_floats() != 3 * h.solver->n_vertices())
+      meshtalk::capi::invalid("solver: expected a solver for the session's model's " + std::to_string(s.frame_floats() / 3) +
+                              " vertices, found one for " + std::to_string(h.solver->n_vertices()));
+    const int64_t K = h.solver->n_shapes();
+    while (written < max_frames && s.pop_frames(h.frame.data(), 1) == 1) {
+      ++written;  // the frame is consumed even if its solve fails (see meshtalk.h)
+      h.solver->solve(h.frame.data(), 1, out_weights + (written - 1) * K);
+    }
+    *out_frames = written;
+  });
+  if (status != MT_OK && out_frames != nullptr && written > 0) *out_frames = written - 1;
+  return status;
+}
+
 mt_status mt_session_finish(mt_session* session) {
   return session_guard("mt_session_finish", session, [&] { meshtalk::capi::session_of(session).finish(); });
 }

@@ -1,7 +1,8 @@
 // Fuzz target of the session API: the bytes drive a sequence of mt_session_* / mt_batch_* /
 // mt_animate calls on a small model (window or stream framing): creating sessions with good and bad
 // parameters, pushes of random sizes (including negative sizes, NULL buffers and non-finite
-// samples), pops into buffers of exactly the size given, finish, reset, free, batches that sessions
+// samples), pops of frames or of their blendshape weights (mt_session_pop_weights) into buffers of
+// exactly the size given, finish, reset, free, batches that sessions
 // join and leave. Nothing may crash, leak or touch memory outside the buffers (ASan + UBSan); every
 // call returns a documented status (never MT_ERR_INTERNAL) with an error text exactly when it fails,
 // and a standalone session that finished has produced mt_model_num_frames(samples pushed) frames.
@@ -44,6 +45,24 @@ mt_model* model_for(uint8_t which) {
     return load(spec);
   }();
   return which & 1 ? stream : window;
+}
+
+// A blendshape solver for both models' frames (V = 5): 3 shapes, weights in [-1, 1], smoothed. Its
+// warm-start state runs across sessions, which the solver allows (any frame may follow any frame).
+constexpr int64_t kShapes = 3;
+mt_blendshape_solver* rig() {
+  static mt_blendshape_solver* solver = [] {
+    std::vector<float> neutral(kV * 3, 0.25f), deltas(kShapes * kV * 3);
+    for (size_t i = 0; i < deltas.size(); ++i) deltas[i] = std::sin(0.7f * static_cast<float>(i * i + 1));
+    mt_blendshape_params p = mt_blendshape_default_params();
+    p.lo = -1.0f;
+    p.smoothing = 0.1f;
+    mt_blendshape_solver* s = nullptr;
+    if (mt_blendshape_solver_create(kV, kShapes, neutral.data(), deltas.data(), nullptr, &p, &s) != MT_OK)
+      fail("the blendshape solver was not created");
+    return s;
+  }();
+  return solver;
 }
 
 struct Reader {
@@ -119,17 +138,23 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         if (st == MT_OK) x.pushed += n;
         break;
       }
-      case 3: {  // pop into a buffer of exactly max_frames frames
-        int64_t max_frames = r.byte() % 40;
+      case 3: {  // pop frames (or, top bit set, their blendshape weights) into a buffer of exactly max_frames
+        const uint8_t b = r.byte();
+        const bool weights = b & 128;
+        int64_t max_frames = (b & 127) % 40;
         if (max_frames == 39) max_frames = -1;
-        out.assign(static_cast<size_t>(max_frames > 0 ? max_frames * kV * 3 : 0), 0.0f);
+        const int64_t width = weights ? kShapes : kV * 3;
+        out.assign(static_cast<size_t>(max_frames > 0 ? max_frames * width : 0), 0.0f);
         int64_t got = -1;
-        const mt_status st = mt_session_pop_frames(x.s, max_frames > 0 ? out.data() : nullptr, max_frames, &got);
+        float* buf = max_frames > 0 ? out.data() : nullptr;
+        const mt_status st = weights ? mt_session_pop_weights(x.s, rig(), buf, max_frames, &got)
+                                     : mt_session_pop_frames(x.s, buf, max_frames, &got);
         check(st);
         if (st == MT_OK) {
           if (got < 0 || got > max_frames) fail("pop returned more frames than asked");
-          for (int64_t i = 0; i < got * kV * 3; ++i)
-            if (!std::isfinite(out[i])) fail("a non-finite coordinate");
+          for (int64_t i = 0; i < got * width; ++i)
+            if (!std::isfinite(out[i]) || (weights && (out[i] < -1.0f || out[i] > 1.0f)))
+              fail(weights ? "a weight outside its bounds" : "a non-finite coordinate");
           x.popped += got;
         }
         break;

@@ -323,5 +323,6 @@ inline py::array decode_py(const PyDecoderWeights& weights, const py::handle& te
 void bind_streaming(py::module_& m);  // bind_streaming.cpp: SamplerState, DecoderState, smoothing
 void bind_audio(py::module_& m);      // bind_audio.cpp: log-mel, AudioEncoder, streaming encoders
 void bind_session(py::module_& m);    // bind_session.cpp: the C API's session pipeline
+void bind_blendshapes(py::module_& m);  // bind_blendshapes.cpp: BlendshapeSolver
 
 }  // namespace meshtalk_py

@@ -194,4 +194,5 @@ PYBIND11_MODULE(_core, m) {
   bind_audio(m);  // log-mel, the AudioEncoder and the streaming classes
   bind_streaming(m);
   bind_session(m);  // the C API session pipeline (session.hpp)
+  bind_blendshapes(m);  // the blendshape solver (blendshapes.hpp)
 }

@@ -1,5 +1,6 @@
-"""The C++ core as the ``cpp`` backend of ``MeshTalk.sample`` and ``MeshTalk.decode``, and of the
-audio encoder (ops ``encode_audio`` and ``encode_stream``; ``log_mel``'s is in audio.py).
+"""The C++ core as the ``cpp`` backend of ``MeshTalk.sample`` and ``MeshTalk.decode``, of the
+audio encoder (ops ``encode_audio`` and ``encode_stream``; ``log_mel``'s is in audio.py), of the
+streaming steps and smoothing, and of the blendshape solver (op ``solve_blendshapes``).
 
 Tensors go to ``meshtalk_fast._core`` as numpy views (zero copy for contiguous CPU float32 tensors)
 and the core runs with the GIL released. The weights are copied into the core's layout once per
@@ -25,7 +26,7 @@ from ._dispatch import register
 
 __all__ = ["core_unavailable", "context_weights", "decoder_weights", "cpp_sample", "cpp_decode",
            "audio_encoder_weights", "cpp_encode_audio", "cpp_encode_stream", "CppPriorStepper",
-           "CppDecoderStepper", "cpp_post_smooth", "CppStreamingSmoother"]
+           "CppDecoderStepper", "cpp_post_smooth", "CppStreamingSmoother", "cpp_solve_blendshapes"]
 
 try:
     from . import _core
@@ -366,3 +367,27 @@ register("sample_step", "cpp", CppPriorStepper, core_unavailable)
 register("decode_step", "cpp", CppDecoderStepper, core_unavailable)
 register("post_smooth", "cpp", cpp_post_smooth, _no_grad_unavailable("smooth"))
 register("smooth_step", "cpp", CppStreamingSmoother, core_unavailable)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Blendshape weights: op "solve_blendshapes" on the core's BlendshapeSolver (csrc/core/blendshapes.cpp).
+# ---------------------------------------------------------------------------------------------------------
+
+
+def _float32_numpy(x: torch.Tensor) -> np.ndarray:
+    return x.detach().to("cpu", torch.float32).contiguous().numpy()
+
+
+def cpp_solve_blendshapes(meshes: torch.Tensor, neutral: torch.Tensor, deltas: torch.Tensor,
+                          weights_mask: Optional[torch.Tensor], lo: float, hi: float, smoothing: float) -> torch.Tensor:
+    """``meshes [T, V, 3]``, ``neutral [V, 3]``, ``deltas [K, V, 3]``, ``weights_mask [V]`` or None ->
+    ``weights [T, K]`` float32: per frame, bounded least squares of (mesh - neutral) on the deltas with the
+    smoothness term towards the previous frame (the first frame has none), solved exactly in the core with
+    a fresh warm-start state per call. The core checks the shapes and values (ValueError naming them)."""
+    solver = _core.BlendshapeSolver(_float32_numpy(neutral), _float32_numpy(deltas),
+                                    None if weights_mask is None else _float32_numpy(weights_mask),
+                                    float(lo), float(hi), float(smoothing))
+    return torch.from_numpy(solver.solve(_float32_numpy(meshes)))
+
+
+register("solve_blendshapes", "cpp", cpp_solve_blendshapes, core_unavailable)

@@ -57,6 +57,39 @@ int main(int argc, char** argv) {
   EXPECT(model == NULL);
   EXPECT(strstr(mt_last_error(), "no such file") != NULL);
 
+  /* A blendshape solver for the model's 5 vertices: two shapes, known weights recovered. */
+  {
+    float neutral[15], deltas[30], frame[15], weights[2] = {-1.0f, -1.0f};
+    mt_blendshape_params bp = mt_blendshape_default_params();
+    mt_blendshape_solver* solver = NULL;
+    mt_blendshape_solver_info binfo;
+    int j;
+    for (j = 0; j < 15; ++j) {
+      neutral[j] = (float)j * 0.1f;
+      deltas[j] = (float)(j % 4) - 1.5f;
+      deltas[15 + j] = (float)(j % 3) * 0.5f - 0.25f * (float)(j % 2);
+      frame[j] = neutral[j] + 0.25f * deltas[j] + 0.75f * deltas[15 + j];
+    }
+    EXPECT(bp.struct_size == sizeof(mt_blendshape_params) && bp.lo == 0.0f && bp.hi == 1.0f);
+    st = mt_model_load(argv[1], NULL, &model);
+    EXPECT(st == MT_OK);
+    EXPECT(mt_blendshape_solver_create_for_model(model, 2, neutral, deltas, NULL, &bp, &solver) == MT_OK);
+    mt_model_free(model);
+    EXPECT(solver != NULL);
+    EXPECT(mt_blendshape_solver_solve(solver, frame, 1, weights) == MT_OK);
+    EXPECT(weights[0] > 0.2499f && weights[0] < 0.2501f && weights[1] > 0.7499f && weights[1] < 0.7501f);
+    memset(&binfo, 0, sizeof binfo);
+    binfo.struct_size = sizeof binfo;
+    EXPECT(mt_blendshape_solver_get_info(solver, &binfo) == MT_OK);
+    EXPECT(binfo.n_vertices == 5 && binfo.n_shapes == 2 && binfo.frames_solved == 1 && binfo.condition >= 1.0);
+    mt_blendshape_solver_free(solver);
+    bp.lo = 2.0f;
+    EXPECT(mt_blendshape_solver_create(5, 2, neutral, deltas, NULL, &bp, &solver) == MT_ERR_INVALID_ARGUMENT);
+    EXPECT(solver == NULL);
+    EXPECT(strstr(mt_last_error(), "params->bounds") != NULL);
+    mt_blendshape_solver_free(solver); /* NULL: ignored */
+  }
+
   printf("%s\n", failures == 0 ? "ok" : "FAILED");
   return failures == 0 ? 0 : 1;
 }

@@ -13,6 +13,7 @@
  *               meshes ([V, 3] float32 per frame, 30 fps for the released model) as they are ready.
  *   mt_batch    steps many sessions of one model together on a thread pool (a server's loop).
  * mt_animate    the whole utterance at once (offline).
+ *   mt_blendshape_solver  frames -> a rig's K blendshape weights, live (mt_session_pop_weights).
  *
  * Conventions, for every function of this header:
  *   - Functions that can fail return mt_status; MT_OK (0) is success. They never abort, never throw
@@ -393,6 +394,102 @@ MT_API mt_status mt_batch_step(mt_batch* batch, int64_t* out_frames);
 MT_API mt_status mt_animate(const mt_model* model, const float* pcm, int64_t n_samples,
                             const mt_session_params* params, float* out, int64_t capacity_frames,
                             int64_t* out_frames);
+
+/* ==============================================================================================
+ * Blendshape weights: frames -> a rig's K weights (ARKit's 52, or any morph-target rig), live
+ * ============================================================================================ */
+
+/* Per frame t, with r = frame - neutral, m the vertex weights (ones when NULL) and S = sum(m), the
+ * weights w [K] minimise
+ *   (1/S) sum_v m_v |sum_k w_k deltas[k, v] - r[v]|^2 + smoothing |w - w_prev|^2
+ * subject to lo <= w_k <= hi, exactly (an active-set QP warm-started from the previous frame); the
+ * first frame after creation or reset has no smoothing term. The Gram matrix of the basis is
+ * computed once, at creation; a frame then costs one [K, 3V] product and a K x K solve, and
+ * allocates nothing. (meshtalk::BlendshapeSolver, csrc/include/meshtalk/blendshapes.hpp; Python:
+ * meshtalk_fast.solve_blendshapes, backend "cpp".) */
+typedef struct mt_blendshape_solver mt_blendshape_solver;
+
+typedef struct mt_blendshape_params {
+  uint32_t struct_size; /* sizeof(mt_blendshape_params), set by mt_blendshape_default_params() */
+  float lo;             /* lower bound of every weight; default 0 (-INFINITY: none) */
+  float hi;             /* upper bound of every weight; default 1 (+INFINITY: none); lo <= hi */
+  float smoothing;      /* >= 0, the weight of |w - w_prev|^2 (pulls each frame towards the
+                           previous one); default 0 */
+} mt_blendshape_params;
+
+/* Defaults: lo = 0, hi = 1, smoothing = 0. Thread-safe. */
+MT_API mt_blendshape_params mt_blendshape_default_params(void);
+
+/* Creates a solver for one blendshape basis.
+ *
+ * n_vertices:     V, 1 .. 2^24.
+ * n_shapes:       K, 1 .. 256.
+ * neutral:        [V, 3] float32, the rig's rest shape (vertex-major x, y, z); copied.
+ * deltas:         [K, V, 3] float32, shape k's offsets from neutral (morph target k); copied.
+ * vertex_weights: optional [V] weights >= 0, not all 0 (e.g. 0 outside the face); NULL: all 1.
+ * params:         optional; NULL means mt_blendshape_default_params().
+ * out_solver:     receives the new solver (NULL on failure). Release it with
+ *                 mt_blendshape_solver_free.
+ * A basis with a zero or linearly dependent shape is accepted (its weights are then not determined
+ * by the meshes: the solver picks the solution nearest 0 through a tiny ridge); its condition number
+ * (mt_blendshape_solver_info) is then large or infinite: warn the user.
+ * Errors: MT_ERR_INVALID_ARGUMENT (NULL argument, a size out of range, a value that is not finite, a
+ * negative vertex weight or all zero, lo > hi or NaN, a negative or non-finite smoothing, bad
+ * struct_size), MT_ERR_OUT_OF_MEMORY. Thread-safe. */
+MT_API mt_status mt_blendshape_solver_create(int64_t n_vertices, int64_t n_shapes, const float* neutral,
+                                             const float* deltas, const float* vertex_weights,
+                                             const mt_blendshape_params* params, mt_blendshape_solver** out_solver);
+
+/* As mt_blendshape_solver_create with n_vertices = the model's (mt_model_info.n_vertices), for the
+ * frames of its sessions. The solver does not keep the model. Thread-safe. */
+MT_API mt_status mt_blendshape_solver_create_for_model(const mt_model* model, int64_t n_shapes, const float* neutral,
+                                                       const float* deltas, const float* vertex_weights,
+                                                       const mt_blendshape_params* params,
+                                                       mt_blendshape_solver** out_solver);
+
+/* Frees the solver. NULL is ignored. Must not run concurrently with another call using it. */
+MT_API void mt_blendshape_solver_free(mt_blendshape_solver* solver);
+
+typedef struct mt_blendshape_solver_info {
+  uint32_t struct_size;       /* in: set by the caller to sizeof(mt_blendshape_solver_info) */
+  int64_t n_vertices;         /* V */
+  int64_t n_shapes;           /* K: a solved frame is K floats */
+  double condition;           /* lambda_max / lambda_min of the weighted Gram matrix D^T M D / S
+                                 (the square of the weighted basis' condition number); +infinity
+                                 when it is singular. Above ~1e6 the weights are poorly determined */
+  int64_t frames_solved;      /* frames solved since creation */
+  int64_t unconverged_frames; /* frames whose active-set loop hit its iteration cap (their weights
+                                 are then a feasible point better than the warm start); 0 normally */
+} mt_blendshape_solver_info;
+
+/* Fills `*info`; the caller sets info->struct_size = sizeof(mt_blendshape_solver_info) first.
+ * One thread at a time per solver. */
+MT_API mt_status mt_blendshape_solver_get_info(const mt_blendshape_solver* solver, mt_blendshape_solver_info* info);
+
+/* Solves n_frames consecutive frames of one stream: frames [n_frames, V, 3] float32 ->
+ * out_weights [n_frames, K] float32. Frame i is warm-started from (and, with smoothing, pulled
+ * towards) frame i - 1; the first from the last frame of the previous call, unless
+ * mt_blendshape_solver_reset came between. frames and out_weights may be NULL when n_frames is 0.
+ * Errors: MT_ERR_INVALID_ARGUMENT (NULL buffer, n_frames < 0, a coordinate that is not finite: the
+ * message names the frame and vertex; the frames before it were written and are the solver's
+ * previous frames now). One thread at a time per solver. */
+MT_API mt_status mt_blendshape_solver_solve(mt_blendshape_solver* solver, const float* frames, int64_t n_frames,
+                                            float* out_weights);
+
+/* Starts a new stream: the next frame is solved cold and without the smoothing term. Allocates
+ * nothing. One thread at a time per solver. */
+MT_API mt_status mt_blendshape_solver_reset(mt_blendshape_solver* solver);
+
+/* As mt_session_pop_frames, but each popped frame is solved by `solver` into K weights:
+ * out_weights [max_frames, K] float32 (may be NULL only when max_frames is 0), out_frames receives
+ * the number of frames popped and solved. The solver's V must be the session's model's
+ * (MT_ERR_INVALID_ARGUMENT, nothing popped). Frames are popped one at a time into a buffer the
+ * solver owns (no allocation). Should a frame fail to solve (a non-finite coordinate), it is
+ * consumed, the call fails, and *out_frames receives the frames written before it (an exception to
+ * the output rule). Use one solver per session (it carries the stream's previous frame); reset both
+ * together. One thread at a time per session and per solver. */
+MT_API mt_status mt_session_pop_weights(mt_session* session, mt_blendshape_solver* solver, float* out_weights,
+                                        int64_t max_frames, int64_t* out_frames);
 
 #ifdef __cplusplus
 } /* extern "C" */
