@@ -80,7 +80,7 @@ def quickstart_config(seed: int = 0) -> TrainConfig:
     cfg.stage1.lr, cfg.stage1.batch_size, cfg.stage1.segment_frames = 1e-3, 8, 16
     cfg.stage1.codes, cfg.stage1.diversity, cfg.stage1.weight_decay = "argmax", 1.0, 0.0
     cfg.stage1.expression_diversity, cfg.stage1.event_crops = 0.2, 0.5
-    cfg.stage1.landmarks_weight, cfg.stage1.brow_weight, cfg.stage1.mouth_weight = 10.0, 5.0, 3.0
+    cfg.stage1.landmarks_weight, cfg.stage1.brow_weight, cfg.stage1.mouth_weight = 20.0, 5.0, 3.0
     cfg.stage1.adam_beta2, cfg.stage1.upper_face_codes = 0.99, "expression"
     cfg.stage1.schedule = cfg.stage2.schedule = "cosine"  # over the time budget (Trainer._lr)
     cfg.stage2.lr, cfg.stage2.batch_size, cfg.stage2.segment_frames = 1e-3, 8, 32
