@@ -73,8 +73,9 @@ def _demo(args) -> int:
         print("no --model given: using randomly initialised weights (shapes and timings only)")
     model.eval()
     V = model.config.n_vertices
-    forehead = mf.load_mask(os.path.join(assets, "forehead_mask.txt"), V)
-    neck = mf.load_mask(os.path.join(assets, "neck_mask.txt"), V)
+    from .mesh import load_smoothing_masks
+
+    forehead, neck = load_smoothing_masks(assets, V)
     os.makedirs(args.out, exist_ok=True)
     times = {}
     with torch.no_grad(), tqdm(total=4, desc="demo", unit="stage") as bar:

@@ -59,6 +59,7 @@ def load_model_any(path: str, n_vertices: Optional[int] = None):
 def _inputs(args):
     """(model, template [V, 3], faces [F, 3], masks or None, notes) from --model/--template/--masks."""
     import meshtalk_fast as mf
+    from .mesh import find_mask_file, load_smoothing_masks
 
     model_dir = args.model if os.path.isdir(args.model) else None
     template_path = args.template
@@ -78,14 +79,14 @@ def _inputs(args):
     if faces.shape[0] == 0:
         raise CliError(f"template {template_path!r} has no triangles (f lines); the outputs need its faces")
     masks_dir = args.masks
-    if masks_dir is None and model_dir and all(os.path.isfile(os.path.join(model_dir, m)) for m in MASK_FILES):
+    if masks_dir is None and model_dir and all(find_mask_file(model_dir, k) for k in ("forehead", "neck")):
         masks_dir = model_dir
     masks = None
     if masks_dir is not None:
         if not os.path.isdir(masks_dir):
-            raise CliError(f"--masks {masks_dir!r} is not a folder (expected one holding {' and '.join(MASK_FILES)})")
-        masks = tuple(_about(f"mask file {os.path.join(masks_dir, m)!r}",
-                             lambda m=m: mf.load_mask(os.path.join(masks_dir, m), V)) for m in MASK_FILES)
+            raise CliError(f"--masks {masks_dir!r} is not a folder (expected one holding {' and '.join(MASK_FILES)}, "
+                           "or forehead.txt and neck.txt)")
+        masks = _about("--masks", lambda: load_smoothing_masks(masks_dir, V))  # errors name the mask file
     return model, template, faces, masks, template_path
 
 

@@ -22,9 +22,9 @@ from typing import Iterable, List, Optional
 import numpy as np
 import torch
 
-from .._checks import check_choice, check_positive_int, shape_str
+from .._checks import check_choice, check_mask_weights, check_positive_int, shape_str
 from ..audio import SAMPLE_RATE, audio_windows, num_frames
-from ..mesh import load_mask
+from ..mesh import find_mask_file, load_mask
 
 __all__ = ["FaceSequence", "FaceMasks", "load_meshtalk_masks", "load_masks", "SegmentDataset", "align_sequence",
            "resample_fps", "handle_error", "DEFAULT_TOLERANCE"]
@@ -173,8 +173,7 @@ class FaceMasks:
             elif x.shape[0] != V:
                 raise ValueError(f"FaceMasks.{f.name} must have shape [V={V}] like FaceMasks.mouth, "
                                  f"got {shape_str(x.shape)}")
-            if not bool(torch.isfinite(x).all()) or bool((x < 0).any()):
-                raise ValueError(f"FaceMasks.{f.name} must hold finite non-negative weights")
+            check_mask_weights(f"FaceMasks.{f.name}", x)
             setattr(self, f.name, x)
 
     @property
@@ -211,11 +210,10 @@ def load_masks(folder, n_vertices: Optional[int] = None, lip_threshold: float = 
         raise FileNotFoundError(f"mask folder {folder!r} does not exist")
     found = {}
     for key in ("mouth", "eye", "eye_keypoints", "forehead", "neck", "lips", "upper_face"):
-        for name in (f"{key}.txt", _RELEASED_NAMES.get(key)):
-            if name and os.path.isfile(os.path.join(folder, name)):
-                found[key] = load_mask(os.path.join(folder, name), n_vertices)
-                n_vertices = found[key].shape[0]
-                break
+        path = find_mask_file(folder, key)
+        if path is not None:
+            found[key] = load_mask(path, n_vertices)
+            n_vertices = found[key].shape[0]
     missing = [k for k in _RELEASED_NAMES if k not in found]
     if missing:
         raise FileNotFoundError(f"mask folder {folder!r} lacks {', '.join(missing)}: expected "

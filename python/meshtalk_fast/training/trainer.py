@@ -17,6 +17,7 @@ from typing import Dict, List, Optional, Sequence
 import torch
 import torch.distributed as dist
 
+from .._checks import check_mask_weights
 from ..meshtalk import MeshTalk
 from .batches import Clip, CropSampler, step_seed
 from .config import TrainConfig
@@ -30,8 +31,9 @@ class TrainingMasks:
     """Per-vertex weights ``[V]`` the trainer and the evaluation need."""
 
     def __init__(self, mouth, eye, eye_keypoints, lips, upper_face):
-        self.mouth, self.eye, self.eye_keypoints = mouth.float(), eye.float(), eye_keypoints.float()
-        self.lips, self.upper_face = lips.float(), upper_face.float()
+        self.mouth, self.eye, self.eye_keypoints, self.lips, self.upper_face = (
+            check_mask_weights(f"training mask {name}", m).float() for name, m in
+            (("mouth", mouth), ("eye", eye), ("eye_keypoints", eye_keypoints), ("lips", lips), ("upper_face", upper_face)))
 
 
 def _world():
