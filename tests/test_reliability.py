@@ -123,3 +123,130 @@ def test_obj_polygons_negative_indices_and_errors(tmp_path):
     assert v.shape == (3, 3) and f.shape == (0, 3)
     with pytest.raises(ValueError, match="is not a regular file"):
         mf.load_obj(tmp_path)
+
+
+# ------------------------------------------------------------------------------------------------
+# model files: checked before anything is allocated (checkpoint.inspect_model_file)
+# ------------------------------------------------------------------------------------------------
+def _resave(src, dst, metadata=None, edit=None):
+    """Copy a model file with other metadata and/or tensors (safetensors.torch.save_file)."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    with safe_open(str(src), framework="pt") as f:
+        meta, state = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
+    if edit:
+        edit(state)
+    save_file(state, str(dst), metadata=dict(meta, **(metadata or {})))
+    return dst
+
+
+def test_model_file_config_is_checked_against_the_tensors_before_allocating(tiny, tmp_path, monkeypatch):
+    import json
+
+    import meshtalk_fast.checkpoint as ck
+
+    good = tmp_path / "tiny.safetensors"
+    tiny.save(good)
+    config = dict(tiny.config.__dict__)
+
+    def never(*args, **kwargs):
+        raise AssertionError("tensors were loaded before the header was checked")
+
+    monkeypatch.setattr("safetensors.torch.load_file", never)
+    huge = _resave(good, tmp_path / "huge.safetensors", {"config": json.dumps(dict(config, n_vertices=2_000_000))})
+    with pytest.raises(mf.CheckpointError, match=r"huge.safetensors.*has shape .* expects \[2000000, 3\]|"
+                                                 r"huge.safetensors.*expects \[1, 1, 2000000, 3\]"):
+        mf.MeshTalk.load(huge)
+    fast = _resave(good, tmp_path / "fps.safetensors", {"config": json.dumps(dict(config, fps=10 ** 9))})
+    with pytest.raises(mf.CheckpointError, match=r"fps must be an integer in \[1, 1000\], got 1000000000"):
+        mf.MeshTalk.load(fast)
+    twice = tmp_path / "twice.safetensors"
+    text = json.dumps(config)
+    _resave(good, twice, {"config": text[:-1] + ', "fps": 25}'})
+    with pytest.raises(mf.CheckpointError, match="duplicate key 'fps'"):
+        mf.MeshTalk.load(twice)
+    # a tensor name twice in the header (the JSON object itself)
+    raw = good.read_bytes()
+    n = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8:8 + n])
+    name = next(k for k in header if k != "__metadata__")
+    entry = json.dumps(header[name])
+    body = json.dumps(header)[:-1] + f', "{name}": {entry}' + "}"
+    body += " " * ((8 - len(body) % 8) % 8)
+    dup = tmp_path / "dup.safetensors"
+    dup.write_bytes(len(body).to_bytes(8, "little") + body.encode() + raw[8 + n:])
+    with pytest.raises(mf.CheckpointError, match=f"duplicate key '{name}'"):
+        mf.MeshTalk.load(dup)
+    monkeypatch.undo()
+    assert ck.read_config(good) == tiny.config and isinstance(mf.MeshTalk.load(good), mf.MeshTalk)
+
+
+def test_non_finite_weights_are_refused_naming_the_tensor(tiny, tmp_path):
+    good = tmp_path / "tiny.safetensors"
+    tiny.save(good)
+
+    def poison(state):
+        state["vertex_unet.decoder.2.weight"][3, 1] = float("nan")
+        state["vertex_unet.decoder.2.weight"][4, 1] = float("inf")
+
+    bad = _resave(good, tmp_path / "nan.safetensors", edit=poison)
+    with pytest.raises(mf.CheckpointError, match=r"nan.safetensors: tensor 'vertex_unet.decoder.2.weight' holds "
+                                                 r"non-finite weights \(1 NaN, 1 inf"):
+        mf.MeshTalk.load(bad)
+    released = tmp_path / "released"
+    released.mkdir()
+    for name in ("encoder", "context_model"):
+        torch.save(getattr(tiny, name).state_dict(), released / f"{name}.pkl")
+    state = tiny.vertex_unet.state_dict()
+    state["vertex_bias"] = state["vertex_bias"].clone()
+    state["vertex_bias"][0] = float("nan")
+    torch.save(state, released / "vertex_unet.pkl")
+    with pytest.raises(mf.CheckpointError, match=r"vertex_unet.pkl: tensor 'vertex_bias' holds non-finite"):
+        mf.load_official(released, heads=2, classes=4, n_vertices=40)
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/zero"), reason="needs /dev/zero (a character device)")
+def test_folders_and_devices_are_not_regular_files(tmp_path):
+    for path in ("/dev/zero", tmp_path):
+        with pytest.raises(ValueError, match="is not a regular file"):
+            mf.MeshTalk.load(path)
+        with pytest.raises(ValueError, match="is not a regular file"):
+            mf.load_audio(path)
+
+
+def test_training_checkpoint_without_model_config(tiny, tmp_path):
+    from meshtalk_fast.training.state import load_train_state, save_train_state
+
+    opt = torch.optim.Adam(tiny.parameters())
+    path = tmp_path / "checkpoint.safetensors"
+    save_train_state(str(path), tiny, opt, 1, 3, {"seed": 0})
+    assert load_train_state(str(path))["step"] == 3
+
+    def drop(meta_path):
+        from safetensors import safe_open
+        from safetensors.torch import save_file
+
+        with safe_open(str(path), framework="pt") as f:
+            meta, state = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
+        meta.pop("model_config")
+        save_file(state, str(meta_path), metadata=meta)
+
+    drop(tmp_path / "noconfig.safetensors")
+    with pytest.raises(mf.CheckpointError, match="metadata lacks 'model_config'"):
+        load_train_state(str(tmp_path / "noconfig.safetensors"))
+
+
+def test_wav_cut_short_warns(tmp_path):
+    import soundfile as sf
+
+    path = tmp_path / "speech.wav"
+    sf.write(path, np.random.default_rng(0).standard_normal(16000).astype(np.float32) * 0.1, 16000, subtype="PCM_16")
+    with __import__("warnings").catch_warnings():
+        __import__("warnings").simplefilter("error")
+        assert mf.load_audio(path).shape == (16000,)  # a whole file: no warning
+    cut = tmp_path / "cut.wav"
+    cut.write_bytes(path.read_bytes()[:-8000])
+    with pytest.warns(UserWarning, match=r"cut.wav' is cut short: its WAV data chunk declares 32000 bytes but the "
+                                         r"file holds 24000"):
+        assert mf.load_audio(cut).shape == (12000,)
