@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from typing import Dict, Mapping, Union
 
 import torch
 
 from ._checks import check_regular_file, shape_str
+from ._tempfiles import temp_path
 from .meshtalk import MeshTalk, MeshTalkConfig
 from .models.context_model import causal_head_mask
 
@@ -121,25 +121,20 @@ def _saved_state(model: MeshTalk) -> Dict[str, torch.Tensor]:
 
 
 def atomic_save_file(tensors: Dict[str, torch.Tensor], path: PathLike, metadata: Dict[str, str]) -> None:
-    """``safetensors.torch.save_file``, atomically: a temporary file in the same folder is fsynced and
-    renamed over ``path`` only when complete, so a kill mid-write leaves the previous file intact."""
+    """``safetensors.torch.save_file``, atomically: a temporary file in the same folder (``_tempfiles``:
+    removed on failure or SIGTERM, or by the next save after a kill) is fsynced and renamed over
+    ``path`` only when complete, so a kill mid-write leaves the previous file intact."""
     from safetensors.torch import save_file
 
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
         raise FileNotFoundError(f"path {path!r}: folder {folder!r} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=".meshtalk-", suffix=".tmp", dir=folder)
-    os.close(fd)
-    try:
+    with temp_path(folder, os.path.basename(path), suffix=".tmp") as tmp:
         save_file(tensors, tmp, metadata=metadata)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def save_model(model: MeshTalk, path: PathLike) -> None:

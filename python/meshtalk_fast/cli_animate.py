@@ -147,7 +147,8 @@ def run_animate(args) -> int:
 
     _set_threads(args.threads)
     formats = _about("--formats", lambda: parse_formats(args.formats))
-    _about("", lambda: check_output_folder(args.out, [OUTPUTS[f] for f in formats], args.force))
+    # the whole output set: an old output of a format not asked for now would disagree with the new ones
+    _about("", lambda: check_output_folder(args.out, list(OUTPUTS.values()), args.force))
     if args.video_size % 16 or args.video_size <= 0:
         raise CliError(f"--video-size must be a positive multiple of 16, got {args.video_size}")
     _check_audio_file(args.audio)
@@ -323,14 +324,12 @@ def run_stream(args) -> int:
         vertices = torch.cat(frames).numpy()
 
         def save():
-            tmp = args.out + ".tmp.npz"
-            try:
+            from ._tempfiles import temp_path
+
+            with temp_path(folder, os.path.basename(args.out), suffix=".npz") as tmp:
                 np.savez(tmp, vertices=vertices, faces=faces.numpy().astype(np.int32), fps=np.int64(animator.fps),
                          latency_s=np.float64(animator.latency_s))
                 os.replace(tmp, args.out)
-            finally:
-                if os.path.exists(tmp):
-                    os.unlink(tmp)
 
         _about(f"--out {args.out!r}", save)
         print(f"wrote {args.out}", file=info)

@@ -154,10 +154,12 @@ def _write_heldout(folder: str, clip: Clip, geom: torch.Tensor, data_dir: str, m
     from .data import load_folder_template
 
     faces = load_folder_template(data_dir)[1]
-    tmp = os.path.join(folder, "meshes.tmp.npz")
-    np.savez(tmp, vertices=geom.numpy(), faces=faces.numpy(), fps=model.config.fps,
-             ground_truth=clip.geom.numpy())
-    os.replace(tmp, os.path.join(folder, "meshes.npz"))
+    from ._tempfiles import temp_path
+
+    with temp_path(folder, "meshes", suffix=".npz") as tmp:
+        np.savez(tmp, vertices=geom.numpy(), faces=faces.numpy(), fps=model.config.fps,
+                 ground_truth=clip.geom.numpy())
+        os.replace(tmp, os.path.join(folder, "meshes.npz"))
     import soundfile as sf
 
     sf.write(os.path.join(folder, "speech.wav"), clip.audio.numpy(), 16000)

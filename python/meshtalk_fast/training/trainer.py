@@ -222,33 +222,35 @@ class Trainer:
         bar = tqdm(total=None if max_seconds is not None else cfg.steps, initial=self.step, desc=f"stage {stage}",
                    unit="step", disable=not self.progress or self.rank != 0)
         frames_per_step = cfg.batch_size * cfg.segment_frames
-        while self.step < cfg.steps:
-            if max_seconds is not None:
-                # under a time budget the cosine schedule also follows the clock: not reproducible step for
-                # step, as a budget never is (it ends at whatever step the clock allows)
-                elapsed = self._elapsed(start)
-                if elapsed >= max_seconds:
-                    break
-                self._budget_frac = elapsed / max_seconds
-            t0 = time.perf_counter()
-            losses = self._train_step(objective, self.optimizer, sampler, stage)
-            dt = time.perf_counter() - t0
-            self.step += 1
-            last = {"stage": stage, "step": self.step, "split": "train", **losses,
-                    "lr": self.optimizer.param_groups[0]["lr"], "frames_per_s": frames_per_step / dt}
-            if self.step % self.config.log_every == 0 or self.step == 1:
-                self._log(last)
-            post = {"loss": f"{losses['total']:.4g}", "fps": f"{frames_per_step / dt:.0f}"}
-            if max_seconds is not None:
-                post["left"] = f"{max(0.0, max_seconds - (time.perf_counter() - start)):.0f}s"
-            bar.set_postfix(post)
-            bar.update()
-            if self.step % self.config.val_every == 0:
-                self.validate(stage)
-            if self.step % self.config.checkpoint_every == 0:
-                self.save_checkpoint()
-        bar.close()
-        self._budget_frac = None
+        try:  # an error or Ctrl-C closes the bar first, so the message is not printed inside it
+            while self.step < cfg.steps:
+                if max_seconds is not None:
+                    # under a time budget the cosine schedule also follows the clock: not reproducible step for
+                    # step, as a budget never is (it ends at whatever step the clock allows)
+                    elapsed = self._elapsed(start)
+                    if elapsed >= max_seconds:
+                        break
+                    self._budget_frac = elapsed / max_seconds
+                t0 = time.perf_counter()
+                losses = self._train_step(objective, self.optimizer, sampler, stage)
+                dt = time.perf_counter() - t0
+                self.step += 1
+                last = {"stage": stage, "step": self.step, "split": "train", **losses,
+                        "lr": self.optimizer.param_groups[0]["lr"], "frames_per_s": frames_per_step / dt}
+                if self.step % self.config.log_every == 0 or self.step == 1:
+                    self._log(last)
+                post = {"loss": f"{losses['total']:.4g}", "fps": f"{frames_per_step / dt:.0f}"}
+                if max_seconds is not None:
+                    post["left"] = f"{max(0.0, max_seconds - (time.perf_counter() - start)):.0f}s"
+                bar.set_postfix(post)
+                bar.update()
+                if self.step % self.config.val_every == 0:
+                    self.validate(stage)
+                if self.step % self.config.checkpoint_every == 0:
+                    self.save_checkpoint()
+        finally:
+            bar.close()
+            self._budget_frac = None
         if last and self.step % self.config.log_every:
             self._log(last)
         self.save_checkpoint()
