@@ -250,3 +250,126 @@ def test_wav_cut_short_warns(tmp_path):
     with pytest.warns(UserWarning, match=r"cut.wav' is cut short: its WAV data chunk declares 32000 bytes but the "
                                          r"file holds 24000"):
         assert mf.load_audio(cut).shape == (12000,)
+
+
+# ------------------------------------------------------------------------------------------------
+# the CLI: every error one line, naming the argument or file it is about
+# ------------------------------------------------------------------------------------------------
+def _animate_argv(files, out, *extra):
+    return ["animate", "--model", str(files["model"]), "--template", str(files["template"]),
+            "--audio", str(files["wav"]), "--out", str(out), "--formats", "npz", *extra]
+
+
+def test_cli_bounds_video_size_chunk_and_seed(tiny_cli_files, tmp_path, capsys):
+    out = tmp_path / "out"
+    _fails(_animate_argv(tiny_cli_files, out, "--video-size", "65536"), capsys, "--video-size", "[16, 4096]", "65536")
+    _fails(_animate_argv(tiny_cli_files, out, "--seed", str(2 ** 70)), capsys, "--seed", "2**63 - 1")
+    stream = ["stream", "--model", str(tiny_cli_files["model"]), "--template", str(tiny_cli_files["template"]),
+              "--audio", str(tiny_cli_files["wav"]), "--out", str(tmp_path / "s.npz")]
+    _fails(stream + ["--chunk", str(10 ** 12)], capsys, "--chunk", "[1, 960000]")
+    assert not out.exists() and not (tmp_path / "s.npz").exists()
+
+
+def test_cli_errors_name_the_file_they_are_about(tiny_cli_files, tmp_path, capsys):
+    import json
+
+    out = tmp_path / "out"
+    nan_obj = tmp_path / "nan.obj"
+    lines = tiny_cli_files["template"].read_text().splitlines()
+    lines[5] = "v nan 0 0"
+    nan_obj.write_text("\n".join(lines) + "\n")
+    argv = _animate_argv(tiny_cli_files, out)
+    err = _fails(argv[:4] + [str(nan_obj)] + argv[5:], capsys, "nan.obj", "vertex 5", "non-finite")
+    assert "speech.wav" not in err
+    fast = _resave(tiny_cli_files["model"], tmp_path / "fast.safetensors",
+                   {"config": json.dumps(dict(mf.MeshTalk.load(tiny_cli_files["model"]).config.__dict__, fps=10 ** 9))})
+    err = _fails(argv[:2] + [str(fast)] + argv[3:], capsys, "fast.safetensors", "fps must be an integer in [1, 1000]")
+    assert "speech.wav" not in err
+    flat = tmp_path / "flat.obj"
+    flat.write_text("\n".join(l for l in lines if l.startswith("v ")).replace("nan", "0") + "\n")
+    _fails(argv[:4] + [str(flat)] + argv[5:], capsys, "flat.obj", "has no triangles")
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/zero"), reason="needs /dev/zero (a character device)")
+def test_cli_folder_or_device_as_audio_or_model(tiny_cli_files, tmp_path, capsys):
+    argv = _animate_argv(tiny_cli_files, tmp_path / "out")
+    for bad in ("/dev/zero", str(tmp_path)):
+        _fails(argv[:6] + [bad] + argv[7:], capsys, bad, "is not a regular file")
+    _fails(argv[:2] + ["/dev/zero"] + argv[3:], capsys, "/dev/zero", "is not a regular file")
+
+
+def test_cli_animate_reads_masks_under_our_names(tiny_cli_files, tmp_path, capsys):
+    masks = tmp_path / "masks"
+    masks.mkdir()
+    np.savetxt(masks / "forehead.txt", np.linspace(0, 1, 40))
+    np.savetxt(masks / "neck.txt", np.linspace(1, 0, 40))
+    assert cli.main(_animate_argv(tiny_cli_files, tmp_path / "out", "--masks", str(masks))) == 0
+    assert "smoothing on" in capsys.readouterr().out
+    np.savetxt(masks / "neck.txt", np.linspace(1, 0, 40) * 2.5)
+    _fails(_animate_argv(tiny_cli_files, tmp_path / "out2", "--masks", str(masks)), capsys, "neck.txt",
+           "must hold weights in [0, 1]")
+
+
+def test_streaming_animator_chunk_frames(tiny):
+    with pytest.raises(ValueError, match=r"chunk_frames must be an integer > 0, got 0"):
+        mf.StreamingAnimator(tiny, torch.zeros(40, 3), chunk_frames=0)
+
+
+def test_cli_stream_reports_a_nan_sample_at_once(tiny_cli_files, tmp_path, capsys, monkeypatch):
+    import io
+    import sys
+
+    samples = (0.1 * np.random.default_rng(1).standard_normal(16000 * 20)).astype("<f4")
+    samples[100] = np.nan
+    data = samples.tobytes()
+
+    class Stdin:
+        def __init__(self):
+            self.pos = 0
+
+        def read(self, n):
+            assert self.pos == 0, "read past the chunk holding the bad sample"
+            self.pos += n
+            return data[:n]
+
+    monkeypatch.setattr(sys, "stdin", type("S", (), {"buffer": Stdin()})())
+    monkeypatch.setattr(sys, "stdout", type("O", (), {"buffer": io.BytesIO(), "write": lambda s, x: None,
+                                                      "flush": lambda s: None})())
+    argv = ["stream", "--model", str(tiny_cli_files["model"]), "--template", str(tiny_cli_files["template"]),
+            "--out", "-"]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()  # stream "-" prints its latency on stderr first
+    assert err[-1] == "meshtalk-fast stream: error: stdin: sample 100 (at 0.006 s) is nan; the audio must be finite"
+    assert sys.stdout.buffer.getvalue() == b""
+
+
+def test_cli_convert_official_error_is_one_line(tmp_path, capsys):
+    for name in ("encoder", "vertex_unet", "context_model"):
+        torch.save({"weight": torch.zeros(3, 3)}, tmp_path / f"{name}.pkl")
+    _fails(["convert-official", str(tmp_path), str(tmp_path / "out.safetensors")], capsys, "encoder.pkl",
+           "missing keys")
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    out = tmp_path_factory.mktemp("speechface") / "data"
+    assert cli.main(["make-dataset", "--out", str(out), "--sentences", "3", "--seed", "1"]) == 0
+    return out
+
+
+def test_cli_resume_without_model_config_is_one_line(tiny_cli_files, dataset, tmp_path, capsys):
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    from meshtalk_fast.training.state import save_train_state
+
+    model = mf.MeshTalk.load(tiny_cli_files["model"])
+    path = tmp_path / "checkpoint.safetensors"
+    save_train_state(str(path), model, torch.optim.Adam(model.parameters()), 1, 3, {"seed": 0})
+    with safe_open(str(path), framework="pt") as f:
+        meta, state = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
+    del meta["model_config"]
+    save_file(state, str(path), metadata=meta)
+    capsys.readouterr()
+    _fails(["train", "--data", str(dataset), "--stage", "1", "--out", str(tmp_path / "run"), "--resume", str(path)],
+           capsys, "checkpoint.safetensors", "metadata lacks 'model_config'")
