@@ -79,6 +79,7 @@ def _train(args) -> int:
         raise ValueError("--stage 2 needs --model (the stage-1 model.safetensors) or --resume")
     else:
         mean, std = normalisation(train)
+        torch.manual_seed(config.seed)  # the initial weights come from the config's seed: runs repeat exactly
         model = MeshTalk(train[0].template.shape[0], mean=mean, stddev=std, **config.model_kwargs())
     trainer = Trainer(model, train, masks, config, args.out, val_clips=val[:8], device=device)
     if args.resume:

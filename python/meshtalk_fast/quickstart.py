@@ -102,6 +102,7 @@ def quickstart(out_dir: str, minutes: float = 10.0, template: Optional[str] = No
     fm = load_folder_masks(data_dir)
     masks_t = TrainingMasks(fm.mouth, fm.eye, fm.eye_keypoints, fm.lips, fm.upper_face)
     mean, std = normalisation(train)
+    torch.manual_seed(config.seed)  # the initial weights come from the seed (cli_train does the same)
     model = MeshTalk(train[0].template.shape[0], mean=mean, stddev=std, **config.model_kwargs())
     print(f"data: {len(train)} train, {len(val)} val, {len(test)} test sequences; "
           f"{train[0].template.shape[0]} vertices ({time.perf_counter() - t_start:.0f} s)", flush=True)
