@@ -146,3 +146,18 @@ def test_nan_meshes_are_refused_naming_the_file(dataset, tmp_path, capsys):
     assert cli.main(["train", "--data", str(data), "--stage", "1", "--out", str(tmp_path / "run")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and str(path) in err[0] and "mesh frame 3 holds non-finite" in err[0], err
+
+
+def test_train_error_is_not_printed_inside_the_progress_bar(dataset, tmp_path, capsys, monkeypatch):
+    from meshtalk_fast.training.trainer import Trainer
+
+    def broken(self, *args, **kwargs):
+        raise RuntimeError("the step failed")
+
+    monkeypatch.setattr(Trainer, "_train_step", broken)
+    config = tmp_path / "tiny.toml"
+    config.write_text(TINY.format(seed=0, accumulate=1, steps=2))
+    assert cli.main(["train", "--data", str(dataset), "--stage", "1", "--out", str(tmp_path / "run"),
+                     "--config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert err.endswith("\nmeshtalk-fast train: error: the step failed\n"), err[-300:]

@@ -343,11 +343,21 @@ def test_cli_stream_reports_a_nan_sample_at_once(tiny_cli_files, tmp_path, capsy
     assert sys.stdout.buffer.getvalue() == b""
 
 
+class _NotAStateDict:
+    pass
+
+
 def test_cli_convert_official_error_is_one_line(tmp_path, capsys):
+    import collections
+
     for name in ("encoder", "vertex_unet", "context_model"):
         torch.save({"weight": torch.zeros(3, 3)}, tmp_path / f"{name}.pkl")
     _fails(["convert-official", str(tmp_path), str(tmp_path / "out.safetensors")], capsys, "encoder.pkl",
            "missing keys")
+    # torch.load(weights_only=True) refuses a pickled object with a message of many lines
+    torch.save(collections.OrderedDict(weight=_NotAStateDict()), tmp_path / "encoder.pkl")
+    _fails(["convert-official", str(tmp_path), str(tmp_path / "out.safetensors")], capsys, "encoder.pkl",
+           "not a readable torch state dict")
 
 
 @pytest.fixture(scope="module")
