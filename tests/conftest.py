@@ -81,3 +81,25 @@ def rig_files(tmp_path_factory, assets):
     sf.write(root / "speech.wav", raw.numpy(), 16000, subtype="PCM_24")
     assert cli.main(["make-rig", "--out", str(root / "face.glb")]) == 0
     return root
+
+
+@pytest.fixture(scope="session")
+def tiny_cli_files(tmp_path_factory):
+    """Inputs for fast CLI runs: a 40-vertex model (2 heads x 4 classes) saved as ``model``, its template
+    OBJ with triangles ``template``, 1.2 s of noise as a 16 kHz wav ``wav``, a TOML training config."""
+    import numpy as np
+    import soundfile as sf
+
+    import meshtalk_fast as mf
+
+    root = tmp_path_factory.mktemp("tiny_cli")
+    torch.manual_seed(0)
+    model = mf.MeshTalk(40, heads=2, classes=4)
+    model.save(root / "model.safetensors")
+    rng = np.random.default_rng(0)
+    lines = ["v %.6f %.6f %.6f" % tuple(p) for p in rng.standard_normal((40, 3))]
+    lines += ["f %d %d %d" % (i + 1, i + 2, i + 3) for i in range(38)]
+    (root / "template.obj").write_text("\n".join(lines) + "\n")
+    sf.write(root / "speech.wav", (0.1 * rng.standard_normal(19200)).astype(np.float32), 16000, subtype="FLOAT")
+    return {"root": root, "model": root / "model.safetensors", "template": root / "template.obj",
+            "wav": root / "speech.wav"}

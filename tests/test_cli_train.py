@@ -1,6 +1,7 @@
 """The training commands end to end on a tiny built-in data set: make-dataset, train both stages
 with a TOML config, resume, evaluate; and their one-line errors."""
 import json
+import os
 
 import pytest
 
@@ -82,3 +83,92 @@ def test_train_errors(dataset, tmp_path, capsys):
     bad.write_text("[stage1]\nlr = -1\n")
     assert cli.main(["train", "--data", str(dataset), "--stage", "1", "--out", str(tmp_path), "--config", str(bad)]) == 2
     assert "stage1.lr must be > 0" in capsys.readouterr().err
+
+
+TINY = ("log_every = 1\nval_every = 100\ncheckpoint_every = 100\nseed = {seed}\n"
+        "[model]\nheads = 2\nclasses = 4\nclock = \"exact\"\nframing = \"stream\"\n"
+        "[stage1]\nbatch_size = 4\nsegment_frames = 4\nsteps = {steps}\naccumulate = {accumulate}\n")
+
+
+def _weights(path):
+    from safetensors.torch import load_file
+
+    return load_file(str(path))
+
+
+def test_train_is_reproducible_from_the_config_seed(dataset, tmp_path):
+    """Two identical runs give identical weights (the initial weights are drawn from the config's seed)."""
+    import torch
+
+    config = tmp_path / "tiny.toml"
+    runs = []
+    for i in range(2):
+        config.write_text(TINY.format(seed=3, accumulate=1, steps=1))
+        out = tmp_path / f"run{i}"
+        assert cli.main(["train", "--data", str(dataset), "--stage", "1", "--out", str(out), "--config",
+                         str(config)]) == 0
+        runs.append(_weights(out / "model.safetensors"))
+    assert runs[0].keys() == runs[1].keys()
+    assert all(torch.equal(runs[0][k], runs[1][k]) for k in runs[0])
+
+
+def test_torchrun_two_processes_equal_one(dataset, tmp_path):
+    """The README's command, ``torchrun --nproc_per_node 2 -m meshtalk_fast.cli train ...``, with the gloo
+    backend on the CPU: 2 processes x 1 micro-batch compute what 1 process computes with 2."""
+    import os
+    import subprocess
+    import sys
+
+    import torch
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    one, two = tmp_path / "one.toml", tmp_path / "two.toml"
+    one.write_text(TINY.format(seed=5, accumulate=2, steps=2))
+    two.write_text(TINY.format(seed=5, accumulate=1, steps=2))
+    assert cli.main(["train", "--data", str(dataset), "--stage", "1", "--out", str(tmp_path / "single"),
+                     "--config", str(one)]) == 0
+    env = dict(os.environ, OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="",
+               PYTHONPATH=os.pathsep.join([os.path.join(root, "python"), os.environ.get("PYTHONPATH", "")]))
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           "-m", "meshtalk_fast.cli", "train", "--data", str(dataset), "--stage", "1",
+                           "--out", str(tmp_path / "ddp"), "--config", str(two)],
+                          capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    single, ddp = _weights(tmp_path / "single" / "model.safetensors"), _weights(tmp_path / "ddp" / "model.safetensors")
+    assert single.keys() == ddp.keys()
+    for k in single:
+        torch.testing.assert_close(ddp[k], single[k], rtol=1e-4, atol=1e-6)
+    losses = [[json.loads(line)["total"] for line in open(tmp_path / run / "metrics.jsonl")] for run in ("single", "ddp")]
+    assert len(losses[0]) == 2 and torch.allclose(torch.tensor(losses[0]), torch.tensor(losses[1]), rtol=1e-5)
+
+
+def test_nan_meshes_are_refused_naming_the_file(dataset, tmp_path, capsys):
+    import shutil
+
+    import numpy as np
+
+    data = tmp_path / "data"
+    shutil.copytree(dataset, data)
+    name = sorted(os.listdir(data / "train"))[1]
+    path = data / "train" / name / "meshes.npy"
+    geom = np.load(path)
+    geom[3, 17, 1] = np.nan
+    np.save(path, geom)
+    assert cli.main(["train", "--data", str(data), "--stage", "1", "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(path) in err[0] and "mesh frame 3 holds non-finite" in err[0], err
+
+
+def test_train_error_is_not_printed_inside_the_progress_bar(dataset, tmp_path, capsys, monkeypatch):
+    from meshtalk_fast.training.trainer import Trainer
+
+    def broken(self, *args, **kwargs):
+        raise RuntimeError("the step failed")
+
+    monkeypatch.setattr(Trainer, "_train_step", broken)
+    config = tmp_path / "tiny.toml"
+    config.write_text(TINY.format(seed=0, accumulate=1, steps=2))
+    assert cli.main(["train", "--data", str(dataset), "--stage", "1", "--out", str(tmp_path / "run"),
+                     "--config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert err.endswith("\nmeshtalk-fast train: error: the step failed\n"), err[-300:]

@@ -2,6 +2,7 @@
 #include "meshtalk/weights.hpp"
 
 #include <cctype>
+#include <cmath>
 #include <cstring>
 #include <limits>
 #include <utility>
@@ -184,6 +185,13 @@ std::vector<float> TensorSource::get(const std::string& key, const std::vector<i
   for (int64_t d : expected) n *= static_cast<size_t>(d);
   std::vector<float> out(n);
   read(key, out.data(), n);
+  // A NaN or inf weight would make every frame non-finite while each call reports success: refuse it
+  // here, where every weight of every model passes (files and caller buffers alike).
+  for (size_t i = 0; i < n; ++i)
+    if (!std::isfinite(out[i]))
+      throw Error(ErrorCode::kInvalidArgument, label() + ": tensor '" + key + "' holds a non-finite weight (" +
+                                                   std::to_string(out[i]) + " at flat index " + std::to_string(i) +
+                                                   "): expected finite values");
   return out;
 }
 

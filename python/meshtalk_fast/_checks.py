@@ -10,7 +10,8 @@ from typing import Optional, Sequence, Union
 
 import torch
 
-__all__ = ["shape_str", "check_tensor", "check_finite", "check_positive_int", "check_choice"]
+__all__ = ["shape_str", "check_tensor", "check_finite", "check_positive_int", "check_choice", "check_mask_weights",
+           "check_regular_file"]
 
 
 def shape_str(shape: Sequence[int]) -> str:
@@ -64,3 +65,37 @@ def check_positive_int(name: str, value, maximum: Optional[int] = None) -> int:
 def check_choice(name: str, value, choices: Sequence) -> None:
     if value not in choices:
         raise ValueError(f"{name} must be one of {', '.join(repr(c) for c in choices)}, got {value!r}")
+
+
+def check_mask_weights(name: str, mask) -> torch.Tensor:
+    """The one rule for per-vertex mask weights (smoothing blends, training masks, mask files): every
+    weight finite and in [0, 1], as the C core's ``mt_session_create`` requires. A weight outside it would
+    make a blend ``smoothed * m + x * (1 - m)`` extrapolate. ``name`` is the argument or file to blame.
+    Returns ``mask`` as a float tensor."""
+    m = torch.as_tensor(mask)
+    if not m.is_floating_point():
+        m = m.to(torch.float32)
+    bad = ~((m >= 0) & (m <= 1))  # NaN compares false: caught here too
+    if bool(bad.any()):
+        i = int(bad.reshape(-1).nonzero()[0])
+        raise ValueError(f"{name} must hold weights in [0, 1] (finite), got {float(m.reshape(-1)[i])!r} at index {i} "
+                         f"({int(bad.sum())} of {m.numel()} weights out of range)")
+    return m
+
+
+def check_regular_file(name: str, path) -> str:
+    """``path`` must be an existing regular file (not a folder, not a device such as /dev/zero)."""
+    import os
+    import stat
+
+    path = os.fspath(path)
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{name} {path!r} does not exist") from None
+    except OSError as exc:
+        raise OSError(f"{name} {path!r} cannot be opened ({exc.strerror or exc})") from None
+    if not stat.S_ISREG(mode):
+        kind = "a folder" if stat.S_ISDIR(mode) else "a device or special file"
+        raise ValueError(f"{name} {path!r} is not a regular file (it is {kind})")
+    return path

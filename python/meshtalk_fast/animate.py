@@ -13,7 +13,7 @@ from typing import Optional, Sequence, Tuple, Union
 
 import torch
 
-from ._checks import check_finite, check_tensor, shape_str
+from ._checks import check_finite, check_mask_weights, check_tensor, shape_str
 from .audio import SAMPLE_RATE, load_audio, num_frames
 from .smoothing import post_smooth
 
@@ -52,8 +52,7 @@ def check_smooth_masks(smooth_masks, n_vertices: int) -> Optional[Tuple[torch.Te
         m = torch.as_tensor(m, dtype=torch.float32)
         if m.shape != (n_vertices,):
             raise ValueError(f"smooth_masks {name} mask must have shape [V={n_vertices}], got {shape_str(m.shape)}")
-        check_finite(f"smooth_masks {name} mask", m)
-        out.append(m)
+        out.append(check_mask_weights(f"smooth_masks {name} mask", m))
     return out[0], out[1]
 
 

@@ -14,7 +14,7 @@ from typing import Optional, Union
 import numpy as np
 import torch
 
-from ._checks import check_choice, check_finite, check_positive_int, check_tensor, shape_str
+from ._checks import check_choice, check_finite, check_positive_int, check_regular_file, check_tensor, shape_str
 from ._dispatch import register, resolve
 
 __all__ = [
@@ -55,6 +55,33 @@ def _to_mono(x: np.ndarray, name: str) -> np.ndarray:
                      f"{shape_str(x.shape)}")
 
 
+def _warn_if_cut_short(path: str) -> None:
+    """A WAV file whose ``data`` chunk claims more bytes than the file holds (a copy or a recording cut
+    short) is read as the shorter signal by libsndfile without a word: say so (``warnings.warn``)."""
+    import struct
+    import warnings
+
+    try:
+        size = os.path.getsize(path)
+        with open(path, "rb") as f:
+            head = f.read(12)
+            if len(head) < 12 or head[:4] != b"RIFF" or head[8:] != b"WAVE":
+                return
+            pos = 12
+            while pos + 8 <= size:
+                f.seek(pos)
+                cid, n = struct.unpack("<4sI", f.read(8))
+                if cid == b"data":
+                    have = size - pos - 8
+                    if n > have and n not in (0, 0xFFFFFFFF):  # 0 / ~0: "length unknown" placeholders
+                        warnings.warn(f"audio file {path!r} is cut short: its WAV data chunk declares {n} bytes but "
+                                      f"the file holds {have}; reading the {have} bytes present", stacklevel=3)
+                    return
+                pos += 8 + n + (n & 1)
+    except (OSError, struct.error):
+        return  # not readable as RIFF here: libsndfile reports what is wrong
+
+
 def _check_rate(name: str, sample_rate) -> int:
     if isinstance(sample_rate, float) and not math.isfinite(sample_rate):
         raise ValueError(f"{name} must be a positive integer rate in Hz, got {sample_rate!r}")
@@ -79,9 +106,8 @@ def load_audio(source: Union[str, os.PathLike, ArrayLike], sample_rate: Optional
     if isinstance(source, (str, os.PathLike)):
         import soundfile as sf
 
-        path = os.fspath(source)
-        if not os.path.exists(path):
-            raise FileNotFoundError(f"audio file {path!r} does not exist")
+        path = check_regular_file("audio file", source)
+        _warn_if_cut_short(path)
         try:
             data, file_rate = sf.read(path, dtype="float64", always_2d=True)  # [L, C]
         except Exception as exc:  # libsndfile's own message says what is wrong

@@ -74,8 +74,9 @@ def _demo(args) -> int:
         print("no --model given: using randomly initialised weights (shapes and timings only)")
     model.eval()
     V = model.config.n_vertices
-    forehead = mf.load_mask(os.path.join(assets, "forehead_mask.txt"), V)
-    neck = mf.load_mask(os.path.join(assets, "neck_mask.txt"), V)
+    from .mesh import load_smoothing_masks
+
+    forehead, neck = load_smoothing_masks(assets, V)
     os.makedirs(args.out, exist_ok=True)
     times = {}
     with torch.no_grad(), tqdm(total=4, desc="demo", unit="stage") as bar:
@@ -96,9 +97,11 @@ def _demo(args) -> int:
         bar.update()
     seconds = audio.shape[0] / 16000
     out = os.path.join(args.out, "meshes.npz")
-    tmp = out + ".tmp.npz"
-    np.savez(tmp, vertices=geom.numpy(), faces=faces.numpy(), fps=model.config.fps)
-    os.replace(tmp, out)
+    from ._tempfiles import temp_path
+
+    with temp_path(args.out, "meshes", suffix=".npz") as tmp:
+        np.savez(tmp, vertices=geom.numpy(), faces=faces.numpy(), fps=model.config.fps)
+        os.replace(tmp, out)
     report = dict(frames=int(geom.shape[0]), audio_s=seconds, **times,
                   real_time_factor=seconds / sum(times.values()))
     print(json.dumps(report, indent=1))
@@ -134,10 +137,51 @@ def main(argv=None) -> int:
     _add_train_parsers(sub)
     _add_rig_parsers(sub)
     args = parser.parse_args(argv)
+    return _run(args)
+
+
+# Exceptions whose message says it all; any other type is named in front of its message.
+_PLAIN = (ValueError, TypeError, OSError, RuntimeError)
+
+
+def _close_progress_bars() -> None:
+    """Close the tqdm bars an exception left open, so the error starts on a line of its own."""
     try:
-        return args.fn(args)
-    except (ValueError, TypeError, OSError, RuntimeError) as exc:
-        print(f"meshtalk-fast {args.command}: error: {exc}", file=sys.stderr)
+        from tqdm import tqdm
+    except ImportError:
+        return
+    for bar in list(getattr(tqdm, "_instances", ())):
+        bar.close()
+
+
+def _run(args) -> int:
+    """The one place exceptions become CLI errors: one line on stderr, ``meshtalk-fast <command>: ...``;
+    exit 2 for errors, 130 for Ctrl-C and 128 + signal for SIGTERM (raised as ``Terminated`` so that
+    temporary files are removed on the way out; see ``_tempfiles``), never a traceback."""
+    from ._tempfiles import Terminated, termination_raises
+
+    prefix = f"meshtalk-fast {args.command}"
+    try:
+        with termination_raises():
+            return args.fn(args)
+    except Terminated as exc:
+        _close_progress_bars()
+        print(f"{prefix}: terminated by signal {exc.signum}; nothing half-written is left", file=sys.stderr)
+        return 128 + exc.signum
+    except KeyboardInterrupt:
+        _close_progress_bars()
+        print(f"{prefix}: interrupted; nothing half-written is left", file=sys.stderr)
+        return 130
+    except MemoryError as exc:
+        _close_progress_bars()
+        print(f"{prefix}: error: out of memory{': ' + str(exc) if str(exc) else ''}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # noqa: BLE001  (every error becomes one line; see _PLAIN)
+        _close_progress_bars()
+        message = " ".join(str(exc).split()) or "(no message)"
+        if not isinstance(exc, _PLAIN):
+            message = f"{type(exc).__name__}: {message}"
+        print(f"{prefix}: error: {message}", file=sys.stderr)
         return 2
 
 

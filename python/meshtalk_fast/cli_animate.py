@@ -20,6 +20,9 @@ __all__ = ["add_parsers", "load_model_any", "CliError"]
 
 R = TypeVar("R")
 MASK_FILES = ("forehead_mask.txt", "neck_mask.txt")
+MAX_VIDEO_SIZE = 4096     # preview.mp4 side in pixels (a frame of 65536^2 would need 12 GB)
+MAX_CHUNK = 60 * 16000    # stream --chunk: samples per push, at most 60 s
+MAX_SEED = 2 ** 63 - 1    # torch.Generator.manual_seed takes a signed 64-bit integer
 
 
 class CliError(ValueError):
@@ -59,6 +62,7 @@ def load_model_any(path: str, n_vertices: Optional[int] = None):
 def _inputs(args):
     """(model, template [V, 3], faces [F, 3], masks or None, notes) from --model/--template/--masks."""
     import meshtalk_fast as mf
+    from .mesh import find_mask_file, load_smoothing_masks
 
     model_dir = args.model if os.path.isdir(args.model) else None
     template_path = args.template
@@ -78,14 +82,14 @@ def _inputs(args):
     if faces.shape[0] == 0:
         raise CliError(f"template {template_path!r} has no triangles (f lines); the outputs need its faces")
     masks_dir = args.masks
-    if masks_dir is None and model_dir and all(os.path.isfile(os.path.join(model_dir, m)) for m in MASK_FILES):
+    if masks_dir is None and model_dir and all(find_mask_file(model_dir, k) for k in ("forehead", "neck")):
         masks_dir = model_dir
     masks = None
     if masks_dir is not None:
         if not os.path.isdir(masks_dir):
-            raise CliError(f"--masks {masks_dir!r} is not a folder (expected one holding {' and '.join(MASK_FILES)})")
-        masks = tuple(_about(f"mask file {os.path.join(masks_dir, m)!r}",
-                             lambda m=m: mf.load_mask(os.path.join(masks_dir, m), V)) for m in MASK_FILES)
+            raise CliError(f"--masks {masks_dir!r} is not a folder (expected one holding {' and '.join(MASK_FILES)}, "
+                           "or forehead.txt and neck.txt)")
+        masks = _about("--masks", lambda: load_smoothing_masks(masks_dir, V))  # errors name the mask file
     return model, template, faces, masks, template_path
 
 
@@ -129,9 +133,15 @@ def _load_expression(path: str):
     return _about(f"expression file {path!r}", read)
 
 
+def _check_seed(seed: Optional[int]) -> None:
+    if seed is not None and not 0 <= seed <= MAX_SEED:
+        raise CliError(f"--seed must be an integer in [0, 2**63 - 1], got {seed}")
+
+
 def _check_audio_file(path: str) -> None:
-    if not os.path.isfile(path):
-        raise CliError(f"audio file {path!r} does not exist")
+    from ._checks import check_regular_file
+
+    _about("", lambda: check_regular_file("audio file", path))  # missing, a folder, a device (/dev/zero)
     if os.path.getsize(path) == 0:
         raise CliError(f"audio file {path!r} is empty (0 bytes)")
 
@@ -148,12 +158,14 @@ def run_animate(args) -> int:
     from .cli_rig import RIG_OUTPUTS, load_rig, residual_line, rig_outputs, solve_rig
 
     formats = _about("--formats", lambda: parse_formats(args.formats))
+    # the whole output set: an old output of a format not asked for now would disagree with the new ones
     rig_names = list(RIG_OUTPUTS) if args.blendshapes else []
-    _about("", lambda: check_output_folder(args.out, [OUTPUTS[f] for f in formats] + rig_names, args.force))
+    _about("", lambda: check_output_folder(args.out, list(OUTPUTS.values()) + rig_names, args.force))
     if args.blendshape_map and not args.blendshapes:
         raise CliError("--blendshape-map needs --blendshapes (the rig it maps)")
-    if args.video_size % 16 or args.video_size <= 0:
-        raise CliError(f"--video-size must be a positive multiple of 16, got {args.video_size}")
+    if args.video_size % 16 or not 16 <= args.video_size <= MAX_VIDEO_SIZE:
+        raise CliError(f"--video-size must be a multiple of 16 in [16, {MAX_VIDEO_SIZE}] pixels, got {args.video_size}")
+    _check_seed(args.seed)
     _check_audio_file(args.audio)
     _check_backend(args.backend, ("sample", "decode"))
     model, template, faces, masks, template_path = _inputs(args)
@@ -161,6 +173,9 @@ def run_animate(args) -> int:
     rig = _about("", lambda: load_rig(args.blendshapes, args.blendshape_map, c.n_vertices, args.model)) \
         if args.blendshapes else None
     audio = _about(f"audio file {args.audio!r}", lambda: mf.load_audio(args.audio))
+    if mf.num_frames(audio.shape[0], c.fps, c.clock) == 0:
+        raise CliError(f"audio file {args.audio!r}: {audio.shape[0]} samples are too short for one video frame "
+                       f"at {c.fps} fps")
     expression = None
     if args.expression_from:
         expression = _load_expression(args.expression_from)
@@ -171,7 +186,8 @@ def run_animate(args) -> int:
           f"{template_path} ({c.n_vertices} vertices), smoothing {'on' if masks else 'off (no --masks)'}, "
           f"{'expression from ' + args.expression_from if expression is not None else 'prior sampling'}")
     t0 = time.perf_counter()
-    geom = _about(f"audio file {args.audio!r}", lambda: mf.animate(
+    # every input was checked above, each error naming its argument or file: what fails now names itself
+    geom = _about("", lambda: mf.animate(
         audio, template, model, expression=expression, seed=args.seed, argmax=args.argmax, backend=args.backend,
         smooth_masks=masks, progress=True, normalize=False, strict_expression=args.expression_strict)).cpu()
     compute_s = time.perf_counter() - t0
@@ -232,6 +248,19 @@ def _stdin_chunks(chunk: int):
                        "(expected raw little-endian float32, 16 kHz mono)")
 
 
+def _finite(chunks, source: str):
+    """Pass the chunks on, refusing the first NaN / inf sample as soon as its chunk arrives (before the
+    gain's first second is complete: a bad sample there would otherwise hold back the whole stream)."""
+    n = 0
+    for c in chunks:
+        bad = ~np.isfinite(c)
+        if bad.any():
+            i = int(np.argmax(bad))
+            raise CliError(f"{source}: sample {n + i} (at {(n + i) / 16000:.3f} s) is {c[i]}; the audio must be finite")
+        n += c.shape[0]
+        yield c
+
+
 def _gained(chunks, gain: Optional[float], source: str):
     """Yield the chunks scaled by ``gain``; without one, derive it from the first second: the released
     formula ``0.01 / mean(|x|)`` over the first 16000 samples (over all of them if the stream is
@@ -282,8 +311,9 @@ def run_stream(args) -> int:
             raise CliError(f"--out {args.out!r}: folder {folder!r} does not exist")
         if os.path.exists(args.out) and not args.force:
             raise CliError(f"--out {args.out!r} already exists; pass --force to overwrite")
-    if args.chunk < 1:
-        raise CliError(f"--chunk must be >= 1 sample, got {args.chunk}")
+    if not 1 <= args.chunk <= MAX_CHUNK:
+        raise CliError(f"--chunk must be in [1, {MAX_CHUNK}] samples (up to 60 s), got {args.chunk}")
+    _check_seed(args.seed)
     if args.gain is not None and not (args.gain > 0 and np.isfinite(args.gain)):
         raise CliError(f"--gain must be a positive finite number, got {args.gain}")
     info = sys.stderr if to_stdout else sys.stdout
@@ -331,7 +361,7 @@ def run_stream(args) -> int:
         else:
             frames.append(out)
 
-    for chunk in _gained(chunks, args.gain, source):
+    for chunk in _gained(_finite(chunks, source), args.gain, source):
         n_samples += chunk.shape[0]
         if args.realtime:
             delay = start + n_samples / 16000 - time.perf_counter()
@@ -364,14 +394,12 @@ def run_stream(args) -> int:
         vertices = torch.cat(frames).numpy()
 
         def save():
-            tmp = args.out + ".tmp.npz"
-            try:
+            from ._tempfiles import temp_path
+
+            with temp_path(folder, os.path.basename(args.out), suffix=".npz") as tmp:
                 np.savez(tmp, vertices=vertices, faces=faces.numpy().astype(np.int32), fps=np.int64(animator.fps),
                          latency_s=np.float64(animator.latency_s), **rig_arrays)
                 os.replace(tmp, args.out)
-            finally:
-                if os.path.exists(tmp):
-                    os.unlink(tmp)
 
         _about(f"--out {args.out!r}", save)
         print(f"wrote {args.out}", file=info)

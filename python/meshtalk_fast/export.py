@@ -22,13 +22,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from typing import Callable, Dict, Iterable, Optional, Tuple
 
 import numpy as np
 import torch
 
 from ._checks import shape_str
+from ._tempfiles import make_temp, release
 
 __all__ = ["save_npz", "save_obj_sequence", "save_glb", "morph_basis", "write_outputs", "write_animation",
            "check_output_folder", "parse_formats", "OUTPUTS"]
@@ -215,21 +215,26 @@ def save_glb(path, vertices, template, faces, fps: int, max_targets: int = MAX_T
 # ------------------------------------------------------------------------------------------------
 # All-or-nothing outputs
 # ------------------------------------------------------------------------------------------------
-def write_outputs(out_dir, names: Iterable[str], write: Callable[[str], None], force: bool = False) -> None:
+def write_outputs(out_dir, names: Iterable[str], write: Callable[[str], None], force: bool = False,
+                  replaces: Iterable[str] = ()) -> None:
     """Create the outputs ``names`` (files or folders directly in ``out_dir``) all or none.
 
     ``write(tmp)`` writes every name into ``tmp``, a fresh folder beside ``out_dir`` (same file
-    system). Then each is moved into ``out_dir`` (created if needed) with a rename. Existing outputs
+    system; a temporary of ``_tempfiles``, removed on failure, SIGTERM, or by the next run after a
+    kill). Then each is moved into ``out_dir`` (created if needed) with a rename. Existing outputs
     are refused unless ``force``; with ``force`` they are moved aside first and restored if anything
-    fails. On any failure, whatever was written or moved is removed (and a folder ``out_dir`` that
-    this call created is removed again), so no partial output is left.
+    fails. ``replaces``: other outputs of the same set (e.g. formats not asked for this time): they
+    count as existing outputs, and with ``force`` they are removed too, so the folder never mixes an
+    old output with new ones. On any failure, whatever was written or moved is removed (and a folder
+    ``out_dir`` that this call created is removed again), so no partial output is left.
     """
     out_dir = os.path.abspath(os.fspath(out_dir))
     names = list(names)
+    stale = [n for n in replaces if n not in names]
     parent = os.path.dirname(out_dir)
-    check_output_folder(out_dir, names, force)
+    check_output_folder(out_dir, names + stale, force)
     try:
-        tmp = tempfile.mkdtemp(prefix="." + os.path.basename(out_dir) + ".tmp-", dir=parent)
+        tmp = make_temp(parent, os.path.basename(out_dir), directory=True)
     except OSError as exc:
         raise PermissionError(f"output folder {out_dir!r} is not writable: cannot create a temporary folder "
                               f"in {parent!r} ({exc.strerror or exc})") from None
@@ -250,6 +255,12 @@ def write_outputs(out_dir, names: Iterable[str], write: Callable[[str], None], f
                 backups.append((backup, dst))
             os.rename(os.path.join(tmp, n), dst)
             moved.append(dst)
+        for n in stale:  # moved aside with the replaced outputs: restored if anything fails before the end
+            dst = os.path.join(out_dir, n)
+            if os.path.lexists(dst):
+                backup = os.path.join(tmp, ".old-" + n)
+                os.rename(dst, backup)
+                backups.append((backup, dst))
     except BaseException:
         for dst in moved:
             _remove(dst)
@@ -260,7 +271,7 @@ def write_outputs(out_dir, names: Iterable[str], write: Callable[[str], None], f
             shutil.rmtree(out_dir, ignore_errors=True)
         raise
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        release(tmp)
 
 
 def _remove(path: str) -> None:
@@ -304,7 +315,7 @@ def check_output_folder(out_dir, names: Iterable[str], force: bool) -> None:
                               "pass --force (force=True) to overwrite")
     for folder in (parent, out_dir) if os.path.isdir(out_dir) else (parent,):
         try:
-            os.rmdir(tempfile.mkdtemp(prefix=".meshtalk-probe-", dir=folder))
+            release(make_temp(folder, "probe", directory=True))
         except OSError as exc:
             raise PermissionError(f"output folder {out_dir!r} is not writable: cannot create files in "
                                   f"{folder!r} ({exc.strerror or exc})") from None
@@ -341,5 +352,5 @@ def write_animation(out_dir, formats: Iterable[str], vertices, template, faces, 
         for name, fn in extra.items():
             fn(os.path.join(tmp, name))
 
-    write_outputs(out_dir, names, write, force)
+    write_outputs(out_dir, names, write, force, replaces=OUTPUTS.values())
     return info

@@ -17,7 +17,11 @@ from ._dispatch import register, resolve
 from .models import ContextModel, MultimodalEncoder, VertexUnet
 from .quantize import quantize as _quantize
 
-__all__ = ["MeshTalk", "MeshTalkConfig"]
+__all__ = ["MeshTalk", "MeshTalkConfig", "CONFIG_LIMITS"]
+
+# Sane upper limits of the integer sizes (the C core's limits: csrc/core/weights.cpp, frame_clock.cpp;
+# fps is held to the data sets' 1000, stricter than the core's 16000). Every other size: 2^20.
+CONFIG_LIMITS = {"n_vertices": 1 << 24, "fps": 1000}
 
 
 @dataclasses.dataclass
@@ -48,7 +52,7 @@ class MeshTalkConfig:
         for f in dataclasses.fields(self):
             if f.name not in ("clock", "lookahead", "framing", "expression_input", "expression_heads",
                               "expression_std"):
-                setattr(self, f.name, check_positive_int(f.name, getattr(self, f.name)))
+                setattr(self, f.name, check_positive_int(f.name, getattr(self, f.name), CONFIG_LIMITS.get(f.name, 1 << 20)))
         check_choice("clock", self.clock, ("released", "exact"))
         check_choice("framing", self.framing, ("window", "stream"))
         check_choice("expression_input", self.expression_input, ("mesh", "offset"))

@@ -253,18 +253,19 @@ def _write_heldout(folder: str, clip: Clip, model: MeshTalk, data_dir: str, mask
     from .evaluate import animate_clip
     from .metrics import BROW_EVENT_LEVEL, EYE_EVENT_LEVEL, above_rest, event_scale, region_motion
     from .plots import plot_upper_face
+    from ._tempfiles import temp_path
     from .render import eye_colours, save_preview_mp4
 
     faces = load_folder_template(data_dir)[1]
     samples = [animate_clip(model, clip, seed=s) for s in EVAL_SEEDS]
     geom = samples[EVAL_SEEDS.index(seed)] if seed in EVAL_SEEDS else animate_clip(model, clip, seed=seed)
-    tmp = os.path.join(folder, "meshes.tmp.npz")
-    np.savez(tmp, vertices=geom.numpy(), faces=faces.numpy(), fps=model.config.fps,
-             ground_truth=clip.geom.numpy())
-    os.replace(tmp, os.path.join(folder, "meshes.npz"))
-    tmp = os.path.join(folder, "speech.tmp.wav")
-    sf.write(tmp, clip.audio.numpy(), 16000)
-    os.replace(tmp, os.path.join(folder, "speech.wav"))
+    with temp_path(folder, "meshes", suffix=".npz") as tmp:
+        np.savez(tmp, vertices=geom.numpy(), faces=faces.numpy(), fps=model.config.fps,
+                 ground_truth=clip.geom.numpy())
+        os.replace(tmp, os.path.join(folder, "meshes.npz"))
+    with temp_path(folder, "speech", suffix=".wav") as tmp:
+        sf.write(tmp, clip.audio.numpy(), 16000)
+        os.replace(tmp, os.path.join(folder, "speech.wav"))
     signals = {"eye closure": (masks.eye_keypoints, "max", EYE_EVENT_LEVEL),
                "brow height": (masks.forehead, "mean", BROW_EVENT_LEVEL)}
     truth, sampled, thresholds = {}, {}, {}
@@ -279,9 +280,9 @@ def _write_heldout(folder: str, clip: Clip, model: MeshTalk, data_dir: str, mask
     if truth:
         plot_upper_face(os.path.join(folder, "upper_face.png"), model.config.fps, truth, sampled, thresholds,
                         title=f"held-out {clip.name}: ground truth vs speech-only samples")
-    tmp = os.path.join(folder, "preview.tmp.mp4")
-    save_preview_mp4(tmp, [clip.geom, geom], faces, model.config.fps, clip.audio, size=(384, 384),
-                     colours=eye_colours(clip.template, masks.eye_keypoints),
-                     labels=["ground truth", f"sampled from speech (seed {seed})"])
-    os.replace(tmp, os.path.join(folder, "preview.mp4"))
+    with temp_path(folder, "preview", suffix=".mp4") as tmp:
+        save_preview_mp4(tmp, [clip.geom, geom], faces, model.config.fps, clip.audio, size=(384, 384),
+                         colours=eye_colours(clip.template, masks.eye_keypoints),
+                         labels=["ground truth", f"sampled from speech (seed {seed})"])
+        os.replace(tmp, os.path.join(folder, "preview.mp4"))
     return geom

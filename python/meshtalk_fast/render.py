@@ -17,13 +17,13 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-import tempfile
 from typing import Dict, Iterator, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 
 from ._checks import shape_str
+from ._tempfiles import make_temp, release
 
 __all__ = ["Camera", "render_frames", "save_preview_mp4", "probe_mp4", "ffmpeg_exe", "frame_grid", "eye_colours"]
 
@@ -174,9 +174,7 @@ def save_preview_mp4(path, vertices, faces, fps: int, audio: Optional[torch.Tens
             peak = float(np.abs(a).max()) if a.size else 0.0
             if peak > 1.0:
                 a = a / peak
-            fd, wav = tempfile.mkstemp(prefix=".meshtalk-audio-", suffix=".wav",
-                                       dir=os.path.dirname(os.path.abspath(path)))
-            os.close(fd)
+            wav = make_temp(os.path.dirname(os.path.abspath(path)), "audio", suffix=".wav")
             sf.write(wav, a, sample_rate, subtype="PCM_16")
         panels = list(vertices) if isinstance(vertices, (list, tuple)) else [vertices]
         panels = [_as_numpy(p, "vertices", np.float64) for p in panels]
@@ -203,8 +201,8 @@ def save_preview_mp4(path, vertices, faces, fps: int, audio: Optional[torch.Tens
         finally:
             writer.close()
     finally:
-        if wav is not None and os.path.exists(wav):
-            os.unlink(wav)
+        if wav is not None:
+            release(wav)
 
 
 def _captioned(images: Sequence[np.ndarray], labels: Optional[Sequence[str]]) -> np.ndarray:

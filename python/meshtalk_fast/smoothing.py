@@ -18,7 +18,7 @@ from typing import List, Optional
 import torch
 import torch.nn.functional as F
 
-from ._checks import check_tensor, shape_str
+from ._checks import check_mask_weights, check_tensor, shape_str
 from ._dispatch import register, resolve
 
 __all__ = ["smooth_geom", "post_smooth", "torch_post_smooth", "gaussian_kernel", "StreamingSmoother",
@@ -66,6 +66,7 @@ def torch_post_smooth(geom: torch.Tensor, forehead_mask: torch.Tensor, neck_mask
 def _check_masks(forehead_mask: torch.Tensor, neck_mask: torch.Tensor, V: int) -> None:
     for name, m in (("forehead_mask", forehead_mask), ("neck_mask", neck_mask)):
         check_tensor(name, m, shape=(V,), what=f"[V={V}]")
+        check_mask_weights(name, m)
 
 
 def post_smooth(geom: torch.Tensor, forehead_mask: torch.Tensor, neck_mask: torch.Tensor,

@@ -45,7 +45,7 @@ from typing import Optional, Sequence
 
 import torch
 
-from ._checks import check_choice, check_finite, check_tensor
+from ._checks import check_choice, check_finite, check_positive_int, check_tensor
 from ._dispatch import resolve
 from .animate import CHUNK_FRAMES, _check_template, check_smooth_masks
 from .audio import (HOP_LENGTH, SAMPLE_RATE, STREAM_PAD, WIN_LENGTH, WINDOW_SAMPLES, frame_centres, num_frames,
@@ -99,7 +99,7 @@ class StreamingAnimator:
         masks = check_smooth_masks(smooth_masks, c.n_vertices)
         self.masks = None if masks is None else (masks[0].to(self.device), masks[1].to(self.device))
         self.smoothing_delay = smoothing_delay if masks is not None else 0
-        self.chunk_frames = int(chunk_frames)
+        self.chunk_frames = check_positive_int("chunk_frames", chunk_frames)
         generator = None if seed is None else torch.Generator(device=self.device).manual_seed(int(seed))
         with torch.no_grad():
             options = {"exact": True} if exact_sampler else {}  # the cpp step accepts it too (always exact)

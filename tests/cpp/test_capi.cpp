@@ -12,6 +12,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <limits>
 #include <string>
 #include <thread>
 #include <vector>
@@ -519,6 +520,35 @@ TEST(bad_tensors_are_refused) {
     auto v = t;
     v.push_back({"something.else", {3}, "I32"});
     CHECK_EQ(load_status(image(v)), MT_OK);
+  }
+}
+
+// Element `index` of the float32 tensor `name` in a safetensors image set to `value` (little-endian host).
+void poke_f32(std::vector<uint8_t>* bytes, const std::string& name, size_t index, float value) {
+  uint64_t n = 0;
+  for (int i = 0; i < 8; ++i) n |= uint64_t((*bytes)[i]) << (8 * i);
+  const std::string header(bytes->begin() + 8, bytes->begin() + 8 + static_cast<std::ptrdiff_t>(n));
+  size_t at = header.find("\"" + name + "\"");
+  CHECK(at != std::string::npos);
+  at = header.find('[', header.find("\"data_offsets\"", at)) + 1;
+  const uint64_t begin = std::stoull(header.substr(at));
+  std::memcpy(bytes->data() + 8 + n + begin + 4 * index, &value, sizeof value);
+}
+
+TEST(non_finite_weights_are_refused) {
+  ModelSpec spec;
+  spec.core_only = true;
+  const std::vector<uint8_t> good = meshtalk_test::model_image(spec);
+  CHECK_EQ(load_status(good), MT_OK);
+  const float bad[2] = {std::numeric_limits<float>::quiet_NaN(), -std::numeric_limits<float>::infinity()};
+  for (float value : bad) {
+    for (const char* name : {"vertex_unet.decoder.2.weight", "context_model.logits.masked_linear.bias",
+                             "encoder.audio_encoder.code.weight"}) {
+      std::vector<uint8_t> bytes = good;
+      poke_f32(&bytes, name, 3, value);
+      expect_refused(bytes, MT_ERR_INVALID_FORMAT, {std::string("tensor '") + name + "' holds a non-finite weight",
+                                                    "at flat index 3", "expected finite values"});
+    }
   }
 }
 

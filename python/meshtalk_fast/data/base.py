@@ -22,9 +22,9 @@ from typing import Iterable, List, Optional
 import numpy as np
 import torch
 
-from .._checks import check_choice, check_positive_int, shape_str
+from .._checks import check_choice, check_mask_weights, check_positive_int, shape_str
 from ..audio import SAMPLE_RATE, audio_windows, num_frames
-from ..mesh import load_mask
+from ..mesh import find_mask_file, load_mask
 
 __all__ = ["FaceSequence", "FaceMasks", "load_meshtalk_masks", "load_masks", "SegmentDataset", "align_sequence",
            "resample_fps", "handle_error", "DEFAULT_TOLERANCE"]
@@ -91,6 +91,20 @@ class FaceSequence:
         return self.audio.shape[0] / SAMPLE_RATE
 
 
+def _check_finite_meshes(seq: FaceSequence, where: str) -> None:
+    """A NaN / inf vertex in the data would train a NaN model (or break the normalisation): refused here,
+    where every reader passes, naming the file. In blocks of frames: a memory-mapped file is read once."""
+    if not bool(torch.isfinite(seq.template).all()):
+        raise ValueError(f"{where}: the template of subject {seq.subject!r} holds non-finite coordinates")
+    for s in range(0, seq.geom.shape[0], 256):
+        block = seq.geom[s:s + 256]
+        bad = ~torch.isfinite(block).reshape(block.shape[0], -1).all(dim=1)
+        if bool(bad.any()):
+            t = s + int(bad.nonzero()[0])
+            raise ValueError(f"{where}: mesh frame {t} holds non-finite (NaN or inf) coordinates; the data set "
+                             "must be finite")
+
+
 def align_sequence(seq: FaceSequence, tolerance: int = DEFAULT_TOLERANCE, clock: str = "exact",
                    where: Optional[str] = None) -> FaceSequence:
     """Check that mesh and audio lengths agree and trim both to the shorter.
@@ -98,9 +112,11 @@ def align_sequence(seq: FaceSequence, tolerance: int = DEFAULT_TOLERANCE, clock:
     The audio spans ``num_frames(len(audio), seq.fps, clock)`` frames (``clock="exact"``:
     ``floor(L * fps / 16000)``). A difference of more than ``tolerance`` frames raises ``ValueError``
     naming ``where`` (a path) or the sequence; within it, ``geom`` keeps the first ``T = min`` frames
-    and the audio its first ``ceil(T * 16000 / fps)`` samples (never more than it has).
+    and the audio its first ``ceil(T * 16000 / fps)`` samples (never more than it has). Non-finite
+    meshes or template are refused (``ValueError`` naming ``where``).
     """
     check_choice("clock", clock, ("released", "exact"))
+    _check_finite_meshes(seq, where or f"sequence {seq.name!r}")
     T_mesh, L = seq.geom.shape[0], seq.audio.shape[0]
     T_audio = num_frames(L, seq.fps, clock)
     if abs(T_mesh - T_audio) > tolerance:
@@ -173,8 +189,7 @@ class FaceMasks:
             elif x.shape[0] != V:
                 raise ValueError(f"FaceMasks.{f.name} must have shape [V={V}] like FaceMasks.mouth, "
                                  f"got {shape_str(x.shape)}")
-            if not bool(torch.isfinite(x).all()) or bool((x < 0).any()):
-                raise ValueError(f"FaceMasks.{f.name} must hold finite non-negative weights")
+            check_mask_weights(f"FaceMasks.{f.name}", x)
             setattr(self, f.name, x)
 
     @property
@@ -211,11 +226,10 @@ def load_masks(folder, n_vertices: Optional[int] = None, lip_threshold: float = 
         raise FileNotFoundError(f"mask folder {folder!r} does not exist")
     found = {}
     for key in ("mouth", "eye", "eye_keypoints", "forehead", "neck", "lips", "upper_face"):
-        for name in (f"{key}.txt", _RELEASED_NAMES.get(key)):
-            if name and os.path.isfile(os.path.join(folder, name)):
-                found[key] = load_mask(os.path.join(folder, name), n_vertices)
-                n_vertices = found[key].shape[0]
-                break
+        path = find_mask_file(folder, key)
+        if path is not None:
+            found[key] = load_mask(path, n_vertices)
+            n_vertices = found[key].shape[0]
     missing = [k for k in _RELEASED_NAMES if k not in found]
     if missing:
         raise FileNotFoundError(f"mask folder {folder!r} lacks {', '.join(missing)}: expected "

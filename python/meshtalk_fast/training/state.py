@@ -12,8 +12,8 @@ from typing import Any, Dict
 
 import torch
 
-from ..checkpoint import CheckpointError, _check_against, _saved_state, atomic_save_file
-from ..meshtalk import MeshTalk, MeshTalkConfig
+from ..checkpoint import CheckpointError, _saved_state, atomic_save_file, check_state, inspect_model_file
+from ..meshtalk import MeshTalk
 
 __all__ = ["save_train_state", "load_train_state", "TRAIN_FORMAT"]
 
@@ -46,31 +46,32 @@ def load_train_state(path: str) -> Dict[str, Any]:
     from safetensors import safe_open
 
     path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"checkpoint {path!r} does not exist")
+    config, meta = inspect_model_file(path, TRAIN_FORMAT, config_key="model_config", prefix="model.",
+                                      required=("stage", "step", "train_config", "param_groups", "optim_scalars"))
     try:
         with safe_open(path, framework="pt") as f:
-            meta = f.metadata() or {}
             tensors = {k: f.get_tensor(k) for k in f.keys()}
     except Exception as exc:
         raise CheckpointError(f"{path}: not a readable safetensors file ({exc})") from None
-    if meta.get("format") != TRAIN_FORMAT:
-        raise CheckpointError(f"{path}: metadata 'format' must be {TRAIN_FORMAT!r}, got {meta.get('format')!r}")
-    config = MeshTalkConfig(**json.loads(meta["model_config"])).validate()
+    if "rng.torch" not in tensors:
+        raise CheckpointError(f"{path}: tensor 'rng.torch' is missing (not a complete training checkpoint)")
     model = MeshTalk(**config.__dict__)
     state = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
-    _check_against(_saved_state(model), state, path, config)
+    check_state(_saved_state(model), state, path, config)
     model.load_state_dict(state, strict=False)  # head masks are rebuilt by the constructor
-    opt_state: Dict[int, Dict[str, Any]] = {}
-    for k, v in tensors.items():
-        if k.startswith("optim."):
-            _, idx, name = k.split(".", 2)
-            opt_state.setdefault(int(idx), {})[name] = v
-    for idx, entry in json.loads(meta["optim_scalars"]).items():
-        opt_state.setdefault(int(idx), {}).update(entry)
-    return {
-        "model": model, "stage": int(meta["stage"]), "step": int(meta["step"]),
-        "train_config": json.loads(meta["train_config"]),
-        "optimizer_state": {"state": opt_state, "param_groups": json.loads(meta["param_groups"])},
-        "rng_state": tensors["rng.torch"],
-    }
+    try:
+        opt_state: Dict[int, Dict[str, Any]] = {}
+        for k, v in tensors.items():
+            if k.startswith("optim."):
+                _, idx, name = k.split(".", 2)
+                opt_state.setdefault(int(idx), {})[name] = v
+        for idx, entry in json.loads(meta["optim_scalars"]).items():
+            opt_state.setdefault(int(idx), {}).update(entry)
+        return {
+            "model": model, "stage": int(meta["stage"]), "step": int(meta["step"]),
+            "train_config": json.loads(meta["train_config"]),
+            "optimizer_state": {"state": opt_state, "param_groups": json.loads(meta["param_groups"])},
+            "rng_state": tensors["rng.torch"],
+        }
+    except (ValueError, TypeError, AttributeError) as exc:
+        raise CheckpointError(f"{path}: the optimizer state or step in the metadata is malformed ({exc})") from None

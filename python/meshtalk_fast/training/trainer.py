@@ -18,6 +18,7 @@ from typing import Dict, List, Optional, Sequence
 import torch
 import torch.distributed as dist
 
+from .._checks import check_mask_weights
 from ..meshtalk import MeshTalk
 from .batches import Clip, CropSampler, step_seed, upper_face_events
 from .config import TrainConfig
@@ -31,9 +32,11 @@ class TrainingMasks:
     """Per-vertex weights ``[V]`` the trainer and the evaluation need."""
 
     def __init__(self, mouth, eye, eye_keypoints, lips, upper_face, forehead=None):
-        self.mouth, self.eye, self.eye_keypoints = mouth.float(), eye.float(), eye_keypoints.float()
-        self.lips, self.upper_face = lips.float(), upper_face.float()
-        self.forehead = None if forehead is None else forehead.float()  # brow raises (stage1.event_crops)
+        self.mouth, self.eye, self.eye_keypoints, self.lips, self.upper_face = (
+            check_mask_weights(f"training mask {name}", m).float() for name, m in
+            (("mouth", mouth), ("eye", eye), ("eye_keypoints", eye_keypoints), ("lips", lips), ("upper_face", upper_face)))
+        # brow raises (stage1.event_crops, the brow term)
+        self.forehead = None if forehead is None else check_mask_weights("training mask forehead", forehead).float()
 
 
 def _world():
@@ -255,11 +258,11 @@ class Trainer:
         pending = pool.submit(self._host_batches, sampler, stage, self.step) if pool else None
         try:
             last = self._loop(stage, cfg, objective, sampler, start, max_seconds, bar, frames_per_step, pool, pending)
-        finally:
+        finally:  # an error or Ctrl-C closes the bar first, so the message is not printed inside it
             if pool is not None:
                 pool.shutdown(wait=True, cancel_futures=True)
-        bar.close()
-        self._budget_frac = None
+            bar.close()
+            self._budget_frac = None
         if last and self.step % self.config.log_every:
             self._log(last)
         self.save_checkpoint()
