@@ -416,7 +416,7 @@ def test_upper_face_terms_can_stay_off_the_audio_heads():
                                     forehead=BROW, upper_face_codes=mode)
         terms = objective(template, geom, torch.Generator().manual_seed(1), windows=windows)
         terms["total"].backward()
-        values[mode] = (float(terms["landmarks"]), float(terms["brow"]))
+        values[mode] = (float(terms["landmarks"].detach()), float(terms["brow"].detach()))
         grads[mode] = [sum(float(p.grad.abs().sum()) for p in module.parameters() if p.grad is not None)
                        for module in (model.encoder.fusion_model.mlp, model.encoder.audio_encoder,
                                       model.encoder.fusion_model.expression_mlp)]

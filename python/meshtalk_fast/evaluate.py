@@ -245,6 +245,9 @@ def upper_face(model: MeshTalk, clips: Sequence[Clip], eye_keypoints: Optional[t
             continue
         usable[name] = (mask, reduce, level * scale, err, gt)
     recon = [reconstruct_clip(model, c) for c in clips] if usable else []
+    # one speech-only animation per (seed, clip), shared by the blink and brow numbers
+    animations = {s: [animate_clip(model, c, seed=s + 1000 * i) for i, c in enumerate(clips)]
+                  for s in (seeds if usable else ())}
     for name, (mask, reduce, threshold, err, gt) in usable.items():
         gt_events = _events(gt, threshold)
         inside = [_inside(ev, c.frames) for ev, c in zip(gt_events, clips)]
@@ -254,8 +257,8 @@ def upper_face(model: MeshTalk, clips: Sequence[Clip], eye_keypoints: Optional[t
         out[f"{err}_error_ratio"] = float(model_err.sum() / static_err.sum()) if static_err.numel() else None
         n_gt = sum(len(e) for e in gt_events)
         out[f"{name}_rate_gt"] = n_gt / minutes
-        sampled = {s: [above_rest(region_motion(animate_clip(model, c, seed=s + 1000 * i), c.template, mask, reduce))
-                       for i, c in enumerate(clips)] for s in seeds}
+        sampled = {s: [above_rest(region_motion(g, c.template, mask, reduce)) for g, c in zip(animations[s], clips)]
+                   for s in seeds}
         events = {s: _events(sig, threshold) for s, sig in sampled.items()}
         rate = sum(len(e) for ev in events.values() for e in ev) / (minutes * len(seeds))
         out[f"{name}_rate"] = rate
