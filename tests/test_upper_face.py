@@ -430,3 +430,31 @@ def test_upper_face_terms_can_stay_off_the_audio_heads():
     cfg.stage1.upper_face_codes = "expression"
     with pytest.raises(ValueError, match="needs model.expression_heads > 0"):
         cfg.validate()
+
+
+def test_the_readme_recipe_is_the_quick_starts():
+    """The TOML in the README's Training section trains what quickstart_config trains (model and stage-1
+    choices), so a user who copies it gets the measured recipe."""
+    import pathlib
+    import re
+    import sys
+
+    from meshtalk_fast.quickstart import quickstart_config
+    from meshtalk_fast.training import TrainConfig
+
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover
+        import tomli as tomllib
+    readme = (pathlib.Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = re.search(r"```toml\n\s*(\[model\].*?)```", readme, re.S).group(1)
+    block = "\n".join(line.strip() for line in block.splitlines())
+    cfg, qs = TrainConfig.from_dict(tomllib.loads(block)), quickstart_config(0)
+    for section in ("model", "stage1"):
+        for key, value in tomllib.loads(block)[section].items():
+            assert getattr(getattr(cfg, section), key) == getattr(getattr(qs, section), key), (section, key)
+    for key in ("expression_heads", "expression_std", "expression_input"):
+        assert getattr(cfg.model, key) == getattr(qs.model, key), key
+    for key in ("landmarks_weight", "brow_weight", "mouth_weight", "event_crops", "expression_diversity",
+                "upper_face_codes", "adam_beta2", "codes", "diversity"):
+        assert getattr(cfg.stage1, key) == getattr(qs.stage1, key), key
