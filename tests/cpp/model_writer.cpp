@@ -154,8 +154,9 @@ std::string config_json(const ModelSpec& s) {
   return "{\"audio_dim\": " + std::to_string(s.audio_dim) + ", \"classes\": " + std::to_string(s.classes) +
          ", \"clock\": " + json_string(s.clock) + ", \"context_hidden\": " + std::to_string(s.context_hidden) +
          ", \"expression_dim\": " + std::to_string(s.expression_dim) +
-         // the runtime has no expression encoder: its files carry the released input
-         ", \"expression_input\": \"mesh\", \"fps\": " + std::to_string(s.fps) +
+         // the runtime has no expression encoder: its files carry the released input and fusion
+         ", \"expression_heads\": 0, \"expression_input\": \"mesh\", \"expression_std\": \"data\", "
+         "\"fps\": " + std::to_string(s.fps) +
          ", \"framing\": " + json_string(s.framing) + ", \"fusion_hidden\": " + std::to_string(s.fusion_hidden) +
          ", \"heads\": " + std::to_string(s.heads) + ", \"lookahead\": " + std::to_string(s.lookahead) +
          ", \"n_vertices\": " + std::to_string(s.n_vertices) + "}";
