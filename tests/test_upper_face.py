@@ -424,11 +424,11 @@ def test_upper_face_terms_can_stay_off_the_audio_heads():
     assert grads["all"][0] > 0 and grads["all"][1] > 0
     assert grads["expression"][0] == 0.0 and grads["expression"][1] == 0.0 and grads["expression"][2] > 0
     model = mf.MeshTalk(V, heads=4, classes=8)
-    with pytest.raises(ValueError, match="needs expression heads"):
+    with pytest.raises(ValueError, match="needs at least 1 expression heads"):
         Stage1Objective(model.encoder, model.vertex_unet, EYE, BROW, EYE, upper_face_codes="expression")
     cfg = TrainConfig()
     cfg.stage1.upper_face_codes = "expression"
-    with pytest.raises(ValueError, match="needs model.expression_heads > 0"):
+    with pytest.raises(ValueError, match="needs model.expression_heads >= 1, got 0"):
         cfg.validate()
 
 

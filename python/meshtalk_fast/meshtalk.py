@@ -47,19 +47,30 @@ class MeshTalkConfig:
     expression_std: str = "data"    # what the expression encoder's stddev buffer was set from when the model
                                     # was made for training (quickstart.initial_model): "data" (released: the
                                     # per-vertex std of the training meshes) or "motion" (of mesh - template)
+    audio_heads: str = "fused"       # what the fusion computes the non-expression heads from: "fused" (released:
+                                     # both codes) or "audio" (the audio code alone); see models.FusionMlp
+    prior_expression: str = "audio"  # what the prior draws the expression heads from: "audio" (released: every
+                                     # head sees the speech) or "free" (neither the speech nor the other heads:
+                                     # blinks independent of speech; models.ContextModel free_heads)
 
     def validate(self) -> "MeshTalkConfig":
         for f in dataclasses.fields(self):
             if f.name not in ("clock", "lookahead", "framing", "expression_input", "expression_heads",
-                              "expression_std"):
+                              "expression_std", "prior_expression", "audio_heads"):
                 setattr(self, f.name, check_positive_int(f.name, getattr(self, f.name), CONFIG_LIMITS.get(f.name, 1 << 20)))
         check_choice("clock", self.clock, ("released", "exact"))
         check_choice("framing", self.framing, ("window", "stream"))
         check_choice("expression_input", self.expression_input, ("mesh", "offset"))
         check_choice("expression_std", self.expression_std, ("data", "motion"))
+        check_choice("prior_expression", self.prior_expression, ("audio", "free"))
+        check_choice("audio_heads", self.audio_heads, ("fused", "audio"))
         k = self.expression_heads
         if isinstance(k, bool) or not isinstance(k, int) or not 0 <= k < self.heads:
             raise ValueError(f"expression_heads must be an integer in [0, heads={self.heads}), got {k!r}")
+        for name, value, released in (("prior_expression", self.prior_expression, "audio"),
+                                      ("audio_heads", self.audio_heads, "fused")):
+            if value != released and k == 0:
+                raise ValueError(f"{name} = {value!r} needs expression heads (expression_heads > 0), got 0")
         if isinstance(self.lookahead, bool) or not isinstance(self.lookahead, int) or not 0 <= self.lookahead <= 16000:
             raise ValueError(f"lookahead must be an integer in [0, 16000] samples, got {self.lookahead!r}")
         return self
@@ -102,9 +113,10 @@ class MeshTalk(nn.Module):
                                                                                      dtype=torch.float32)
         self.encoder = MultimodalEncoder(c.classes, c.heads, c.expression_dim, c.audio_dim, c.n_vertices,
                                          mean, expression_stddev, c.fusion_hidden, c.expression_input,
-                                         c.expression_heads)
+                                         c.expression_heads, c.audio_heads)
         self.vertex_unet = VertexUnet(c.classes, c.heads, c.n_vertices, mean, stddev)
-        self.context_model = ContextModel(c.classes, c.heads, c.audio_dim, c.context_hidden)
+        self.context_model = ContextModel(c.classes, c.heads, c.audio_dim, c.context_hidden,
+                                          free_heads=c.expression_heads if c.prior_expression == "free" else 0)
 
     # ---------------------------------------------------------------- checks
     def _check_bt(self, name: str, x: torch.Tensor, tail, what: str) -> None:

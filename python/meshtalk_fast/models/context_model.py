@@ -62,17 +62,59 @@ class MaskedContextConvolution(nn.Module):
 
 class ContextModel(nn.Module):
     """``embedding`` (C -> hidden per head), four ``context_layers`` (hidden -> hidden, kernel 2,
-    dilations 1, 2, 4, 8, with audio, each followed by leaky ReLU), ``logits`` (hidden -> C)."""
+    dilations 1, 2, 4, 8, with audio, each followed by leaky ReLU), ``logits`` (hidden -> C).
+
+    ``free_heads = k > 0`` (ours; 0 as released): the first k heads are drawn free of the speech. Their
+    rows of every context layer's audio weights (``unmasked_linear``) and their history taps on the other
+    heads (``historic``, columns of heads >= k) are zero and stay zero in training (a gradient hook masks
+    them), so head h < k depends only on heads < k, at this step and earlier ones: the audio reaches it
+    through no path. Because the zeros are in the weights themselves, every backend (the reference
+    sampler, the incremental one, the C++ core) samples this prior unchanged. Used for the expression
+    heads (``MeshTalkConfig.prior_expression = "free"``): blinks happen independently of speech.
+    """
 
     def __init__(self, classes: int = 128, heads: int = 16, audio_dim: int = 128, hidden: int = 64,
-                 dilations: Sequence[int] = (1, 2, 4, 8)):
+                 dilations: Sequence[int] = (1, 2, 4, 8), free_heads: int = 0):
         super().__init__()
+        if isinstance(free_heads, bool) or not isinstance(free_heads, int) or not 0 <= free_heads < heads:
+            raise ValueError(f"free_heads must be an integer in [0, heads={heads}), got {free_heads!r}")
         self.classes, self.heads, self.audio_dim, self.hidden = classes, heads, audio_dim, hidden
+        self.free_heads = free_heads
         self.embedding = MaskedContextConvolution(classes, hidden, heads, audio_dim, kernel_size=0)
         self.context_layers = nn.ModuleList([
             MaskedContextConvolution(hidden, hidden, heads, audio_dim, kernel_size=2, dilation=d)
             for d in dilations])
         self.logits = MaskedContextConvolution(hidden, classes, heads, audio_dim, kernel_size=0)
+        if free_heads:
+            for layer in self.context_layers:
+                rows = free_heads * layer.ch_out  # output channels of the free heads
+                cols = free_heads * layer.ch_in   # input channels of the free heads
+                audio_keep = torch.ones_like(layer.unmasked_linear.weight)
+                audio_keep[:rows] = 0
+                history_keep = torch.ones_like(layer.historic.weight)
+                history_keep[:rows, cols:] = 0
+                for weight, keep in ((layer.unmasked_linear.weight, audio_keep), (layer.historic.weight, history_keep)):
+                    with torch.no_grad():
+                        weight.mul_(keep)
+                    weight.register_hook(lambda grad, keep=keep: grad * keep.to(grad))
+            self._register_load_state_dict_pre_hook(self._check_free_heads)
+
+    def _check_free_heads(self, state_dict, prefix, *args) -> None:
+        """Loading weights into a prior with free heads: their masked entries must be zero (else the
+        speech would reach heads this model promises are free of it)."""
+        k = self.free_heads
+        for i, layer in enumerate(self.context_layers):
+            for name, rows, cols in (("unmasked_linear", k * layer.ch_out, 0),
+                                     ("historic", k * layer.ch_out, k * layer.ch_in)):
+                key = f"{prefix}context_layers.{i}.{name}.weight"
+                w = state_dict.get(key)
+                if w is None:
+                    continue
+                block = w[:rows, cols:] if name == "historic" else w[:rows]
+                if bool((block != 0).any()):
+                    raise ValueError(f"{key}: a prior with free_heads={k} needs the free heads' "
+                                     f"{'history taps on the other heads' if name == 'historic' else 'audio weights'} "
+                                     f"to be zero, got a largest magnitude {float(block.abs().max()):.3g}")
 
     def receptive_field(self) -> int:
         """Steps that influence step t's log-probabilities, step t included (20 as released)."""

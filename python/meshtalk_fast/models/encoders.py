@@ -148,14 +148,24 @@ class FusionMlp(nn.Module):
     of their own in a short run; with the k heads computed by the shared MLP, what the eyelid term teaches
     them moved the audio heads' hidden layers too and the lip-sync broke (benchmarks/RESULTS.md, "The
     upper face"). k = 0 keeps the released parameters exactly.
+
+    ``audio_heads = "audio"`` (ours; "fused" as released) is the mirror image: the released MLP reads the
+    audio code alone (its expression inputs are fed zeros, so the parameters keep their released names and
+    shapes), so the other heads can carry only what the audio predicts; the expression heads are then the
+    only path from a mesh's expression to the face. Needs expression heads.
     """
 
     def __init__(self, classes: int = 128, heads: int = 16, expression_dim: int = 128, audio_dim: int = 128,
-                 hidden: int = 256, expression_heads: int = 0):
+                 hidden: int = 256, expression_heads: int = 0, audio_heads: str = "fused"):
         super().__init__()
         if not 0 <= expression_heads < heads:
             raise ValueError(f"expression_heads must be in [0, heads={heads}), got {expression_heads}")
+        check_choice("audio_heads", audio_heads, ("fused", "audio"))
+        if audio_heads == "audio" and not expression_heads:
+            raise ValueError("audio_heads='audio' needs expression heads to carry the expression "
+                             "(expression_heads > 0), got 0")
         self.classes, self.heads, self.expression_heads = classes, heads, expression_heads
+        self.audio_heads = audio_heads
         self.mlp = nn.Sequential(
             nn.Linear(expression_dim + audio_dim, hidden), nn.LeakyReLU(LEAKY_SLOPE),
             nn.Linear(hidden, hidden), nn.LeakyReLU(LEAKY_SLOPE),
@@ -169,7 +179,8 @@ class FusionMlp(nn.Module):
     def forward(self, expression_code: torch.Tensor, audio_code: torch.Tensor) -> torch.Tensor:
         """``expression_code [B, T, E]``, ``audio_code [B, T, A]`` -> ``[B, T, heads, classes]``."""
         B, T = expression_code.shape[:2]
-        logits = self.mlp(torch.cat([expression_code, audio_code], dim=-1)).view(B, T, self.heads, self.classes)
+        seen = torch.zeros_like(expression_code) if self.audio_heads == "audio" else expression_code
+        logits = self.mlp(torch.cat([seen, audio_code], dim=-1)).view(B, T, self.heads, self.classes)
         k = self.expression_heads
         if k:
             alone = self.expression_mlp(expression_code).view(B, T, k, self.classes)
@@ -183,11 +194,12 @@ class MultimodalEncoder(nn.Module):
     def __init__(self, classes: int = 128, heads: int = 16, expression_dim: int = 128, audio_dim: int = 128,
                  n_vertices: int = 6172, mean: Optional[torch.Tensor] = None,
                  stddev: Optional[torch.Tensor] = None, fusion_hidden: int = 256, expression_input: str = "mesh",
-                 expression_heads: int = 0):
+                 expression_heads: int = 0, audio_heads: str = "fused"):
         super().__init__()
         self.audio_encoder = AudioEncoder(audio_dim)
         self.expression_encoder = ExpressionEncoder(expression_dim, n_vertices, mean, stddev, input=expression_input)
-        self.fusion_model = FusionMlp(classes, heads, expression_dim, audio_dim, fusion_hidden, expression_heads)
+        self.fusion_model = FusionMlp(classes, heads, expression_dim, audio_dim, fusion_hidden, expression_heads,
+                                      audio_heads)
 
     def forward(self, geom: torch.Tensor, audio: torch.Tensor, template: Optional[torch.Tensor] = None):
         """``geom [B, T, V, 3], audio [B, T, 16000]`` (``template [B, V, 3]`` for the offset input)

@@ -64,7 +64,8 @@ class StageSection:
     brow_weight: float = 0.0      # ours: reconstruction error over the forehead mask (brow raises), normalised
                                   # like the landmark term; 0 = released
     upper_face_codes: str = "all" # stage 1: which heads' codes the eyelid and brow terms reach: "all"
-                                  # (released) | "expression" (the expression heads only; objectives.py)
+                                  # (released) | "expression" (the expression heads only) | "split" (eyelid
+                                  # and brow terms each on half of the expression heads; objectives.py)
     clip_grad_norm: float = 0.0   # clip the global gradient norm to this before each step (0: off, released)
     adam_beta2: float = 0.999     # Adam's second-moment decay (PyTorch's default, as released)
     event_crops: float = 0.0      # stage 1 share of each batch's crops drawn around an upper-face event of
@@ -93,7 +94,7 @@ class TrainConfig:
             check_choice(f"{name}.schedule", st.schedule, ("constant", "cosine"))
             check_choice(f"{name}.distance", st.distance, ("squared", "l2"))
             check_choice(f"{name}.codes", st.codes, ("gumbel", "argmax"))
-            check_choice(f"{name}.upper_face_codes", st.upper_face_codes, ("all", "expression"))
+            check_choice(f"{name}.upper_face_codes", st.upper_face_codes, ("all", "expression", "split"))
             if not st.lr > 0:
                 raise ValueError(f"{name}.lr must be > 0, got {st.lr}")
             for field in ("diversity", "recon_weight", "landmarks_weight", "mouth_weight", "eye_weight", "brow_weight"):
@@ -120,8 +121,10 @@ class TrainConfig:
 
     def check_model(self) -> None:
         """Stage options that need a model option."""
-        if self.stage1.upper_face_codes == "expression" and not self.model.expression_heads:
-            raise ValueError("stage1.upper_face_codes = 'expression' needs model.expression_heads > 0, got 0")
+        need = {"all": 0, "expression": 1, "split": 2}[self.stage1.upper_face_codes]
+        if self.model.expression_heads < need:
+            raise ValueError(f"stage1.upper_face_codes = {self.stage1.upper_face_codes!r} needs model.expression_heads "
+                             f">= {need}, got {self.model.expression_heads}")
 
     def model_kwargs(self) -> Dict[str, Any]:
         """``MeshTalk(n_vertices, **model_kwargs())``: the [model] section without n_vertices (from the data)."""

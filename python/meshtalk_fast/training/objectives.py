@@ -30,12 +30,16 @@ class Stage1Objective(nn.Module):
         # "all" (released): the eyelid (landmark) and brow terms reach every head's codes; "expression":
         # they are computed from a second decoding in which the other heads' codes carry no gradient, so
         # they teach the expression heads and the decoder but never move the audio heads (RESULTS.md, "The
-        # upper face": a strong eyelid term collapsed the audio codes when the blinks were learnt)
-        if upper_face_codes not in ("all", "expression"):
-            raise ValueError(f"upper_face_codes must be 'all' or 'expression', got {upper_face_codes!r}")
-        if upper_face_codes == "expression" and not encoder.fusion_model.expression_heads:
-            raise ValueError("upper_face_codes='expression' needs expression heads (model.expression_heads > 0), "
-                             "got none")
+        # upper face": a strong eyelid term collapsed the audio codes when the blinks were learnt); "split":
+        # the same, with the expression heads split in two groups, the first ceil(k/2) reached by the eyelid
+        # term only and the rest by the brow term only, so blinks and brow raises do not compete for the
+        # same heads (RESULTS.md, "The upper face")
+        if upper_face_codes not in ("all", "expression", "split"):
+            raise ValueError(f"upper_face_codes must be 'all', 'expression' or 'split', got {upper_face_codes!r}")
+        need = {"all": 0, "expression": 1, "split": 2}[upper_face_codes]
+        if encoder.fusion_model.expression_heads < need:
+            raise ValueError(f"upper_face_codes={upper_face_codes!r} needs at least {need} expression heads "
+                             f"(model.expression_heads), got {encoder.fusion_model.expression_heads}")
         self.upper_face_codes = upper_face_codes
         # code usage on the expression heads (FusionMlp.expression_heads); None: like the other heads
         self.expression_diversity = diversity if expression_diversity is None else expression_diversity
@@ -81,10 +85,13 @@ class Stage1Objective(nn.Module):
         own = fuse(expression_code, audio_code)
         one_hot = quantize(own, argmax=self.argmax, generator=generator)
         recon = self.vertex_unet(template[:, None], one_hot)
-        upper = recon
+        eyes = brows = recon
+        k = fuse.expression_heads
         if self.upper_face_codes == "expression":
-            k = fuse.expression_heads
-            upper = self.vertex_unet(template[:, None], torch.cat([one_hot[:, :, :k], one_hot[:, :, k:].detach()], 2))
+            eyes = brows = self.vertex_unet(template[:, None], live_heads(one_hot, 0, k))
+        elif self.upper_face_codes == "split":
+            eyes = self.vertex_unet(template[:, None], live_heads(one_hot, 0, (k + 1) // 2))
+            brows = self.vertex_unet(template[:, None], live_heads(one_hot, (k + 1) // 2, k))
         keep_audio = self._reconstruct(template, fuse(expression_code.roll(shift, 0), audio_code), generator)
         keep_expression = self._reconstruct(template, fuse(expression_code, audio_code.roll(shift, 0)), generator)
         # The losses in float32 whatever the autocast around this call (the trainer's bf16 autocast on
@@ -93,9 +100,9 @@ class Stage1Objective(nn.Module):
         with torch.autocast(geom.device.type, enabled=False):
             terms = step1_losses(recon.float(), keep_audio.float(), keep_expression.float(), geom.float(),
                                  self.landmarks, self.mouth, self.eye, distance=self.distance,
-                                 backend=self.loss_backend, landmarks_pred=None if upper is recon else upper.float())
+                                 backend=self.loss_backend, landmarks_pred=None if eyes is recon else eyes.float())
             if self.weights["brow"] > 0:
-                terms["brow"] = masked_vertex_losses([upper.float()], geom.float(), self.forehead[None],
+                terms["brow"] = masked_vertex_losses([brows.float()], geom.float(), self.forehead[None],
                                                      distance=self.distance, backend=self.loss_backend)[0]
             if any(w != (0.0 if k == "brow" else 1.0) for k, w in self.weights.items()):
                 terms["total"] = sum(w * terms[k] for k, w in self.weights.items() if w > 0)
@@ -112,6 +119,11 @@ class Stage1Objective(nn.Module):
                 terms["total"] = terms["total"] + self.diversity * terms["diversity"]
             terms.update(code_statistics(own))  # diagnostics only (no gradient, not in "total"): see quantize.py
         return terms
+
+
+def live_heads(one_hot: torch.Tensor, lo: int, hi: int) -> torch.Tensor:
+    """``one_hot [B, T, H, C]`` with the gradient kept on heads ``lo:hi`` only (the others detached)."""
+    return torch.cat([one_hot[:, :, :lo].detach(), one_hot[:, :, lo:hi], one_hot[:, :, hi:].detach()], 2)
 
 
 def diversity_loss(logprobs: torch.Tensor) -> torch.Tensor:

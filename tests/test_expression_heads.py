@@ -1,0 +1,151 @@
+"""The expression heads' model options, each checked against what it promises:
+
+- ``audio_heads = "audio"``: the other heads' logits do not change with the expression code;
+- ``prior_expression = "free"``: the prior's expression heads see neither the speech nor the other
+  heads, their masked weights stay exactly zero through training, and every sampler (reference,
+  incremental, C++ core) draws the same expression codes whatever the audio;
+- ``stage1.upper_face_codes = "split"``: the eyelid term reaches only the first half of the expression
+  heads, the brow term only the second half.
+"""
+import pytest
+import torch
+
+import meshtalk_fast as mf
+from meshtalk_fast.training import TrainConfig
+
+V, H, C, A, K = 20, 4, 8, 16, 2
+EYE = torch.tensor([1.0, 1.0] + [0.0] * (V - 2))
+BROW = torch.tensor([0.0] * 2 + [1.0] * 3 + [0.0] * (V - 5))
+
+
+def _model(seed=0, **config):
+    torch.manual_seed(seed)
+    model = mf.MeshTalk(V, heads=H, classes=C, audio_dim=A, context_hidden=8, expression_heads=K,
+                        expression_input="offset", **config)
+    with torch.no_grad():  # sharper than the init so the samples depend visibly on the inputs
+        for p in model.context_model.parameters():
+            p.mul_(3.0)
+    return model.eval()
+
+
+def test_audio_heads_read_the_audio_code_alone():
+    fuse = _model(audio_heads="audio").encoder.fusion_model
+    audio = torch.randn(2, 7, A)
+    a, b = fuse(torch.randn(2, 7, 128), audio), fuse(torch.randn(2, 7, 128), audio)
+    assert torch.equal(a[:, :, K:], b[:, :, K:])       # the audio heads ignore the expression
+    assert not torch.equal(a[:, :, :K], b[:, :, :K])   # the expression heads do not
+    fused = _model(audio_heads="fused").encoder.fusion_model
+    assert not torch.equal(fused(torch.randn(2, 7, 128), audio)[:, :, K:], fused(torch.randn(2, 7, 128), audio)[:, :, K:])
+    # same parameter names and shapes as the released fusion: a checkpoint loads either way
+    assert {k: v.shape for k, v in fuse.state_dict().items()} == {k: v.shape for k, v in fused.state_dict().items()}
+
+
+def test_free_prior_heads_stay_free_through_training():
+    model = _model(prior_expression="free")
+    cm = model.context_model
+    opt = torch.optim.AdamW(cm.parameters(), lr=1e-2, weight_decay=0.1)
+    one_hot = torch.nn.functional.one_hot(torch.randint(0, C, (2, 30, H)), C).float()
+    audio = torch.randn(2, 30, A)
+    for _ in range(4):
+        loss = -(cm(one_hot, audio) * one_hot).sum()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    for layer in cm.context_layers:
+        layer = layer.requires_grad_(False)
+        rows, cols = K * layer.ch_out, K * layer.ch_in
+        assert float(layer.unmasked_linear.weight[:rows].abs().max()) == 0.0
+        assert float(layer.historic.weight[:rows, cols:].abs().max()) == 0.0
+        assert float(layer.historic.weight[:rows, :cols].abs().max()) > 0.0   # their own history trains
+        assert float(layer.unmasked_linear.weight[rows:].abs().max()) > 0.0   # the audio heads keep the audio
+    # teacher forced: the free heads' log-probabilities do not move with the audio or the other heads
+    other = one_hot.clone()
+    other[:, :, K:] = torch.nn.functional.one_hot(torch.randint(0, C, (2, 30, H - K)), C).float()
+    a, b = cm(one_hot, audio), cm(other, torch.randn(2, 30, A))
+    assert torch.allclose(a[:, :, :K], b[:, :, :K], atol=1e-6)
+    assert not torch.allclose(a[:, :, K:], b[:, :, K:], atol=1e-3)
+
+
+@pytest.mark.parametrize("backend", ["torch", "auto"])
+def test_free_prior_heads_are_sampled_independently_of_the_speech(backend):
+    """Same seed, two different audio codes: the expression heads' samples are identical (the Gumbel
+    noise is the same and nothing else reaches them); the audio heads' are not. ``auto`` is the C++
+    core's sampler on the CPU, which reads the same weights."""
+    if backend == "auto":
+        pytest.importorskip("meshtalk_fast._core", reason="the C++ core (meshtalk_fast._core) is not built, "
+                            "so the cpp sampler is unavailable")
+    model = _model(1, prior_expression="free")
+    audio = torch.randn(2, 40, A)
+    other = torch.randn(2, 40, A)
+    kwargs = {"generator": torch.Generator().manual_seed(3)} if backend == "torch" else {"seeds": 3}
+    s1 = model.sample(audio, backend=backend, **kwargs)
+    kwargs = {"generator": torch.Generator().manual_seed(3)} if backend == "torch" else {"seeds": 3}
+    s2 = model.sample(other, backend=backend, **kwargs)
+    assert torch.equal(s1[:, :, :K], s2[:, :, :K])
+    assert not torch.equal(s1[:, :, K:], s2[:, :, K:])
+    released = _model(1)  # the released prior: the speech reaches every head
+    kwargs = {"generator": torch.Generator().manual_seed(3)} if backend == "torch" else {"seeds": 3}
+    r1 = released.sample(audio, backend=backend, **kwargs)
+    kwargs = {"generator": torch.Generator().manual_seed(3)} if backend == "torch" else {"seeds": 3}
+    assert not torch.equal(r1[:, :, :K], released.sample(other, backend=backend, **kwargs)[:, :, :K])
+
+
+def test_free_prior_refuses_weights_that_would_let_the_speech_in(tmp_path):
+    free, released = _model(prior_expression="free"), _model()
+    state = released.context_model.state_dict()
+    with pytest.raises(ValueError, match=r"context_layers\.0\.unmasked_linear\.weight: a prior with free_heads=2"):
+        free.context_model.load_state_dict(state)
+    path = tmp_path / "free.safetensors"
+    free.save(str(path))
+    again = mf.MeshTalk.load(str(path))
+    assert again.config.prior_expression == "free" and again.context_model.free_heads == K
+    assert torch.equal(again.context_model.context_layers[2].historic.weight,
+                       free.context_model.context_layers[2].historic.weight)
+
+
+@pytest.mark.parametrize("field, value, match", [
+    ("prior_expression", "free", "prior_expression = 'free' needs expression heads"),
+    ("audio_heads", "audio", "audio_heads = 'audio' needs expression heads"),
+    ("prior_expression", "speech", "prior_expression must be one of 'audio', 'free', got 'speech'"),
+    ("audio_heads", "mixed", "audio_heads must be one of 'fused', 'audio', got 'mixed'"),
+])
+def test_model_options_refuse_bad_values(field, value, match):
+    cfg = TrainConfig()
+    setattr(cfg.model, field, value)
+    with pytest.raises(ValueError, match=match):
+        cfg.validate()
+
+
+def test_split_upper_face_codes_give_eyes_and_brows_their_own_heads():
+    """The eyelid (landmark) term's gradient reaches the first expression head only, the brow term's the
+    second only; the values are those of the plain reconstruction."""
+    from meshtalk_fast.training.objectives import Stage1Objective
+
+    T = 10
+    template = torch.randn(2, V, 3)
+    geom = template[:, None] + 0.3 * torch.randn(2, T, V, 3)
+    windows = torch.randn(2, T, 16000) * 0.1
+    grads = {}
+    for term in ("landmarks", "brow"):
+        model = _model(audio_heads="audio")
+        model.train()
+        weights = {"recon": 0.0, "mouth": 0.0, "eye": 0.0, "landmarks": 0.0, "brow": 0.0, term: 1.0}
+        objective = Stage1Objective(model.encoder, model.vertex_unet, EYE, BROW, EYE, codes="argmax",
+                                    weights=weights, forehead=BROW, upper_face_codes="split")
+        one_hot = {}
+
+        def keep(module, inputs, output):
+            output.retain_grad()
+            one_hot.setdefault("logprobs", output)
+
+        model.encoder.fusion_model.register_forward_hook(keep)
+        terms = objective(template, geom, torch.Generator().manual_seed(1), windows=windows)
+        terms["total"].backward()
+        g = one_hot["logprobs"].grad.abs().sum((0, 1, 3))  # [H]: gradient per head of the own codes
+        grads[term] = g
+    assert grads["landmarks"][0] > 0 and float(grads["landmarks"][1:].sum()) == 0.0
+    assert grads["brow"][1] > 0 and float(grads["brow"][0]) == 0.0 and float(grads["brow"][K:].sum()) == 0.0
+    cfg = TrainConfig()
+    cfg.model.expression_heads, cfg.stage1.upper_face_codes = 1, "split"
+    with pytest.raises(ValueError, match="upper_face_codes = 'split' needs model.expression_heads >= 2, got 1"):
+        cfg.validate()
