@@ -149,3 +149,40 @@ def test_split_upper_face_codes_give_eyes_and_brows_their_own_heads():
     cfg.model.expression_heads, cfg.stage1.upper_face_codes = 1, "split"
     with pytest.raises(ValueError, match="upper_face_codes = 'split' needs model.expression_heads >= 2, got 1"):
         cfg.validate()
+
+
+def test_upper_expression_input_reads_the_upper_face_alone():
+    """``expression_std = "upper"``: the normaliser is each vertex's largest motion over the upper-face mask
+    (a rare event and a frequent one both peak at 1), ~infinite elsewhere, so moving the mouth leaves the
+    expression code unchanged."""
+    from meshtalk_fast.quickstart import initial_model, motion_range
+    from meshtalk_fast.training import align
+
+    template = torch.zeros(V, 3)
+    geom = torch.zeros(30, V, 3)
+    geom[3, 0, 1] = -4.0            # a rare blink: one frame
+    geom[5:25, 2, 1] = 2.0          # a frequent brow raise: 20 frames
+    geom[:, -1, 1] = torch.linspace(0, 1, 30)  # the mouth
+    clip = align("s", template, geom, torch.zeros(16000), 30, "exact")
+    largest = motion_range([clip])
+    assert largest[0, 1] == 4.0 and largest[2, 1] == 2.0 and largest[-1, 1] == 1.0
+    assert float(largest.min()) == pytest.approx(0.05 * 4.0 + 1e-8)  # floored at 5 % of the largest
+    upper = torch.zeros(V)
+    upper[:5] = 1.0
+    cfg = TrainConfig()
+    cfg.model.expression_input, cfg.model.expression_std = "offset", "upper"
+    cfg.model.heads, cfg.model.classes, cfg.model.expression_heads = H, C, K
+    model = initial_model([clip], cfg, upper).eval()
+    moved = geom.clone()
+    moved[:, -1, 1] += 3.0  # the mouth moves more, the upper face is the same
+    enc = model.encoder.expression_encoder
+    with torch.no_grad():
+        a, b = enc(geom[None], template[None]), enc(moved[None], template[None])
+        brow = geom.clone()
+        brow[:, 2, 1] += 1.0
+        c = enc(brow[None], template[None])
+    assert torch.allclose(a, b, atol=1e-5) and not torch.allclose(a, c, atol=1e-3)
+    with pytest.raises(ValueError, match="expression_std = 'upper' needs the data's upper-face mask"):
+        initial_model([clip], cfg)
+    with pytest.raises(ValueError, match="got an empty mask"):
+        initial_model([clip], cfg, torch.zeros(V))

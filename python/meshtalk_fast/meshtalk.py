@@ -46,7 +46,9 @@ class MeshTalkConfig:
                                     # (0: released, every head sees both codes); see models.FusionMlp
     expression_std: str = "data"    # what the expression encoder's stddev buffer was set from when the model
                                     # was made for training (quickstart.initial_model): "data" (released: the
-                                    # per-vertex std of the training meshes) or "motion" (of mesh - template)
+                                    # per-vertex std of the training meshes), "motion" (of mesh - template) or
+                                    # "upper" (each vertex's largest motion on the upper-face mask, ~infinite
+                                    # elsewhere: the encoder reads the upper face only; quickstart.motion_range)
     audio_heads: str = "fused"       # what the fusion computes the non-expression heads from: "fused" (released:
                                      # both codes) or "audio" (the audio code alone); see models.FusionMlp
     prior_expression: str = "audio"  # what the prior draws the expression heads from: "audio" (released: every
@@ -61,7 +63,7 @@ class MeshTalkConfig:
         check_choice("clock", self.clock, ("released", "exact"))
         check_choice("framing", self.framing, ("window", "stream"))
         check_choice("expression_input", self.expression_input, ("mesh", "offset"))
-        check_choice("expression_std", self.expression_std, ("data", "motion"))
+        check_choice("expression_std", self.expression_std, ("data", "motion", "upper"))
         check_choice("prior_expression", self.prior_expression, ("audio", "free"))
         check_choice("audio_heads", self.audio_heads, ("fused", "audio"))
         k = self.expression_heads

@@ -22,11 +22,13 @@ from typing import Dict, List, Optional
 
 import torch
 
+from ._checks import check_tensor
 from .meshtalk import MeshTalk
 from .training import TrainConfig, align
 from .training.batches import Clip
 
-__all__ = ["quickstart", "quickstart_config", "normalisation", "motion_normalisation", "initial_model"]
+__all__ = ["quickstart", "quickstart_config", "normalisation", "motion_normalisation", "motion_range",
+           "initial_model"]
 
 # Budget split of the training time between the two stages (the rest of the quick start, data and
 # evaluation, comes on top and takes about a minute on a 2-core CPU).
@@ -106,12 +108,35 @@ def motion_normalisation(clips: List[Clip]) -> torch.Tensor:
     return std.clamp(min=0.05 * float(std.max()) + 1e-8)
 
 
-def initial_model(train: List[Clip], config: TrainConfig) -> MeshTalk:
+def motion_range(clips: List[Clip]) -> torch.Tensor:
+    """Per-vertex largest motion ``max |mesh - template|`` ``[V, 3]`` over all training frames (floored at
+    5 % of the largest, as ``motion_normalisation``): the expression encoder's normaliser for
+    ``expression_std = "upper"``. Unlike the std it does not depend on how often a vertex moves: a blink
+    (in ~4 % of frames) and a brow raise (in ~20 %) both peak at 1, where the std made the rare blink ~5x
+    louder than the brow raise and the codes learnt the blinks only (RESULTS.md, "The upper face")."""
+    largest = torch.stack([(c.geom - c.template).abs().amax(0) for c in clips]).amax(0)
+    return largest.clamp(min=0.05 * float(largest.max()) + 1e-8)
+
+
+def initial_model(train: List[Clip], config: TrainConfig, upper_face: Optional[torch.Tensor] = None) -> MeshTalk:
     """A fresh model for training on ``train``: the normalisers from the data (``normalisation``, and
-    ``motion_normalisation`` for the expression encoder when ``config.model.expression_std == "motion"``),
-    the initial weights drawn from ``config.seed``."""
+    ``motion_normalisation`` for the expression encoder when ``config.model.expression_std`` is "motion",
+    ``motion_range`` when "upper"), the initial weights drawn from ``config.seed``. ``upper_face [V]`` (the
+    data's upper-face mask weights) is needed for "upper": the range is divided by the mask weight, so the
+    expression encoder reads the upper face alone (a vertex of weight 0 gets a normaliser 10^6 times its
+    own, its input ~0)."""
     mean, std = normalisation(train)
-    expression_std = motion_normalisation(train) if config.model.expression_std == "motion" else None
+    expression_std = None
+    if config.model.expression_std == "motion":
+        expression_std = motion_normalisation(train)
+    if config.model.expression_std == "upper":
+        expression_std = motion_range(train)
+        if upper_face is None or not bool((torch.as_tensor(upper_face) > 0).any()):
+            raise ValueError("model.expression_std = 'upper' needs the data's upper-face mask with weights > 0 "
+                             f"(upper_face), got {'none' if upper_face is None else 'an empty mask'}")
+        weight = torch.as_tensor(upper_face, dtype=torch.float32)
+        check_tensor("upper_face", weight, shape=(expression_std.shape[0],), what=f"[V={expression_std.shape[0]}]")
+        expression_std = expression_std / weight.clamp(min=1e-6)[:, None]
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
         return MeshTalk(train[0].template.shape[0], mean=mean, stddev=std, expression_stddev=expression_std,
@@ -158,7 +183,7 @@ def quickstart(out_dir: str, minutes: float = 10.0, template: Optional[str] = No
     test = _clips(read_folder(data_dir, "test", mmap=False), config)
     fm = load_folder_masks(data_dir)
     masks_t = TrainingMasks(fm.mouth, fm.eye, fm.eye_keypoints, fm.lips, fm.upper_face, fm.forehead)
-    model = initial_model(train, config)
+    model = initial_model(train, config, fm.upper_face)
     print(f"data: {len(train)} train, {len(val)} val, {len(test)} test sequences; "
           f"{train[0].template.shape[0]} vertices ({time.perf_counter() - t_start:.0f} s)", flush=True)
     trainer = Trainer(model, train, masks_t, config, out_dir, val_clips=val[:4], device=device, progress=progress)
