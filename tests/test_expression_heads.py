@@ -186,3 +186,36 @@ def test_upper_expression_input_reads_the_upper_face_alone():
         initial_model([clip], cfg)
     with pytest.raises(ValueError, match="got an empty mask"):
         initial_model([clip], cfg, torch.zeros(V))
+
+
+def test_relaxed_expression_codes_warm_up_then_turn_hard():
+    """``stage1.relaxed_expression``: for that share of stage 1 the expression heads' codes reach the decoder
+    as softmax(logprobs / tau), tau going 1 -> 0.1; then hard one-hots. The other heads stay hard."""
+    from meshtalk_fast.training.objectives import Stage1Objective
+    from meshtalk_fast.training.trainer import RELAXED_TAU_END, Trainer
+
+    model = _model()
+    objective = Stage1Objective(model.encoder, model.vertex_unet, EYE, BROW, EYE, codes="argmax")
+    logprobs = torch.log_softmax(torch.randn(2, 5, H, C), -1)
+    hard = objective._quantize(logprobs, None)
+    assert torch.equal(hard.detach().sum(-1), torch.ones(2, 5, H)) and set(hard.detach().unique().tolist()) == {0.0, 1.0}
+    objective.expression_tau = 0.5
+    relaxed = objective._quantize(logprobs, None)
+    assert torch.allclose(relaxed[:, :, :K], torch.softmax(logprobs[:, :, :K] / 0.5, -1))
+    assert torch.equal(relaxed[:, :, K:], hard[:, :, K:])
+    # the trainer's schedule over stage 1's steps
+    cfg = TrainConfig()
+    cfg.model.heads, cfg.model.classes, cfg.model.expression_heads = H, C, K
+    cfg.stage1.relaxed_expression, cfg.stage1.steps, cfg.stage1.warmup_steps = 0.5, 101, 1
+    cfg.validate()
+    trainer = Trainer.__new__(Trainer)  # only the schedule is exercised: no data needed
+    trainer.config, trainer._budget_frac = cfg, None
+    taus = [trainer._expression_tau(step) for step in (0, 1, 26, 50, 51, 100)]
+    assert taus[0] == 1.0 and taus[1] == 1.0 and taus[2] == pytest.approx(RELAXED_TAU_END ** 0.5)
+    assert taus[3] == pytest.approx(RELAXED_TAU_END ** (49 / 50)) and taus[4] is None and taus[5] is None
+    cfg.stage1.relaxed_expression = 1.5
+    with pytest.raises(ValueError, match=r"stage1.relaxed_expression must be a number in \[0, 1\], got 1.5"):
+        cfg.validate()
+    cfg.stage1.relaxed_expression, cfg.model.expression_heads = 0.2, 0
+    with pytest.raises(ValueError, match="relaxed_expression > 0 needs model.expression_heads > 0"):
+        cfg.validate()

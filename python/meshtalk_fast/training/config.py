@@ -68,6 +68,9 @@ class StageSection:
                                   # and brow terms each on half of the expression heads; objectives.py)
     clip_grad_norm: float = 0.0   # clip the global gradient norm to this before each step (0: off, released)
     adam_beta2: float = 0.999     # Adam's second-moment decay (PyTorch's default, as released)
+    relaxed_expression: float = 0.0  # stage 1 share (of steps or time budget) during which the expression heads'
+                                     # codes reach the decoder relaxed, softmax(logprobs / tau) with tau from 1
+                                     # to 0.1, instead of straight-through one-hots; 0 = released (objectives.py)
     event_crops: float = 0.0      # stage 1 share of each batch's crops drawn around an upper-face event of
                                   # the training data (a blink or brow raise; batches.CropSampler); 0 =
                                   # released (crops uniform over the data)
@@ -110,6 +113,8 @@ class TrainConfig:
                                  f"{st.clip_grad_norm!r}")
             if not (isinstance(st.adam_beta2, float) and 0 < st.adam_beta2 < 1):
                 raise ValueError(f"{name}.adam_beta2 must be a number in (0, 1), got {st.adam_beta2!r}")
+            if not (isinstance(st.relaxed_expression, (int, float)) and 0 <= st.relaxed_expression <= 1):
+                raise ValueError(f"{name}.relaxed_expression must be a number in [0, 1], got {st.relaxed_expression!r}")
             if not (isinstance(st.event_crops, (int, float)) and 0 <= st.event_crops <= 1):
                 raise ValueError(f"{name}.event_crops must be a number in [0, 1], got {st.event_crops!r}")
             if st.weight_decay < 0:
@@ -121,6 +126,9 @@ class TrainConfig:
 
     def check_model(self) -> None:
         """Stage options that need a model option."""
+        if self.stage1.relaxed_expression > 0 and not self.model.expression_heads:
+            raise ValueError("stage1.relaxed_expression > 0 needs model.expression_heads > 0 (the heads it relaxes), "
+                             "got 0")
         need = {"all": 0, "expression": 1, "split": 2}[self.stage1.upper_face_codes]
         if self.model.expression_heads < need:
             raise ValueError(f"stage1.upper_face_codes = {self.stage1.upper_face_codes!r} needs model.expression_heads "

@@ -41,6 +41,8 @@ class Stage1Objective(nn.Module):
             raise ValueError(f"upper_face_codes={upper_face_codes!r} needs at least {need} expression heads "
                              f"(model.expression_heads), got {encoder.fusion_model.expression_heads}")
         self.upper_face_codes = upper_face_codes
+        # temperature of the expression heads' relaxed codes, None: hard codes (set per step by the trainer)
+        self.expression_tau: Optional[float] = None
         # code usage on the expression heads (FusionMlp.expression_heads); None: like the other heads
         self.expression_diversity = diversity if expression_diversity is None else expression_diversity
         # weights of "recon", "landmarks", "mouth", "eye" (missing ones 1, as released) and "brow" (0 unless
@@ -64,8 +66,20 @@ class Stage1Objective(nn.Module):
         self.register_buffer("mouth", mouth.float())
         self.register_buffer("eye", eye.float())
 
+    def _quantize(self, logprobs, generator):
+        """The codes the decoder reads: hard one-hots (straight-through), except the expression heads'
+        while ``expression_tau`` is set (the trainer's ``stage1.relaxed_expression`` warm-up): then their
+        relaxed codes ``softmax(logprobs / tau)``, so the decoder's gradient reaches every class of those
+        heads, not only through the straight-through estimate of the one that won."""
+        one_hot = quantize(logprobs, argmax=self.argmax, generator=generator)
+        k = self.encoder.fusion_model.expression_heads
+        if self.expression_tau is None or not k:
+            return one_hot
+        soft = torch.softmax(logprobs[..., :k, :].float() / self.expression_tau, dim=-1).to(one_hot.dtype)
+        return torch.cat([soft, one_hot[..., k:, :]], dim=-2)
+
     def _reconstruct(self, template, logprobs, generator):
-        return self.vertex_unet(template[:, None], quantize(logprobs, argmax=self.argmax, generator=generator))
+        return self.vertex_unet(template[:, None], self._quantize(logprobs, generator))
 
     def forward(self, template: torch.Tensor, geom: torch.Tensor, generator: torch.Generator,
                 windows: Optional[torch.Tensor] = None, mel: Optional[torch.Tensor] = None,
@@ -83,7 +97,7 @@ class Stage1Objective(nn.Module):
         shift = int(torch.randint(1, B, (1,), generator=generator, device=generator.device))
         fuse = self.encoder.fusion_model
         own = fuse(expression_code, audio_code)
-        one_hot = quantize(own, argmax=self.argmax, generator=generator)
+        one_hot = self._quantize(own, generator)
         recon = self.vertex_unet(template[:, None], one_hot)
         eyes = brows = recon
         k = fuse.expression_heads

@@ -25,6 +25,10 @@ from .config import TrainConfig
 from .objectives import Stage1Objective, Stage2Objective, frozen_codes
 from .state import load_train_state, save_train_state
 
+# The expression heads' relaxed codes (stage1.relaxed_expression) end their warm-up at this temperature,
+# where softmax(logprobs / tau) is nearly the one-hot of the argmax, so the switch to hard codes is small.
+RELAXED_TAU_END = 0.1
+
 __all__ = ["Trainer", "TrainingMasks"]
 
 
@@ -105,17 +109,33 @@ class Trainer:
             objective = torch.nn.parallel.DistributedDataParallel(objective)
         return objective, optimizer
 
+    def _progress(self, stage: int, step: int) -> float:
+        """How far the stage is after its lr warm-up, in [0, 1]: by steps, or under a time budget by
+        whichever ends first."""
+        cfg = self._stage_cfg(stage)
+        frac = min(1.0, max(0, step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps))
+        if self._budget_frac is not None:
+            frac = max(frac, min(1.0, self._budget_frac))
+        return frac
+
     def _lr(self, stage: int, step: int) -> float:
         cfg = self._stage_cfg(stage)
         scale = 1.0
         if cfg.warmup_steps and step < cfg.warmup_steps:
             scale = (step + 1) / cfg.warmup_steps
         elif cfg.schedule == "cosine":
-            frac = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps))
-            if self._budget_frac is not None:  # under a time budget the cosine runs over whichever ends first
-                frac = max(frac, min(1.0, self._budget_frac))
-            scale = 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac))
+            scale = 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * self._progress(stage, step)))
         return cfg.lr * scale
+
+    def _expression_tau(self, step: int):
+        """Temperature of the expression heads' relaxed codes at ``step`` of stage 1: from 1 down to
+        ``RELAXED_TAU_END`` (geometric) over the first ``stage1.relaxed_expression`` of the stage, then None
+        (hard codes)."""
+        share = self.config.stage1.relaxed_expression
+        frac = self._progress(1, step)
+        if share <= 0 or frac >= share:
+            return None
+        return RELAXED_TAU_END ** (frac / share)
 
     def _elapsed(self, start: float) -> float:
         """Seconds since ``start``; with several processes the largest over them, so that every process
@@ -179,6 +199,7 @@ class Trainer:
             audio = {k: batch[k] for k in ("windows", "mel", "positions") if k in batch}
             with sync, torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=use_amp):
                 if stage == 1:
+                    getattr(objective, "module", objective).expression_tau = self._expression_tau(self.step)
                     terms = objective(batch["template"], batch["geom"], gen, **audio)
                 else:
                     one_hot, audio_code = frozen_codes(self.model.encoder, batch["geom"], template=batch["template"],
