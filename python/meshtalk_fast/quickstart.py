@@ -55,8 +55,9 @@ def quickstart_config(seed: int = 0) -> TrainConfig:
       the streaming framing of the audio encoder (one log-mel per utterance: ~10x less encoder work);
     - argmax codes in stage 1 (``stage1.codes``): at initialisation the Gumbel noise swamps the logits, so
       sampled codes are noise the decoder learns to ignore;
-    - the identity-free expression input (``model.expression_input = "offset"``), normalised by the
-      motion's per-vertex std (``model.expression_std = "motion"``) so a blink is as loud as the mouth;
+    - the identity-free expression input (``model.expression_input = "offset"``) of the upper face alone,
+      each vertex normalised by its largest motion (``model.expression_std = "upper"``): a blink (in ~4 %
+      of frames) and a brow raise (~20 %) both peak at 1, and the expression codes cannot carry the mouth;
     - the code-usage term (``stage1.diversity``, weight 1), without which the modality-crossing terms
       push every frame to one class within ~150 steps (at weight 0.1 the same happened at step ~920);
     - no weight decay on the decoder: under Adam it shrinks the code columns (each used by a few frames)
@@ -64,21 +65,30 @@ def quickstart_config(seed: int = 0) -> TrainConfig:
     - a cosine lr schedule (to 10 %) over each stage's share of the budget: at a constant 1e-3, stage 1
       diverged at step ~1000;
     - the upper face: 4 of the 16 heads computed from the expression code alone
-      (``model.expression_heads``) with a weak code-usage term of their own (``stage1.expression_diversity``
-      0.2: the upper face has a few states), half of each batch's crops around a blink or brow raise
-      (``stage1.event_crops``), the eyelid (landmark) term x10 as the paper's "crucial" eyelid term, a brow
-      term (x5) and the keep-audio crossing term x3, which keeps the lip-sync from paying for the rest;
-      Adam's second-moment decay 0.99 instead of 0.999 (``stage1.adam_beta2``): when the blinks are learnt
-      (a sudden drop of the eyelid term around step 200-300) the gradients jump, a slowly adapting second
-      moment lets the steps jump with them, and the audio codes collapsed in one run (code sensitivity
-      0.4 -> 0.05 at that step);
-    - the eyelid and brow terms reach the codes through the expression heads only
-      (``stage1.upper_face_codes = "expression"``): with beta2 0.99 alone the audio codes still collapsed
-      when the blinks were learnt in the quick start itself (code sensitivity 0.62 -> 0.15).
+      (``model.expression_heads``) and the other 12 from the audio code alone (``model.audio_heads =
+      "audio"``), so the expression reaches the face only through the 4 heads (with the whole face as the
+      expression input and fused heads, swapping expression codes moved the mouth 4-5x more than the upper
+      face); a weak code-usage term of their own (``stage1.expression_diversity`` 0.2: the upper face has a
+      few states); half of each batch's crops around a blink or brow raise (``stage1.event_crops``); the
+      eyelid (landmark) term x20, as the paper's "crucial" eyelid term, and a brow term (x5); the
+      keep-audio crossing term x3, which keeps the lip-sync from paying for the rest; Adam's second-moment
+      decay 0.99 instead of 0.999 (``stage1.adam_beta2``): when the blinks are learnt (a sudden drop of the
+      eyelid term around step 200-400) the gradients jump, and the audio codes collapsed in one run with
+      0.999; the eyelid and brow terms reach the expression heads only (``stage1.upper_face_codes =
+      "expression"``): on the audio heads they collapsed the audio codes in the quick start with beta2 0.99
+      alone (code sensitivity 0.62 -> 0.15);
+    - the prior draws the expression heads free of the speech (``model.prior_expression = "free"``), as
+      the data draws its blinks: with the speech reaching them, the blinks of two seeds coincided 4.6-8.4x
+      more often than chance (they followed the speech).
+
+    The price of the upper-face-only expression input: an expression of the lower face that the speech
+    does not predict (a smile) cannot be carried by these codes. The released choices
+    (``expression_std = "data"``, ``audio_heads = "fused"``) keep that possibility (README, "Training").
     """
     cfg = TrainConfig(seed=seed)
     cfg.model.clock, cfg.model.framing, cfg.model.expression_input = "exact", "stream", "offset"
-    cfg.model.expression_heads, cfg.model.expression_std = 4, "motion"
+    cfg.model.expression_heads, cfg.model.expression_std = 4, "upper"
+    cfg.model.audio_heads, cfg.model.prior_expression = "audio", "free"
     cfg.stage1.lr, cfg.stage1.batch_size, cfg.stage1.segment_frames = 1e-3, 8, 16
     cfg.stage1.codes, cfg.stage1.diversity, cfg.stage1.weight_decay = "argmax", 1.0, 0.0
     cfg.stage1.expression_diversity, cfg.stage1.event_crops = 0.2, 0.5
