@@ -171,8 +171,8 @@ static long resident_kib(void) {
  * --sessions N (1 .. 4096), N sessions (seeds S, S+1, ...) run on the same audio, in one mt_batch
  * of max_sessions N with --batch; OUT receives the first one's frames. --weights picks
  * mt_model_params.weights (default f32). --timing prints per-push latency (p50, p99 in ms, pushes
- * of --chunk samples that produced frames), the real-time factor (audio seconds / wall seconds) and
- * the resident memory (KiB) after the sessions were created and at each quarter of the audio. */
+ * of --chunk samples that produced frames), the real-time factor (audio seconds / wall seconds), the
+ * process's CPU seconds and the resident memory (KiB) after the sessions were created and at each quarter of the audio. */
 static int animate(int argc, char** argv) {
   mt_model* model = NULL;
   mt_model_info info;
@@ -184,7 +184,8 @@ static int animate(int argc, char** argv) {
   long rss[5] = {-1, -1, -1, -1, -1};
   int quarter = 1;
   float *templ = NULL, *audio = NULL, *masks = NULL, *frames = NULL, *scratch = NULL;
-  double *latency = NULL, start, wall;
+  double *latency = NULL, start, wall, cpu;
+  clock_t cpu_start;
   int64_t n_templ = 0, n_audio = 0, n_masks = 0, total = 0, got = 0, chunk = 533, n_lat = 0, k;
   int64_t n_sessions = 1, i, j;
   int offline = 0, use_batch = 0, timing = 0, rc = 1;
@@ -250,6 +251,7 @@ static int animate(int argc, char** argv) {
   }
 
   start = now_seconds();
+  cpu_start = clock();
   if (offline) {
     status = mt_animate(model, audio, n_audio, &params, frames, total, &got);
     if (status != MT_OK) goto done;
@@ -290,6 +292,7 @@ static int animate(int argc, char** argv) {
     }
   }
   wall = now_seconds() - start;
+  cpu = (double)(clock() - cpu_start) / CLOCKS_PER_SEC;
   rss[4] = resident_kib();
   if (got != total) {
     fprintf(stderr, "meshtalk_example: produced %lld frames, expected %lld\n", (long long)got, (long long)total);
@@ -305,6 +308,9 @@ static int animate(int argc, char** argv) {
     qsort(latency, (size_t)n_lat, sizeof(double), compare_doubles);
     printf("sessions=%lld\nwall_s=%.6f\nreal_time_factor=%.6f\n", (long long)n_sessions, wall,
            wall > 0 ? ((double)n_audio / 16000.0) / wall : 0.0);
+    /* CPU time of the process (all threads): on a machine shared with other work, audio seconds per
+     * CPU second x the threads used is what the stream would reach with those cores to itself. */
+    printf("cpu_s=%.6f\n", cpu);
     if (n_lat > 0)
       printf("push_latency_ms_p50=%.4f\npush_latency_ms_p99=%.4f\n", 1e3 * latency[n_lat / 2],
              1e3 * latency[(n_lat * 99) / 100 < n_lat ? (n_lat * 99) / 100 : n_lat - 1]);
