@@ -82,10 +82,13 @@ typedef int8_t I8x8 __attribute__((vector_size(8)));
 typedef uint16_t U16x4 __attribute__((vector_size(8)));
 typedef uint32_t U32x4 __attribute__((vector_size(16)));
 typedef int8_t I8x4 __attribute__((vector_size(4)));
+typedef int32_t I32x16 __attribute__((vector_size(64)));
+typedef int32_t I32x8 __attribute__((vector_size(32)));
+typedef int32_t I32x4 __attribute__((vector_size(16)));
 template <class V> struct Lanes;
-template <> struct Lanes<Vec16> { typedef U16x16 H; typedef U32x16 U; typedef I8x16 Q; };
-template <> struct Lanes<Vec8> { typedef U16x8 H; typedef U32x8 U; typedef I8x8 Q; };
-template <> struct Lanes<Vec4> { typedef U16x4 H; typedef U32x4 U; typedef I8x4 Q; };
+template <> struct Lanes<Vec16> { typedef U16x16 H; typedef U32x16 U; typedef I8x16 Q; typedef I32x16 I; };
+template <> struct Lanes<Vec8> { typedef U16x8 H; typedef U32x8 U; typedef I8x8 Q; typedef I32x8 I; };
+template <> struct Lanes<Vec4> { typedef U16x4 H; typedef U32x4 U; typedef I8x4 Q; typedef I32x4 I; };
 
 // Weight loaders: L consecutive stored values of a panel row -> a float vector. S is the stored type
 // (float, uint16_t bfloat16 bits, int8_t); `scale` is the int8 scales of those columns (else unused).
@@ -107,7 +110,10 @@ MESHTALK_INLINE V wload(const S* p, const V& scale) {
   } else {
     typename Lanes<V>::Q q;
     std::memcpy(&q, p, sizeof q);
-    return __builtin_convertvector(q, V) * scale;  // float(q) * s[n], one rounding
+    // int8 -> int32 -> float (sign extension, then an exact conversion: one vector instruction each;
+    // int8 -> float directly is not vectorised by GCC 12), then float(q) * s[n], one rounding.
+    const typename Lanes<V>::I wide = __builtin_convertvector(q, typename Lanes<V>::I);
+    return __builtin_convertvector(wide, V) * scale;
   }
 }
 
