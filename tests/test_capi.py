@@ -242,6 +242,7 @@ def test_example_builds_against_the_package_and_prints_the_model(request, tmp_pa
         "clock": c.clock, "framing": c.framing, "lookahead_samples": str(c.lookahead),
         "latency_samples": str(facts["latency"]), "latency_samples_smoothed": str(facts["latency4"]),
         "frames_per_minute": str(mf.num_frames(960000, c.fps, c.clock)), "weight_bytes": got["weight_bytes"],
+        "weights": "f32",
     }
     assert int(got["weight_bytes"]) > 4 * sum(p.numel() for p in model.vertex_unet.parameters()) * 0.9
     # Errors: a status and a message on stderr, exit code 1.
@@ -359,3 +360,47 @@ def test_core_session_binding_matches_the_python_pipeline(tmp_path):
         s.push(np.zeros(10, np.float32))
     s.reset()
     assert s.push(np.zeros(10, np.float32)).shape == (0, V, 3)
+
+
+@pytest.mark.parametrize("V, heads, classes, framing", [(41, 3, 7, "window"), (300, 5, 16, "stream")])
+def test_core_model_weights_modes_stay_near_float32(tmp_path, V, heads, classes, framing):
+    """CoreModel.from_file(weights=...): "f32" is the default and exact; "bf16" and "int8" store the
+    prior's and decoder's weights rounded (bfloat16; int8 with a scale per output channel), and their
+    frames stay near float32's (argmax codes; odd sizes). Unknown modes are refused by name."""
+    import numpy as np
+
+    try:
+        from meshtalk_fast import _core
+    except ImportError as e:
+        pytest.skip(f"the C++ extension meshtalk_fast._core is not built: {e}")
+    torch.manual_seed(2)
+    extra = dict(framing="stream", clock="exact") if framing == "stream" else {}
+    model = mf.MeshTalk(V, heads=heads, classes=classes, **extra).eval()
+    model.save(tmp_path / "m.safetensors")
+    template = torch.randn(V, 3).numpy()
+    audio = (torch.randn(16000 + 7001) * 0.2).numpy()
+
+    def frames(weights):
+        core_model = _core.CoreModel.from_file(str(tmp_path / "m.safetensors"), weights=weights)
+        assert core_model.weights == weights
+        s = _core.Session(core_model, template, seed=0, argmax=True)
+        out = np.concatenate([s.push(audio[i:i + 533]) for i in range(0, audio.size, 533)] + [s.finish()])
+        return out, core_model.nbytes
+
+    exact, exact_bytes = frames("f32")
+    default = _core.CoreModel.from_file(str(tmp_path / "m.safetensors"))
+    assert default.weights == "f32"
+    extent = float(exact.max() - exact.min())
+    # Bounds as fractions of the frames' extent: ~10x what these models show (bf16 ~1e-3, int8 ~2e-3).
+    for weights, bound in [("bf16", 0.01), ("int8", 0.02)]:
+        try:
+            got, nbytes = frames(weights)
+        except ValueError as e:  # a CPU without AVX2: refused, naming the mode that runs
+            assert "use weights 'f32'" in str(e)
+            continue
+        assert got.shape == exact.shape
+        assert nbytes < exact_bytes
+        err = float(np.abs(got - exact).max())
+        assert err <= bound * extent, (weights, err, extent)
+    with pytest.raises(ValueError, match="weights must be 'f32', 'bf16' or 'int8', got 'fp16'"):
+        _core.CoreModel.from_file(str(tmp_path / "m.safetensors"), weights="fp16")

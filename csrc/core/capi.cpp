@@ -1,4 +1,5 @@
 // The C API (meshtalk.h): status and error plumbing, versions, and the model.
+#include <cstddef>
 #include <cstring>
 #include <string>
 
@@ -93,10 +94,47 @@ GemmBackend gemm_of(int32_t gemm) {
                                               std::to_string(gemm));
 }
 
-GemmBackend backend_of(const mt_model_params* params) {
-  if (params == nullptr) return GemmBackend::kBuiltin;
-  check_struct_size(params->struct_size, sizeof(mt_model_params), "params");
-  return gemm_of(params->gemm);
+// The size of mt_model_params before `weights` was added: still accepted (weights = F32).
+constexpr size_t kModelParamsV1 = offsetof(mt_model_params, weights);
+
+struct LoadOptions {
+  GemmBackend backend = GemmBackend::kBuiltin;
+  WeightStorage storage = WeightStorage::kF32;
+};
+
+WeightStorage storage_of(int32_t weights) {
+  switch (weights) {
+    case MT_WEIGHTS_F32: return WeightStorage::kF32;
+    case MT_WEIGHTS_BF16: return WeightStorage::kBF16;
+    case MT_WEIGHTS_INT8: return WeightStorage::kInt8;
+    default: break;
+  }
+  throw ApiError(MT_ERR_INVALID_ARGUMENT, "params->weights: expected MT_WEIGHTS_F32 (0), MT_WEIGHTS_BF16 (1) or "
+                                          "MT_WEIGHTS_INT8 (2), found " + std::to_string(weights));
+}
+
+const char* weights_enum_name(WeightStorage storage) {
+  switch (storage) {
+    case WeightStorage::kBF16: return "MT_WEIGHTS_BF16";
+    case WeightStorage::kInt8: return "MT_WEIGHTS_INT8";
+    case WeightStorage::kF32: break;
+  }
+  return "MT_WEIGHTS_F32";
+}
+
+LoadOptions options_of(const mt_model_params* params) {
+  LoadOptions o;
+  if (params == nullptr) return o;
+  if (params->struct_size != kModelParamsV1)
+    check_struct_size(params->struct_size, sizeof(mt_model_params), "params");
+  o.backend = gemm_of(params->gemm);
+  if (params->struct_size == kModelParamsV1) return o;
+  o.storage = storage_of(params->weights);
+  const std::string why = storage_unavailable_reason(o.storage, o.backend);
+  if (!why.empty())
+    throw ApiError(MT_ERR_INVALID_ARGUMENT, std::string("params->weights: ") + weights_enum_name(o.storage) +
+                                                " cannot run here: " + why + " (MT_WEIGHTS_F32)");
+  return o;
 }
 
 mt_model* new_handle(std::shared_ptr<const Model> model) {
@@ -148,6 +186,7 @@ mt_model_params mt_model_default_params(void) {
   std::memset(&p, 0, sizeof p);
   p.struct_size = sizeof(mt_model_params);
   p.gemm = MT_GEMM_BUILTIN;
+  p.weights = MT_WEIGHTS_F32;
   return p;
 }
 
@@ -156,9 +195,9 @@ mt_status mt_model_load(const char* path, const mt_model_params* params, mt_mode
   return guard("mt_model_load", [&] {
     require(path, "path", "a NUL-terminated file name");
     require(out_model, "out_model", "a pointer to receive the model");
-    const meshtalk::GemmBackend backend = meshtalk::capi::backend_of(params);
+    const meshtalk::capi::LoadOptions o = meshtalk::capi::options_of(params);
     const meshtalk::SafetensorsFile file = meshtalk::SafetensorsFile::open(path);
-    *out_model = meshtalk::capi::new_handle(meshtalk::Model::load(file, backend));
+    *out_model = meshtalk::capi::new_handle(meshtalk::Model::load(file, o.backend, o.storage));
   });
 }
 
@@ -168,9 +207,9 @@ mt_status mt_model_load_from_memory(const void* data, size_t size, const mt_mode
   return guard("mt_model_load_from_memory", [&] {
     if (size != 0) require(data, "data", "a buffer of `size` bytes");
     require(out_model, "out_model", "a pointer to receive the model");
-    const meshtalk::GemmBackend backend = meshtalk::capi::backend_of(params);
+    const meshtalk::capi::LoadOptions o = meshtalk::capi::options_of(params);
     const meshtalk::SafetensorsFile file = meshtalk::SafetensorsFile::from_memory(data, size, "<memory>");
-    *out_model = meshtalk::capi::new_handle(meshtalk::Model::load(file, backend));
+    *out_model = meshtalk::capi::new_handle(meshtalk::Model::load(file, o.backend, o.storage));
   });
 }
 
@@ -184,7 +223,10 @@ mt_status mt_model_get_info(const mt_model* model, mt_model_info* info) {
   return guard("mt_model_get_info", [&] {
     const meshtalk::Model& m = meshtalk::capi::model_of(model);
     require(info, "info", "an mt_model_info with struct_size set");
-    meshtalk::capi::check_struct_size(info->struct_size, sizeof(mt_model_info), "info");
+    const size_t info_v1 = offsetof(mt_model_info, weights);  // the struct before `weights`
+    if (info->struct_size != info_v1)
+      meshtalk::capi::check_struct_size(info->struct_size, sizeof(mt_model_info), "info");
+    const size_t info_size = info->struct_size;
     mt_model_info out;
     std::memset(&out, 0, sizeof out);
     out.struct_size = sizeof(mt_model_info);
@@ -201,7 +243,11 @@ mt_status mt_model_get_info(const mt_model* model, mt_model_info* info) {
     out.lookahead_samples = m.frames.lookahead;
     out.latency_samples = m.frames.latency_samples(0);
     out.weight_bytes = static_cast<uint64_t>(m.nbytes());
-    *info = out;
+    out.weights = m.storage == meshtalk::WeightStorage::kBF16   ? MT_WEIGHTS_BF16
+                  : m.storage == meshtalk::WeightStorage::kInt8 ? MT_WEIGHTS_INT8
+                                                                : MT_WEIGHTS_F32;
+    out.struct_size = static_cast<uint32_t>(info_size);
+    std::memcpy(info, &out, info_size);
   });
 }
 

@@ -72,12 +72,15 @@ size_t Model::nbytes() const {
   return (context ? context->nbytes() : 0) + (decoder ? decoder->nbytes() : 0) + (audio ? audio->nbytes() : 0);
 }
 
-std::shared_ptr<const Model> Model::load(const SafetensorsFile& file, GemmBackend backend) {
+std::shared_ptr<const Model> Model::load(const SafetensorsFile& file, GemmBackend backend, WeightStorage storage) {
   if (backend == GemmBackend::kBlas && !blas_available())
     throw_mismatch("gemm backend", "builtin (this core was built without BLAS)", "blas");
+  const std::string why = storage_unavailable_reason(storage, backend);
+  if (!why.empty()) throw Error(ErrorCode::kInvalidArgument, why);
   const std::string label = "safetensors '" + file.label() + "'";
   auto model = std::make_shared<Model>();
   model->backend = backend;
+  model->storage = storage;
   try {
     check_metadata(file, "format", kFormatName);
     check_metadata(file, "format_version", kFormatVersion);
@@ -85,8 +88,8 @@ std::shared_ptr<const Model> Model::load(const SafetensorsFile& file, GemmBacken
     model->frames = read_frame_clock(file);
     check_context_layers(file, model->config.dilations.size());
     const FileSource source(file);
-    model->context = ContextWeights::load(source, model->config, "context_model.", backend);
-    model->decoder = DecoderWeights::load(source, model->config, backend, "vertex_unet.");
+    model->context = ContextWeights::load(source, model->config, "context_model.", backend, storage);
+    model->decoder = DecoderWeights::load(source, model->config, backend, "vertex_unet.", storage);
     model->audio = AudioEncoderWeights::load(source, model->config.audio_dim, backend, "encoder.audio_encoder.");
   } catch (const Error& e) {
     // A wrong shape or dtype, or a config value out of range, is a problem of the file here.

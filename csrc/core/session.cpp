@@ -236,6 +236,31 @@ Batch::Batch(std::shared_ptr<const Model> model, int64_t capacity, int64_t threa
   frames_.assign(static_cast<size_t>(capacity * V3), 0.0f);
   round_.reserve(static_cast<size_t>(capacity));
   for (int64_t j = 0; j < capacity; ++j) label_rows_[j] = labels_.data() + j * H;
+  pool_ = std::make_unique<ThreadPool>(resolve_thread_count(threads));
+  was_failed_.assign(static_cast<size_t>(capacity), 0);
+  // Built once: a step allocates nothing for them. A session failing in one is marked failed; step()
+  // reports the first (was_failed_ tells which failed in this step).
+  encode_task_ = [this](int64_t i) {
+    Session& s = *sessions_[static_cast<size_t>(i)];
+    if (s.failed_) return;
+    try {
+      if (s.audio_n_ > 0) s.encoder_->push(s.audio_.data(), s.audio_n_, s.audio_n_, s.sink_);
+      s.audio_n_ = 0;
+      if (s.finish_requested_ && !s.finish_done_) s.encoder_->close(s.sink_);
+    } catch (const std::exception& e) {
+      s.fail(e.what());
+      s.n_codes_ = 0;
+    }
+  };
+  emit_task_ = [this](int64_t j) {
+    const int64_t V3 = model_->config.n_vertices * 3;
+    Session& s = *round_[static_cast<size_t>(j)];
+    try {
+      s.emit(frames_.data() + j * V3);
+    } catch (const std::exception& e) {
+      s.fail(e.what());
+    }
+  };
 }
 
 Batch::~Batch() {
@@ -316,23 +341,11 @@ Batch::StepResult Batch::step() {
     for (Session* s : sessions_) total += s->produced_;
     return total;
   }();
-  // 1. Each session's audio -> its audio codes (per session: the encoders hold different amounts).
-  for (size_t i = 0; i < sessions_.size(); ++i) {
-    Session& s = *sessions_[i];
-    if (s.failed_) continue;
-    try {
-      if (s.audio_n_ > 0) s.encoder_->push(s.audio_.data(), s.audio_n_, s.audio_n_, s.sink_);
-      s.audio_n_ = 0;
-      if (s.finish_requested_ && !s.finish_done_) s.encoder_->close(s.sink_);
-    } catch (const std::exception& e) {
-      s.fail(e.what());
-      s.n_codes_ = 0;
-      if (result.failed == nullptr) {
-        result.failed = &s;
-        result.failed_index = static_cast<int64_t>(i);
-      }
-    }
-  }
+  // 1. Each session's audio -> its audio codes, sessions in parallel on the batch's threads (each
+  //    encoder is its session's own state; the encoders hold different amounts of audio).
+  for (size_t i = 0; i < sessions_.size(); ++i) was_failed_[i] = sessions_[i]->failed_ ? 1 : 0;
+  if (pool_->size() > 1 && sessions_.size() > 1) pool_->parallel_for(size(), encode_task_);
+  else for (int64_t i = 0; i < size(); ++i) encode_task_(i);
   // 2. Round r steps the sampler and the decoder once for every session with more than r codes.
   for (int64_t r = 0;; ++r) {
     round_.clear();
@@ -346,7 +359,10 @@ Batch::StepResult Batch::step() {
     if (n == 0) break;
     sampler_.step_rows(slots_.data(), n, code_rows_.data(), label_rows_.data(), nullptr);
     decoder_.step_labels(slots_.data(), n, labels_.data(), frames_.data());
-    for (int64_t j = 0; j < n; ++j) round_[j]->emit(frames_.data() + j * V3);
+    // Smoothing and queueing, per session (independent), in parallel.
+    if (pool_->size() > 1 && n > 1) pool_->parallel_for(n, emit_task_);
+    else for (int64_t j = 0; j < n; ++j) emit_task_(j);
+    (void)V3;
   }
   // 3. Finished streams: the smoother's tail.
   for (Session* s : sessions_) {
@@ -356,6 +372,11 @@ Batch::StepResult Batch::step() {
       s->finish_done_ = true;
     }
   }
+  for (size_t i = 0; i < sessions_.size() && result.failed == nullptr; ++i)
+    if (sessions_[i]->failed_ && !was_failed_[i]) {
+      result.failed = sessions_[i];
+      result.failed_index = static_cast<int64_t>(i);
+    }
   int64_t after = 0;
   for (Session* s : sessions_) after += s->produced_;
   result.frames = after - before;

@@ -106,9 +106,10 @@ std::vector<float> transpose_taps(const std::vector<float>& w, int64_t rows, int
   return out;
 }
 
-Linear load_linear(const TensorSource& src, const std::string& key, int64_t out, int64_t in, GemmBackend backend) {
+Linear load_linear(const TensorSource& src, const std::string& key, int64_t out, int64_t in, GemmBackend backend,
+                   WeightStorage storage = WeightStorage::kF32) {
   const std::vector<float> w = src.get(key + ".weight", {out, in});
-  return Linear{WeightMatrix(w.data(), out, in, in, backend), src.get(key + ".bias", {out})};
+  return Linear{WeightMatrix(w.data(), out, in, in, backend, storage), src.get(key + ".bias", {out})};
 }
 
 }  // namespace
@@ -229,11 +230,15 @@ size_t ContextWeights::nbytes() const {
 }
 
 std::shared_ptr<const ContextWeights> ContextWeights::load(const TensorSource& src, const ModelConfig& config,
-                                                           const std::string& prefix, GemmBackend backend) {
+                                                           const std::string& prefix, GemmBackend backend,
+                                                           WeightStorage storage) {
   config.validate();
+  const std::string why = storage_unavailable_reason(storage, backend);
+  if (!why.empty()) throw Error(ErrorCode::kInvalidArgument, why);
   auto w = std::make_shared<ContextWeights>();
   w->config = config;
   w->backend = backend;
+  w->storage = storage;
   const int64_t H = config.heads, C = config.classes, hid = config.context_hidden, A = config.audio_dim;
   const int64_t HI = H * hid, HC = H * C;
 
@@ -259,17 +264,17 @@ std::shared_ptr<const ContextWeights> ContextWeights::load(const TensorSource& s
     const std::vector<float> audio_bias = src.get(key + "unmasked_linear.bias", {HI});
     const std::vector<float> historic_bias = src.get(key + "historic.bias", {HI});
     for (int64_t i = 0; i < HI; ++i) layer.bias[i] = layer.bias[i] + audio_bias[i] + historic_bias[i];
-    layer.audio = WeightMatrix(audio.data(), HI, A, A, backend);
-    layer.prev = WeightMatrix(transpose_taps(historic, HI, HI, 2, 1).data(), HI, HI, HI, backend);
-    layer.dilated = WeightMatrix(transpose_taps(historic, HI, HI, 2, 0).data(), HI, HI, HI, backend);
+    layer.audio = WeightMatrix(audio.data(), HI, A, A, backend, storage);
+    layer.prev = WeightMatrix(transpose_taps(historic, HI, HI, 2, 1).data(), HI, HI, HI, backend, storage);
+    layer.dilated = WeightMatrix(transpose_taps(historic, HI, HI, 2, 0).data(), HI, HI, HI, backend, storage);
     for (int64_t h = 0; h < H; ++h)
-      layer.masked.emplace_back(masked.data() + h * hid * HI, hid, h * hid, HI, backend);
+      layer.masked.emplace_back(masked.data() + h * hid * HI, hid, h * hid, HI, backend, storage);
     w->layers.push_back(std::move(layer));
   }
   {
     const std::vector<float> lg = src.get(prefix + "logits.masked_linear.weight", {HC, HI, 1});
     w->logits_bias = src.get(prefix + "logits.masked_linear.bias", {HC});
-    for (int64_t h = 0; h < H; ++h) w->logits.emplace_back(lg.data() + h * C * HI, C, h * hid, HI, backend);
+    for (int64_t h = 0; h < H; ++h) w->logits.emplace_back(lg.data() + h * C * HI, C, h * hid, HI, backend, storage);
   }
   return w;
 }
@@ -284,11 +289,15 @@ size_t DecoderWeights::nbytes() const {
 }
 
 std::shared_ptr<const DecoderWeights> DecoderWeights::load(const TensorSource& src, const ModelConfig& config,
-                                                           GemmBackend backend, const std::string& prefix) {
+                                                           GemmBackend backend, const std::string& prefix,
+                                                           WeightStorage storage) {
   config.validate();
+  const std::string why = storage_unavailable_reason(storage, backend);
+  if (!why.empty()) throw Error(ErrorCode::kInvalidArgument, why);
   auto w = std::make_shared<DecoderWeights>();
   w->config = config;
   w->backend = backend;
+  w->storage = storage;
   const int64_t V3 = config.n_vertices * 3, HC = config.heads * config.classes;
   w->mean = src.get(prefix + "mean", {1, 1, config.n_vertices, 3});
   w->stddev = src.get(prefix + "stddev", {1, 1, config.n_vertices, 3});
@@ -310,12 +319,12 @@ std::shared_ptr<const DecoderWeights> DecoderWeights::load(const TensorSource& s
     std::vector<float> bias = src.get(key + "bias_ih" + s, {512});
     const std::vector<float> bias_hh = src.get(key + "bias_hh" + s, {512});
     for (int64_t i = 0; i < 512; ++i) bias[i] += bias_hh[i];
-    w->lstm_input[l] = Linear{WeightMatrix(wih.data(), 512, 128, 128, backend), std::move(bias)};
-    w->lstm_hidden[l] = WeightMatrix(whh.data(), 512, 128, 128, backend);
+    w->lstm_input[l] = Linear{WeightMatrix(wih.data(), 512, 128, 128, backend, storage), std::move(bias)};
+    w->lstm_hidden[l] = WeightMatrix(whh.data(), 512, 128, 128, backend, storage);
   }
   const int64_t dec[4] = {128, 256, 512, V3};
   for (int i = 0; i < 3; ++i)
-    w->decoder[i] = load_linear(src, prefix + "decoder." + std::to_string(i), dec[i + 1], dec[i], backend);
+    w->decoder[i] = load_linear(src, prefix + "decoder." + std::to_string(i), dec[i + 1], dec[i], backend, storage);
   w->vertex_bias = src.get(prefix + "vertex_bias", {V3});
   return w;
 }

@@ -153,29 +153,45 @@ static int animate_usage(void) {
   fprintf(stderr,
           "usage: meshtalk_example MODEL.safetensors TEMPLATE.f32 AUDIO.wav|AUDIO.f32 OUT.f32 [--seed S] [--argmax]\n"
           "         [--smooth MASKS.f32 [--delay 4|8]] [--chunk SAMPLES] [--offline] [--threads N]\n"
-          "         [--sessions N [--batch]] [--timing]\n");
+          "         [--sessions N [--batch]] [--weights f32|bf16|int8] [--timing]\n");
   return 2;
 }
 
+/* The resident memory of this process in KiB (Linux: /proc/self/statm), or -1 where unknown. */
+static long resident_kib(void) {
+  long pages_total = 0, pages_resident = -1;
+  FILE* f = fopen("/proc/self/statm", "r");
+  if (f == NULL) return -1;
+  if (fscanf(f, "%ld %ld", &pages_total, &pages_resident) != 2) pages_resident = -1;
+  fclose(f);
+  return pages_resident < 0 ? -1 : pages_resident * 4; /* 4 KiB pages (x86-64, arm64 Linux defaults) */
+}
+
 /* Animates AUDIO with the template and writes the frames [T, V, 3] as raw float32 to OUT. With
- * --sessions N, N sessions (seeds S, S+1, ...) run on the same audio, in an mt_batch with --batch;
- * OUT receives the first one's frames. --timing prints per-push latency (p50, p99 in ms, pushes
- * of --chunk samples that produced frames) and the real-time factor (audio seconds / wall seconds). */
+ * --sessions N (1 .. 4096), N sessions (seeds S, S+1, ...) run on the same audio, in one mt_batch
+ * of max_sessions N with --batch; OUT receives the first one's frames. --weights picks
+ * mt_model_params.weights (default f32). --timing prints per-push latency (p50, p99 in ms, pushes
+ * of --chunk samples that produced frames), the real-time factor (audio seconds / wall seconds), the
+ * process's CPU seconds and the resident memory (KiB) after the sessions were created and at each quarter of the audio. */
 static int animate(int argc, char** argv) {
   mt_model* model = NULL;
   mt_model_info info;
   mt_session_params params = mt_session_default_params();
-  mt_session* sessions[64];
+  mt_model_params model_params = mt_model_default_params();
+  mt_batch_params batch_params = mt_batch_default_params();
+  mt_session** sessions = NULL;
   mt_batch* batch = NULL;
+  long rss[5] = {-1, -1, -1, -1, -1};
+  int quarter = 1;
   float *templ = NULL, *audio = NULL, *masks = NULL, *frames = NULL, *scratch = NULL;
-  double *latency = NULL, start, wall;
+  double *latency = NULL, start, wall, cpu;
+  clock_t cpu_start;
   int64_t n_templ = 0, n_audio = 0, n_masks = 0, total = 0, got = 0, chunk = 533, n_lat = 0, k;
   int64_t n_sessions = 1, i, j;
   int offline = 0, use_batch = 0, timing = 0, rc = 1;
   mt_status status = MT_OK;
   FILE* out = NULL;
 
-  memset(sessions, 0, sizeof sessions);
   for (i = 5; i < argc; ++i) {
     const char* flag = argv[i];
     if (strcmp(flag, "--argmax") == 0) params.argmax = 1;
@@ -188,14 +204,26 @@ static int animate(int argc, char** argv) {
     else if (strcmp(flag, "--chunk") == 0) chunk = atoll(argv[++i]);
     else if (strcmp(flag, "--threads") == 0) params.threads = atoi(argv[++i]);
     else if (strcmp(flag, "--sessions") == 0) n_sessions = atoll(argv[++i]);
+    else if (strcmp(flag, "--weights") == 0) {
+      const char* w = argv[++i];
+      if (strcmp(w, "f32") == 0) model_params.weights = MT_WEIGHTS_F32;
+      else if (strcmp(w, "bf16") == 0) model_params.weights = MT_WEIGHTS_BF16;
+      else if (strcmp(w, "int8") == 0) model_params.weights = MT_WEIGHTS_INT8;
+      else return animate_usage();
+    }
     else if (strcmp(flag, "--smooth") == 0) {
       masks = read_floats(argv[++i], &n_masks);
       if (masks == NULL) goto done;
     } else return animate_usage();
   }
-  if (chunk < 1 || n_sessions < 1 || n_sessions > 64) return animate_usage();
+  if (chunk < 1 || n_sessions < 1 || n_sessions > 4096) return animate_usage();
+  sessions = (mt_session**)calloc((size_t)n_sessions, sizeof(mt_session*));
+  if (sessions == NULL) {
+    fprintf(stderr, "meshtalk_example: out of memory\n");
+    goto done;
+  }
 
-  status = mt_model_load(argv[1], NULL, &model);
+  status = mt_model_load(argv[1], &model_params, &model);
   if (status != MT_OK) goto done;
   memset(&info, 0, sizeof info);
   info.struct_size = sizeof info;
@@ -223,6 +251,7 @@ static int animate(int argc, char** argv) {
   }
 
   start = now_seconds();
+  cpu_start = clock();
   if (offline) {
     status = mt_animate(model, audio, n_audio, &params, frames, total, &got);
     if (status != MT_OK) goto done;
@@ -233,8 +262,10 @@ static int animate(int argc, char** argv) {
       status = mt_session_create(model, &p, &sessions[j]);
       if (status != MT_OK) goto done;
     }
+    rss[0] = resident_kib();
     if (use_batch) {
-      status = mt_batch_create(model, NULL, &batch);
+      batch_params.max_sessions = (int32_t)n_sessions;
+      status = mt_batch_create(model, &batch_params, &batch);
       for (j = 0; status == MT_OK && j < n_sessions; ++j) status = mt_batch_add(batch, sessions[j]);
       if (status != MT_OK) goto done;
     }
@@ -256,10 +287,13 @@ static int animate(int argc, char** argv) {
         if (j == 0) got += popped;
       }
       if (got > before) latency[n_lat++] = now_seconds() - t0;
+      if (timing && quarter < 4 && k + chunk >= quarter * (n_audio / 4)) rss[quarter++] = resident_kib();
       if (last) break;
     }
   }
   wall = now_seconds() - start;
+  cpu = (double)(clock() - cpu_start) / CLOCKS_PER_SEC;
+  rss[4] = resident_kib();
   if (got != total) {
     fprintf(stderr, "meshtalk_example: produced %lld frames, expected %lld\n", (long long)got, (long long)total);
     goto done;
@@ -274,9 +308,14 @@ static int animate(int argc, char** argv) {
     qsort(latency, (size_t)n_lat, sizeof(double), compare_doubles);
     printf("sessions=%lld\nwall_s=%.6f\nreal_time_factor=%.6f\n", (long long)n_sessions, wall,
            wall > 0 ? ((double)n_audio / 16000.0) / wall : 0.0);
+    /* CPU time of the process (all threads): on a machine shared with other work, audio seconds per
+     * CPU second x the threads used is what the stream would reach with those cores to itself. */
+    printf("cpu_s=%.6f\n", cpu);
     if (n_lat > 0)
       printf("push_latency_ms_p50=%.4f\npush_latency_ms_p99=%.4f\n", 1e3 * latency[n_lat / 2],
              1e3 * latency[(n_lat * 99) / 100 < n_lat ? (n_lat * 99) / 100 : n_lat - 1]);
+    printf("rss_kib_start=%ld\nrss_kib_q1=%ld\nrss_kib_q2=%ld\nrss_kib_q3=%ld\nrss_kib_end=%ld\n", rss[0], rss[1],
+           rss[2], rss[3], rss[4]);
   }
   rc = 0;
 
@@ -284,7 +323,8 @@ done:
   if (status != MT_OK) fail(status);
   if (out != NULL) fclose(out);
   mt_batch_free(batch);
-  for (j = 0; j < n_sessions && j < 64; ++j) mt_session_free(sessions[j]);
+  for (j = 0; sessions != NULL && j < n_sessions; ++j) mt_session_free(sessions[j]);
+  free(sessions);
   mt_model_free(model);
   free(templ);
   free(audio);
@@ -341,6 +381,7 @@ int main(int argc, char** argv) {
   printf("latency_samples_smoothed=%lld\n", (long long)latency_smoothed);
   printf("frames_per_minute=%lld\n", (long long)frames_per_minute);
   printf("weight_bytes=%llu\n", (unsigned long long)info.weight_bytes);
+  printf("weights=%s\n", info.weights == MT_WEIGHTS_INT8 ? "int8" : info.weights == MT_WEIGHTS_BF16 ? "bf16" : "f32");
 
   mt_model_free(model);
   return 0;

@@ -72,10 +72,19 @@ class PySession {
 
 void bind_session(py::module_& m) {
   py::class_<PyCoreModel>(m, "CoreModel", "A MeshTalk.save file loaded as the C API's model (weights, frame clock).")
-      .def_static("from_file", [](const std::filesystem::path& path) {
+      .def_static("from_file", [](const std::filesystem::path& path, const std::string& weights) {
+             // weights: "f32" (exact, default) | "bf16" | "int8", as mt_model_params.weights.
+             meshtalk::WeightStorage storage = meshtalk::WeightStorage::kF32;
+             if (weights == "bf16") storage = meshtalk::WeightStorage::kBF16;
+             else if (weights == "int8") storage = meshtalk::WeightStorage::kInt8;
+             else if (weights != "f32")
+               throw py::value_error("weights must be 'f32', 'bf16' or 'int8', got '" + weights + "'");
              const meshtalk::SafetensorsFile file = meshtalk::SafetensorsFile::open(path.string());
-             return PyCoreModel{meshtalk::Model::load(file)};
-           }, py::arg("path"))
+             return PyCoreModel{meshtalk::Model::load(file, meshtalk::GemmBackend::kBuiltin, storage)};
+           }, py::arg("path"), py::arg("weights") = "f32")
+      .def_property_readonly("weights", [](const PyCoreModel& c) {
+             return std::string(meshtalk::weight_storage_name(c.m->storage));
+           })
       .def_property_readonly("nbytes", [](const PyCoreModel& c) { return c.m->nbytes(); });
   py::class_<PySession>(m, "Session",
                         "One speaker's stream as mt_session: push(samples float32 [n]) -> frames [k, V, 3] ready; "

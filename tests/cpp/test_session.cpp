@@ -4,7 +4,13 @@
 // and the state and argument errors. (Equality with Python: tests/test_capi.py.)
 #include <algorithm>
 #include <cmath>
+#include <cstddef>
+#include <cstddef>
 #include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <cstdio>
+#include <cstring>
 #include <string>
 #include <thread>
 #include <vector>
@@ -24,9 +30,11 @@ struct Fixture {
   std::vector<float> templ, forehead, neck, audio;
   int64_t frames = 0;  // of the whole audio
 
-  explicit Fixture(const ModelSpec& spec, int64_t n_samples = 16000 + 4321) {
+  explicit Fixture(const ModelSpec& spec, int64_t n_samples = 16000 + 4321, int32_t weights = MT_WEIGHTS_F32) {
     const std::vector<uint8_t> bytes = meshtalk_test::model_image(spec);
-    CHECK_EQ(mt_model_load_from_memory(bytes.data(), bytes.size(), nullptr, &model), MT_OK);
+    mt_model_params mp = mt_model_default_params();
+    mp.weights = weights;
+    CHECK_EQ(mt_model_load_from_memory(bytes.data(), bytes.size(), &mp, &model), MT_OK);
     uint64_t x = 12345;
     auto next = [&x] {  // xorshift in [-1, 1)
       x ^= x << 13;
@@ -329,6 +337,150 @@ TEST(sessions_on_different_threads_do_not_interfere) {
       CHECK(together[i] == alone[i]);
     }
     CHECK(alone[0] != alone[2]);  // different seeds: the comparison can fail
+  }
+}
+
+namespace {
+
+// ---- Reduced-precision weights (mt_model_params.weights) ----
+
+bool reduced_weights_run_here() {
+  const ModelSpec spec;
+  const std::vector<uint8_t> bytes = meshtalk_test::model_image(spec);
+  mt_model_params mp = mt_model_default_params();
+  mp.weights = MT_WEIGHTS_BF16;
+  mt_model* m = nullptr;
+  const mt_status st = mt_model_load_from_memory(bytes.data(), bytes.size(), &mp, &m);
+  mt_model_free(m);
+  return st == MT_OK;
+}
+
+}  // namespace
+
+TEST(weights_modes_are_chosen_at_load_and_reported) {
+  const ModelSpec spec;
+  const std::vector<uint8_t> bytes = meshtalk_test::model_image(spec);
+  CHECK_EQ(mt_model_default_params().weights, static_cast<int32_t>(MT_WEIGHTS_F32));
+  mt_model_params mp = mt_model_default_params();
+  // Unknown values are refused with the values that exist.
+  for (int32_t bad : {-1, 3, 1000}) {
+    mp.weights = bad;
+    mt_model* m = reinterpret_cast<mt_model*>(&mp);
+    CHECK_EQ(mt_model_load_from_memory(bytes.data(), bytes.size(), &mp, &m), MT_ERR_INVALID_ARGUMENT);
+    CHECK(m == nullptr);
+    CHECK_CONTAINS(std::string(mt_last_error()), "params->weights: expected MT_WEIGHTS_F32 (0), MT_WEIGHTS_BF16 (1) "
+                                                 "or MT_WEIGHTS_INT8 (2), found " + std::to_string(bad));
+  }
+  // The struct of the header before `weights` (struct_size 8) still loads, as float32.
+  mp = mt_model_default_params();
+  mp.weights = 12345;  // not read
+  mp.struct_size = 8;
+  mt_model* old = nullptr;
+  CHECK_EQ(mt_model_load_from_memory(bytes.data(), bytes.size(), &mp, &old), MT_OK);
+  mt_model_info info;
+  std::memset(&info, 0x5a, sizeof info);
+  info.struct_size = offsetof(mt_model_info, weights);  // an older caller's struct: `weights` untouched
+  CHECK_EQ(mt_model_get_info(old, &info), MT_OK);
+  int32_t untouched;
+  std::memset(&untouched, 0x5a, sizeof untouched);
+  CHECK_EQ(info.weights, untouched);
+  CHECK_EQ(static_cast<size_t>(info.struct_size), offsetof(mt_model_info, weights));
+  info.struct_size = sizeof info;
+  CHECK_EQ(mt_model_get_info(old, &info), MT_OK);
+  CHECK_EQ(info.weights, static_cast<int32_t>(MT_WEIGHTS_F32));
+  const uint64_t f32_bytes = info.weight_bytes;
+  mt_model_free(old);
+  if (!reduced_weights_run_here()) {
+    mp = mt_model_default_params();
+    mp.weights = MT_WEIGHTS_INT8;
+    mt_model* m = nullptr;
+    CHECK_EQ(mt_model_load_from_memory(bytes.data(), bytes.size(), &mp, &m), MT_ERR_INVALID_ARGUMENT);
+    CHECK_CONTAINS(std::string(mt_last_error()), "MT_WEIGHTS_INT8 cannot run here");
+    CHECK_CONTAINS(std::string(mt_last_error()), "MT_WEIGHTS_F32");
+    return;
+  }
+  for (int32_t w : {MT_WEIGHTS_BF16, MT_WEIGHTS_INT8}) {
+    mp = mt_model_default_params();
+    mp.weights = w;
+    mt_model* m = nullptr;
+    CHECK_EQ(mt_model_load_from_memory(bytes.data(), bytes.size(), &mp, &m), MT_OK);
+    info.struct_size = sizeof info;
+    CHECK_EQ(mt_model_get_info(m, &info), MT_OK);
+    CHECK_EQ(info.weights, w);
+    CHECK(info.weight_bytes < f32_bytes);
+    mt_model_free(m);
+  }
+}
+
+// A file whose weights are bfloat16 values already: loading it as BF16 changes no weight, so every
+// frame equals the float32 model's bit for bit (the kernels differ, the sums do not).
+TEST(bf16_weights_equal_float32_on_a_bf16_file) {
+  if (!reduced_weights_run_here()) return;
+  for (ModelSpec spec : {ModelSpec(), stream_spec()}) {
+    spec.dtype = "BF16";
+    const Fixture exact(spec), fast(spec, 16000 + 4321, MT_WEIGHTS_BF16);
+    for (const bool smoothing : {false, true}) {
+      const std::vector<float> a = run_session(exact, exact.params(3, smoothing, 4), 533);
+      const std::vector<float> b = run_session(fast, fast.params(3, smoothing, 4), 533);
+      CHECK_EQ(a.size(), b.size());
+      CHECK(a == b);
+    }
+  }
+}
+
+// Reduced weights on a float32 file: a batch equals its sessions run alone (the products do not
+// depend on the batch), and the frames stay near the float32 model's. Argmax sessions are compared
+// (no noise); the largest difference is held to a fraction of the float32 frames' range.
+TEST(reduced_weights_batch_equals_alone_and_stay_near_float32) {
+  if (!reduced_weights_run_here()) return;
+  for (const ModelSpec& spec : {ModelSpec(), stream_spec()}) {
+    const Fixture exact(spec);
+    mt_session_params pe = exact.params(0);
+    pe.argmax = 1;
+    const std::vector<float> ref = run_session(exact, pe, 533);
+    float lo = ref[0], hi = ref[0];
+    for (float v : ref) lo = std::min(lo, v), hi = std::max(hi, v);
+    for (int32_t w : {MT_WEIGHTS_BF16, MT_WEIGHTS_INT8}) {
+      const Fixture f(spec, 16000 + 4321, w);
+      mt_session_params p = f.params(0);
+      p.argmax = 1;
+      const std::vector<float> alone = run_session(f, p, 533);
+      CHECK_EQ(alone.size(), ref.size());
+      float worst = 0.0f;
+      for (size_t i = 0; i < ref.size() && i < alone.size(); ++i) worst = std::max(worst, std::fabs(alone[i] - ref[i]));
+      const float bound = (w == MT_WEIGHTS_BF16 ? 0.005f : 0.01f) * (hi - lo);  // measured: 0.1 %, 0.15 %
+      std::printf("  %s, weights %d: max |frame - float32 frame| %.3g (bound %.3g, range %.3g)\n",
+                  spec.framing.c_str(), w, worst, bound, hi - lo);
+      CHECK(worst <= bound);
+      // In a batch of two with another seed: the same frames.
+      mt_batch_params bp = mt_batch_default_params();
+      bp.threads = 2;
+      bp.max_sessions = 2;
+      mt_batch* batch = nullptr;
+      CHECK_EQ(mt_batch_create(f.model, &bp, &batch), MT_OK);
+      mt_session* s[2] = {nullptr, nullptr};
+      const mt_session_params q = f.params(9);
+      CHECK_EQ(mt_session_create(f.model, &p, &s[0]), MT_OK);
+      CHECK_EQ(mt_session_create(f.model, &q, &s[1]), MT_OK);
+      for (mt_session* x : s) CHECK_EQ(mt_batch_add(batch, x), MT_OK);
+      const int64_t n = static_cast<int64_t>(f.audio.size());
+      std::vector<float> got;
+      for (int64_t k = 0; k < n; k += 1000) {
+        for (mt_session* x : s)
+          CHECK_EQ(mt_session_push_audio(x, f.audio.data() + k, std::min<int64_t>(1000, n - k)), MT_OK);
+        CHECK_EQ(mt_batch_step(batch, nullptr), MT_OK);
+        const std::vector<float> part = pop_all(s[0]);
+        got.insert(got.end(), part.begin(), part.end());
+        pop_all(s[1]);
+      }
+      for (mt_session* x : s) CHECK_EQ(mt_session_finish(x), MT_OK);
+      CHECK_EQ(mt_batch_step(batch, nullptr), MT_OK);
+      const std::vector<float> rest = pop_all(s[0]);
+      got.insert(got.end(), rest.begin(), rest.end());
+      CHECK(got == alone);
+      mt_batch_free(batch);
+      for (mt_session* x : s) mt_session_free(x);
+    }
   }
 }
 

@@ -134,12 +134,28 @@ typedef enum mt_framing {
   MT_FRAMING_STREAM = 1  /* one log-mel of the whole stream, read at one position per frame */
 } mt_framing;
 
+/* How the model stores the weights of its per-frame products (the prior's layers and the decoder's
+ * LSTM and skip decoder; the audio encoder and the template encoder stay float32). A live stream
+ * reads every one of these weights once per frame (~90 MB in float32 at the released sizes), so one
+ * stream's speed is bound by memory bandwidth, and smaller weights make it faster. Activations and
+ * the order of every sum stay float32: a product equals the float32 one on the rounded weights.
+ * What each costs in precision (label agreement, vertex error) is measured in benchmarks/RESULTS.md. */
+typedef enum mt_weights {
+  MT_WEIGHTS_F32 = 0,  /* float32 as in the file: exact (default) */
+  MT_WEIGHTS_BF16 = 1, /* bfloat16 (rounded to nearest even): half the bytes */
+  MT_WEIGHTS_INT8 = 2  /* int8 with one float32 scale per output channel (max |w| / 127): a quarter */
+} mt_weights;
+
 typedef struct mt_model_params {
-  uint32_t struct_size; /* sizeof(mt_model_params), set by mt_model_default_params() */
+  uint32_t struct_size; /* sizeof(mt_model_params), set by mt_model_default_params(). The struct of the
+                           header before `weights` existed (8 bytes) is accepted as weights = F32 */
   int32_t gemm;         /* an mt_gemm_backend; default MT_GEMM_BUILTIN */
+  int32_t weights;      /* an mt_weights; default MT_WEIGHTS_F32. BF16 and INT8 need the builtin GEMM
+                           and a CPU with AVX2+FMA or AVX-512 (else MT_ERR_INVALID_ARGUMENT, naming
+                           the mode that runs: MT_WEIGHTS_F32) */
 } mt_model_params;
 
-/* Defaults: gemm = MT_GEMM_BUILTIN. Thread-safe. */
+/* Defaults: gemm = MT_GEMM_BUILTIN, weights = MT_WEIGHTS_F32. Thread-safe. */
 MT_API mt_model_params mt_model_default_params(void);
 
 /* Loads the safetensors file at `path` written by MeshTalk.save (Python) and prepares its weights.
@@ -189,6 +205,8 @@ typedef struct mt_model_info {
                                 frame waits for in a session without smoothing, compute time not
                                 included. See mt_model_latency_samples for a session's latency. */
   uint64_t weight_bytes;     /* memory held by the prepared weights */
+  int32_t weights;           /* the mt_weights the model was loaded with (a struct_size without this
+                                field, from an older header, is accepted and gets the fields before it) */
 } mt_model_info;
 
 /* Fills `*info` with the model's sizes and audio framing. The caller sets info->struct_size =

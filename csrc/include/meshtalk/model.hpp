@@ -21,6 +21,7 @@ struct Model {
   ModelConfig config;  // sizes
   FrameClock frames;
   GemmBackend backend = GemmBackend::kBuiltin;
+  WeightStorage storage = WeightStorage::kF32;  // of the prior's and the decoder's per-frame products
   std::shared_ptr<const ContextWeights> context;  // the prior (sampler.hpp)
   std::shared_ptr<const DecoderWeights> decoder;  // the VertexUnet (decoder.hpp)
   std::shared_ptr<const AudioEncoderWeights> audio;  // the AudioEncoder (audio_encoder.hpp): "encoder.audio_encoder.*"
@@ -32,8 +33,10 @@ struct Model {
   // encoder.audio_encoder.* with or without its melspec buffers) with the shape the config implies, and no context layer beyond the
   // ones the core knows. A problem with the file throws kInvalidFormat (kKeyNotFound for a missing
   // tensor), naming the file, the item, the expected and the found value; a kBlas backend in a build
-  // without BLAS throws kInvalidArgument.
-  static std::shared_ptr<const Model> load(const SafetensorsFile& file, GemmBackend backend = GemmBackend::kBuiltin);
+  // without BLAS, or a storage this CPU cannot run (storage_unavailable_reason), throws kInvalidArgument.
+  // storage: the prior's and the decoder's weights (weights.hpp); the audio encoder stays float32.
+  static std::shared_ptr<const Model> load(const SafetensorsFile& file, GemmBackend backend = GemmBackend::kBuiltin,
+                                           WeightStorage storage = WeightStorage::kF32);
 };
 
 // The frame clock of a MeshTalk.save file's config. Throws kInvalidFormat naming the file and the key.

@@ -6,7 +6,8 @@
 // A standalone session owns a SamplerState and a DecoderState of capacity 1 and computes its frames
 // inside push_audio / finish. A session in a Batch only stores the audio it is given; Batch::step
 // encodes every session's audio, then steps the batch's shared SamplerState / DecoderState (one slot
-// per session) round by round, batched over the sessions that have a frame ready in that round. The
+// per session) round by round, batched over the sessions that have a frame ready in that round (the
+// encoders, and the smoothing of each round's frames, run in parallel across sessions). The
 // frames of a session depend only on (model, template, audio, seed, argmax, smoothing), never on the
 // split of the audio into pushes or on the batch (the sampler's noise is keyed by the seed and step).
 //
@@ -17,6 +18,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <stdexcept>
 #include <string>
@@ -27,6 +29,7 @@
 #include "meshtalk/model.hpp"
 #include "meshtalk/sampler.hpp"
 #include "meshtalk/smoothing.hpp"
+#include "meshtalk/threads.hpp"
 
 namespace meshtalk {
 
@@ -169,6 +172,11 @@ class Batch {
   std::vector<int32_t> labels_;  // [capacity, H]
   std::vector<float> frames_;    // [capacity, V3]
   std::vector<Session*> round_;
+  // The batch's own threads: the sessions' audio encoders and their smoothing run in parallel
+  // across sessions (the sampler and the decoder have their own pools, of the same size).
+  std::unique_ptr<ThreadPool> pool_;
+  std::function<void(int64_t)> encode_task_, emit_task_;
+  std::vector<uint8_t> was_failed_;  // [capacity]: which sessions had failed before this step
 };
 
 // The whole utterance at once: frames of a session with `params` (smoothing_delay 8) fed pcm [n] and

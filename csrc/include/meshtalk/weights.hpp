@@ -98,6 +98,7 @@ struct ContextWeights {
   };
   ModelConfig config;
   GemmBackend backend = GemmBackend::kBuiltin;
+  WeightStorage storage = WeightStorage::kF32;
   // embedding.masked_linear on a one-hot input is a gather: for output head h and earlier head j < h,
   // the hidden-vector of column j*C + c; stored at ((h*(h-1)/2 + j) * C + c) * hidden.
   std::vector<float> embedding_columns;
@@ -110,9 +111,12 @@ struct ContextWeights {
   // Keys are "<prefix>embedding.masked_linear.weight", ...; prefix is "context_model." for a model file.
   // The sampler's products run on `backend`; kBuiltin (the default) makes every sequence's result
   // independent of the batch it is sampled in (gemm.hpp), kBlas exists for comparison.
+  // storage: of every product's weight (the historic taps, the audio projection, the masked and
+  // logits layers); kF32 (the default) is exact, the others trade precision for bytes (gemm.hpp).
   static std::shared_ptr<const ContextWeights> load(const TensorSource& source, const ModelConfig& config,
                                                     const std::string& prefix = "context_model.",
-                                                    GemmBackend backend = GemmBackend::kBuiltin);
+                                                    GemmBackend backend = GemmBackend::kBuiltin,
+                                                    WeightStorage storage = WeightStorage::kF32);
 };
 
 // A linear layer y = x W^T + b of the decoder.
@@ -127,6 +131,8 @@ struct Linear {
 struct DecoderWeights {
   ModelConfig config;
   GemmBackend backend = GemmBackend::kBuiltin;  // of every product
+  WeightStorage storage = WeightStorage::kF32;  // of the per-frame products (LSTM, decoder); the
+                                                // template encoder (once per face) stays float32
   std::vector<float> mean, stddev;  // [V3]
   Linear encoder[3];                // V3 -> 512 -> 256 -> 128
   Linear fusion_geometry;           // fusion.weight[:, :128], fusion.bias  [128, 128]
@@ -139,7 +145,8 @@ struct DecoderWeights {
   size_t nbytes() const;
   static std::shared_ptr<const DecoderWeights> load(const TensorSource& source, const ModelConfig& config,
                                                     GemmBackend backend = GemmBackend::kBuiltin,
-                                                    const std::string& prefix = "vertex_unet.");
+                                                    const std::string& prefix = "vertex_unet.",
+                                                    WeightStorage storage = WeightStorage::kF32);
 };
 
 }  // namespace meshtalk
