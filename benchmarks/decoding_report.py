@@ -24,7 +24,8 @@ import numpy as np
 import torch
 
 import meshtalk_fast as mf
-from meshtalk_fast import _core, _cpp
+from meshtalk_fast import _core
+from meshtalk_fast.backends import cpp as _cpp
 
 H, C, V = 16, 128, 6172
 
@@ -127,7 +128,8 @@ def real_time_batch(model, T: int, reps: int) -> dict:
 
 MEMORY_SCRIPT = """
 import sys, numpy as np, torch, meshtalk_fast as mf
-from meshtalk_fast import _core, _cpp
+from meshtalk_fast import _core
+from meshtalk_fast.backends import cpp as _cpp
 B, T = int(sys.argv[1]), int(sys.argv[2])
 def status(key):
     with open("/proc/self/status") as f:

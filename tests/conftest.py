@@ -67,7 +67,7 @@ def rig_files(tmp_path_factory, assets):
     import soundfile as sf
 
     import meshtalk_fast as mf
-    from meshtalk_fast import cli
+    from meshtalk_fast.cli import main as cli
     from meshtalk_fast.data import procedural_face
 
     root = tmp_path_factory.mktemp("rig")

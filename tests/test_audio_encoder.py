@@ -14,8 +14,9 @@ import torch
 from safetensors.torch import save_file
 
 import meshtalk_fast as mf
-from meshtalk_fast import _core, _cpp
-from meshtalk_fast.audio import STREAM_PAD, stream_positions
+from meshtalk_fast import _core
+from meshtalk_fast.backends import cpp as _cpp
+from meshtalk_fast.ops.frame_clock import STREAM_PAD, stream_positions
 
 ATOL = 2e-5
 
@@ -160,7 +161,7 @@ def test_streaming_encoder_emits_each_frame_as_soon_as_possible(face_model, fram
     for n in range(1, audio.shape[1] + 1, 10):
         emitted_at += [min(n + 9, audio.shape[1])] * enc.push(audio[:, n - 1:n + 9]).shape[1]
     T, centres, positions = _core.clock_frames(audio.shape[1], 30, "exact", 2000)
-    assert np.array_equal(centres, mf.audio.frame_centres(T, 30, "exact").numpy())
+    assert np.array_equal(centres, mf.ops.frame_clock.frame_centres(T, 30, "exact").numpy())
     assert np.array_equal(positions, stream_positions(T, 30, "exact", 2000).numpy())
     exists = [next(n for n in range(1, 10 ** 6) if mf.num_frames(n, 30, "exact") > k) for k in range(T)]
     if framing == "window":
@@ -195,7 +196,7 @@ def test_weights_from_a_saved_model_file(model, speech, tmp_path):
 
 
 def test_file_without_melspec_buffers_uses_the_standard_ones(model, speech, tmp_path):
-    from meshtalk_fast.checkpoint import FORMAT_NAME, FORMAT_VERSION, _saved_state
+    from meshtalk_fast.models.checkpoint import FORMAT_NAME, FORMAT_VERSION, _saved_state
     import json
 
     state = {k: v for k, v in _saved_state(model).items() if ".melspec." not in k}

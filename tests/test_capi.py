@@ -175,7 +175,7 @@ def test_cpp_test_writer_writes_what_meshtalk_save_writes(release_build, tmp_pat
     (strict: every key, shape and the config) reads one, and it has exactly MeshTalk.save's keys."""
     from safetensors import safe_open
 
-    from meshtalk_fast.checkpoint import _saved_state
+    from meshtalk_fast.models.checkpoint import _saved_state
 
     path = tmp_path / "cpp.safetensors"
     _run([release_build.writer, path, "--vertices", "6", "--heads", "2", "--classes", "3", "--fps", "25",
@@ -280,7 +280,7 @@ def test_example_program_animates_like_python(example_program, tmp_path, config)
     frames of the Python pipeline on the C++ core: encode_speech -> sample(seeds=[S]) -> decode
     (-> post_smooth), with the same seed."""
     import numpy as np
-    from meshtalk_fast.smoothing import post_smooth
+    from meshtalk_fast.ops.smoothing import post_smooth
 
     torch.manual_seed(0)
     V = 300
@@ -333,7 +333,7 @@ def test_core_session_binding_matches_the_python_pipeline(tmp_path):
     """_core.Session (the C API's session, bound for benchmarks): frames of pushes of any size equal the
     Python pipeline on the C++ core with the same seed, with and without smoothing."""
     import numpy as np
-    from meshtalk_fast.smoothing import post_smooth
+    from meshtalk_fast.ops.smoothing import post_smooth
 
     try:
         from meshtalk_fast import _core

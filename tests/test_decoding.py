@@ -13,7 +13,8 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 import meshtalk_fast as mf
-from meshtalk_fast import _core, _cpp
+from meshtalk_fast import _core
+from meshtalk_fast.backends import cpp as _cpp
 
 CPU = torch.device("cpu")
 RELEASED = dict(heads=16, classes=128, hidden=64)

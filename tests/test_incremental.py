@@ -7,9 +7,9 @@ import pytest
 import torch
 
 import meshtalk_fast as mf
-from meshtalk_fast import _cpp
-from meshtalk_fast._dispatch import resolve
-from meshtalk_fast.incremental import PriorStepper
+from meshtalk_fast.backends import cpp as _cpp
+from meshtalk_fast.base.dispatch import resolve
+from meshtalk_fast.models.incremental import PriorStepper
 
 _core = pytest.importorskip("meshtalk_fast._core", reason="the C++ extension meshtalk_fast._core is not built")
 

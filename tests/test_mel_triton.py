@@ -17,7 +17,7 @@ DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 import pytest  # noqa: E402
 
 import meshtalk_fast as mf  # noqa: E402
-from meshtalk_fast import _triton  # noqa: E402
+from meshtalk_fast.backends import triton as _triton  # noqa: E402
 
 LOG_ATOL = 1e-3  # absolute error allowed on the log scale vs the float64 reference
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import meshtalk_fast as mf
-from meshtalk_fast import cli
+from meshtalk_fast.cli import main as cli
 
 
 def _fails(argv, capsys, *needles, code=2):
@@ -70,7 +70,7 @@ def test_weights_at_the_bounds_are_accepted():
 def test_mask_files_under_both_names(tmp_path, assets):
     """The quick start writes forehead.txt / neck.txt, the release forehead_mask.txt / neck_mask.txt:
     both are read wherever masks are read."""
-    from meshtalk_fast.mesh import load_smoothing_masks
+    from meshtalk_fast.io.mesh import load_smoothing_masks
 
     ours, released = tmp_path / "ours", tmp_path / "released"
     ours.mkdir()
@@ -144,7 +144,7 @@ def _resave(src, dst, metadata=None, edit=None):
 def test_model_file_config_is_checked_against_the_tensors_before_allocating(tiny, tmp_path, monkeypatch):
     import json
 
-    import meshtalk_fast.checkpoint as ck
+    import meshtalk_fast.models.checkpoint as ck
 
     good = tmp_path / "tiny.safetensors"
     tiny.save(good)

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 import meshtalk_fast as mf
-from meshtalk_fast import evaluate as ev
-from meshtalk_fast.metrics import (event_scale, event_spans, lip_vertex_error_l2, region_error,
+from meshtalk_fast.evaluation import evaluate as ev
+from meshtalk_fast.evaluation.metrics import (event_scale, event_spans, lip_vertex_error_l2, region_error,
                                    region_motion)
 from meshtalk_fast.models.encoders import FusionMlp
 from meshtalk_fast.training import align
@@ -50,7 +50,7 @@ def test_event_spans_merge_flickers_and_close_at_the_end():
 
 
 def test_a_constant_offset_is_not_an_event():
-    from meshtalk_fast.metrics import above_rest
+    from meshtalk_fast.evaluation.metrics import above_rest
 
     offset = torch.full((30,), 0.7)  # a face whose brows sit 0.7 above the template, never moving
     assert event_spans(offset, 0.5) == [(0, 30)] and event_spans(above_rest(offset), 0.5) == []
@@ -304,7 +304,7 @@ def test_report_of_a_small_model_has_every_number():
 
 # ------------------------------------------------------------------------------------------ pictures
 def test_eye_colours_paint_the_opening(tmp_path):
-    from meshtalk_fast.render import EYE as EYE_RGB, SKIN, eye_colours, probe_mp4, save_preview_mp4
+    from meshtalk_fast.io.render import EYE as EYE_RGB, SKIN, eye_colours, probe_mp4, save_preview_mp4
 
     xs, ys = torch.meshgrid(torch.linspace(-2, 2, 9), torch.linspace(-1, 1, 5), indexing="ij")
     grid = torch.stack([xs.flatten(), ys.flatten(), torch.zeros(45)], 1)
@@ -333,7 +333,7 @@ def test_plots_write_pictures(tmp_path):
 
     from PIL import Image
 
-    from meshtalk_fast.plots import plot_training_curves, plot_upper_face
+    from meshtalk_fast.evaluation.plots import plot_training_curves, plot_upper_face
 
     log = tmp_path / "metrics.jsonl"
     with open(log, "w") as f:
@@ -351,7 +351,7 @@ def test_plots_write_pictures(tmp_path):
 
 
 def test_initial_model_is_seeded_and_uses_the_motion_normaliser():
-    from meshtalk_fast.quickstart import initial_model, motion_normalisation, normalisation
+    from meshtalk_fast.training.quickstart import initial_model, motion_normalisation, normalisation
     from meshtalk_fast.training import TrainConfig
 
     clips = _clips()
@@ -375,7 +375,7 @@ def test_trainer_runs_the_upper_face_recipe(tmp_path):
     usage and gradient clipping (grad_norm logged as measured before clipping)."""
     import json
 
-    from meshtalk_fast.quickstart import initial_model
+    from meshtalk_fast.training.quickstart import initial_model
     from meshtalk_fast.training import TrainConfig
     from meshtalk_fast.training.trainer import Trainer, TrainingMasks
 
@@ -439,7 +439,7 @@ def test_the_readme_recipe_is_the_quick_starts():
     import re
     import sys
 
-    from meshtalk_fast.quickstart import quickstart_config
+    from meshtalk_fast.training.quickstart import quickstart_config
     from meshtalk_fast.training import TrainConfig
 
     if sys.version_info >= (3, 11):

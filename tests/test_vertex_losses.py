@@ -14,8 +14,8 @@ DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 import pytest  # noqa: E402
 
 import meshtalk_fast as mf  # noqa: E402
-from meshtalk_fast import _dispatch  # noqa: E402
-from meshtalk_fast.losses import torch_lip_vertex_error, torch_masked_vertex_losses  # noqa: E402
+from meshtalk_fast.base import dispatch as _dispatch  # noqa: E402
+from meshtalk_fast.ops.vertex_losses import torch_lip_vertex_error, torch_masked_vertex_losses  # noqa: E402
 
 # (atol, rtol) per dtype; atol is relative to the largest reference magnitude of the compared tensor
 TOL = {
@@ -231,7 +231,7 @@ def test_auto_keeps_the_reference_on_cpu():
     assert _dispatch.resolve("masked_vertex_losses", "auto", cpu) is torch_masked_vertex_losses
     assert _dispatch.resolve("lip_vertex_error", "auto", cpu) is torch_lip_vertex_error
     # log_mel has a CPU fast path: the C++ core where it is built, else the reference
-    from meshtalk_fast._cpp import core_unavailable
+    from meshtalk_fast.backends.cpp import core_unavailable
 
-    expected = mf.torch_log_mel if core_unavailable(cpu) else mf.audio.cpp_log_mel
+    expected = mf.torch_log_mel if core_unavailable(cpu) else _cpp.cpp_log_mel
     assert _dispatch.resolve("log_mel", "auto", cpu) is expected

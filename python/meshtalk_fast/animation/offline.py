@@ -13,9 +13,10 @@ from typing import Optional, Sequence, Tuple, Union
 
 import torch
 
-from ._checks import check_finite, check_mask_weights, check_tensor, shape_str
-from .audio import SAMPLE_RATE, load_audio, num_frames
-from .smoothing import post_smooth
+from ..base.checks import check_finite, check_mask_weights, check_template, check_tensor, shape_str
+from ..ops.audio import SAMPLE_RATE, load_audio
+from ..ops.frame_clock import num_frames
+from ..ops.smoothing import post_smooth
 
 __all__ = ["animate", "prepare_audio", "encode_audio_chunked", "fit_expression", "check_smooth_masks",
            "PROGRESS_MIN_SECONDS"]
@@ -54,14 +55,6 @@ def check_smooth_masks(smooth_masks, n_vertices: int) -> Optional[Tuple[torch.Te
             raise ValueError(f"smooth_masks {name} mask must have shape [V={n_vertices}], got {shape_str(m.shape)}")
         out.append(check_mask_weights(f"smooth_masks {name} mask", m))
     return out[0], out[1]
-
-
-def _check_template(template: torch.Tensor, n_vertices: int) -> None:
-    check_tensor("template", template, what=f"[V, 3] with V == {n_vertices}")
-    if tuple(template.shape) != (n_vertices, 3):
-        raise ValueError(f"template must have shape [V, 3] with V == {n_vertices} (the model's vertex count), "
-                         f"got {shape_str(template.shape)}")
-    check_finite("template", template)
 
 
 def encode_audio_chunked(model, windows: torch.Tensor, chunk_frames: int = CHUNK_FRAMES, bar=None,
@@ -133,7 +126,7 @@ def animate(audio: Union[str, os.PathLike, torch.Tensor], template: torch.Tensor
     chunk_frames: audio windows per audio-encoder call.
     """
     c = model.config
-    _check_template(template, c.n_vertices)
+    check_template(template, c.n_vertices)
     masks = check_smooth_masks(smooth_masks, c.n_vertices)
     if isinstance(chunk_frames, bool) or not isinstance(chunk_frames, int) or chunk_frames < 1:
         raise ValueError(f"chunk_frames must be a positive integer, got {chunk_frames!r}")

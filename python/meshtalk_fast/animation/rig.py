@@ -10,9 +10,9 @@ from typing import Callable, Dict
 
 import numpy as np
 
-from .blendshapes import blendshape_residual, solve_blendshapes
-from .gltf_morph import add_weights_animation, replace_file, write_morph_mesh
-from .livelink import arkit_frame, write_livelink_csv
+from ..ops.blendshapes import blendshape_residual, solve_blendshapes
+from ..io.gltf import add_weights_animation, replace_file, write_morph_mesh
+from ..streaming.livelink import arkit_frame, write_livelink_csv
 
 __all__ = ["RIG_OUTPUTS", "solve_rig", "rig_outputs", "residual_line"]
 

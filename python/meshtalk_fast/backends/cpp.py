@@ -1,6 +1,6 @@
-"""The C++ core as the ``cpp`` backend of ``MeshTalk.sample`` and ``MeshTalk.decode``, of the
-audio encoder (ops ``encode_audio`` and ``encode_stream``; ``log_mel``'s is in audio.py), of the
-streaming steps and smoothing, and of the blendshape solver (op ``solve_blendshapes``).
+"""The C++ core as the ``cpp`` backend: one table (``TABLE``) for the ops ``log_mel``, ``sample``,
+``decode``, ``encode_audio``, ``encode_stream``, the streaming steps and smoothing, and the blendshape
+solver (op ``solve_blendshapes``).
 
 Tensors go to ``meshtalk_fast._core`` as numpy views (zero copy for contiguous CPU float32 tensors)
 and the core runs with the GIL released. The weights are copied into the core's layout once per
@@ -22,14 +22,16 @@ from typing import Dict, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 
-from ._dispatch import register
+from ..base.checks import check_tensor, shape_str
+from ..base.dispatch import Impl, Inputs
+from ..ops.mel import N_MELS, check_log_mel_input
 
-__all__ = ["core_unavailable", "context_weights", "decoder_weights", "cpp_sample", "cpp_decode",
+__all__ = ["TABLE", "core_unavailable", "cpp_log_mel", "context_weights", "decoder_weights", "cpp_sample", "cpp_decode",
            "audio_encoder_weights", "cpp_encode_audio", "cpp_encode_stream", "CppPriorStepper",
            "CppDecoderStepper", "cpp_post_smooth", "CppStreamingSmoother", "cpp_solve_blendshapes"]
 
 try:
-    from . import _core
+    from .. import _core
     _IMPORT_ERROR: Optional[str] = None
 except ImportError as exc:  # the extension was not built, or its OpenBLAS cannot be loaded
     _core = None
@@ -49,16 +51,62 @@ def core_unavailable(device: torch.device) -> Optional[str]:
     return None
 
 
-def _no_grad_unavailable(what: str):
-    """The ``unavailable`` check of a cpp op: the core must load, and (it computes no gradients) grad mode
-    must be off, so that in grad mode ``auto`` keeps the differentiable reference."""
-    def unavailable(device: torch.device) -> Optional[str]:
-        reason = core_unavailable(device)
-        if reason is None and torch.is_grad_enabled():
+def _core_rule(inputs: Inputs) -> Optional[str]:
+    return core_unavailable(inputs.device)
+
+
+def _no_grad_rule(what: str):
+    """The ``unavailable`` rule of a cpp op that computes no gradients: the core must load, and no gradient
+    may be needed (``inputs.grad``: grad mode on), so that in grad mode ``auto`` keeps the reference."""
+    def unavailable(inputs: Inputs) -> Optional[str]:
+        reason = core_unavailable(inputs.device)
+        if reason is None and inputs.grad:
             reason = (f"the C++ core computes no gradients and grad mode is on: {what} under torch.no_grad() or "
                       "torch.inference_mode(), or use backend='torch'")
         return reason
     return unavailable
+
+
+def _log_mel_prefer_not(inputs: Inputs) -> Optional[str]:
+    if inputs.dtype == torch.float64:
+        return "float64 input is computed in float32 by the core; the reference keeps float64"
+    return None
+
+
+def _float32_prefer_not(inputs: Inputs) -> Optional[str]:
+    if inputs.dtype is not None and inputs.dtype != torch.float32:
+        return f"the core computes in float32; the reference keeps {str(inputs.dtype).replace('torch.', '')}"
+    return None
+
+
+def _f32(x: torch.Tensor) -> torch.Tensor:
+    """``x`` as a contiguous float32 CPU tensor (no copy when it already is one), detached."""
+    return x.detach().to("cpu", torch.float32).contiguous()
+
+
+def _n_threads(threads: Optional[int]) -> int:
+    return 0 if threads is None else threads  # 0: all cores
+
+
+def _as_dtype(out: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """The core computes float32; results go back in the input's dtype."""
+    return out if dtype == torch.float32 else out.to(dtype)
+
+
+def cpp_log_mel(x: torch.Tensor, threads: Optional[int] = None) -> torch.Tensor:
+    """The C++ core's log-mel (csrc/core/mel.cpp): ``x [..., L] -> Tensor[..., 80, 1 + L // 160]``.
+
+    Computed in float32 whatever x's dtype (a float64 x gets float64 results of float32 accuracy;
+    16-bit inputs, as in the reference, float32). ``threads``: cores to use, default all. No gradients.
+    """
+    check_log_mel_input(x)
+    if x.requires_grad and torch.is_grad_enabled():
+        raise ValueError("log_mel: backend 'cpp' computes no gradients and x requires grad; use backend='torch'")
+    lead, L = x.shape[:-1], x.shape[-1]
+    rows = _f32(x).reshape(-1, L).numpy()
+    out = torch.from_numpy(_core.log_mel(rows, threads=_n_threads(threads)))
+    out = out.reshape(*lead, N_MELS, out.shape[-1])
+    return out.to(torch.float64) if x.dtype == torch.float64 else out
 
 
 def _state_key(module: torch.nn.Module) -> tuple:
@@ -72,7 +120,7 @@ def _arrays(module: torch.nn.Module, prefix: str) -> Dict[str, np.ndarray]:
     for name, t in module.state_dict().items():
         if name.endswith(".mask"):
             continue
-        out[prefix + name] = t.detach().to("cpu", torch.float32).contiguous().numpy()
+        out[prefix + name] = _f32(t).numpy()
     return out
 
 
@@ -83,14 +131,10 @@ def _config(model) -> dict:
 
 
 def _check_masks(model) -> None:
-    from .models.context_model import causal_head_mask
-
-    cm = model.context_model
-    for name, layer in [("embedding", cm.embedding), *[(f"context_layers.{i}", l) for i, l in
-                                                        enumerate(cm.context_layers)], ("logits", cm.logits)]:
-        if not torch.equal(layer.mask.cpu(), causal_head_mask(layer.ch_in, layer.ch_out, layer.heads)):
-            raise ValueError(f"context_model.{name}.mask must be the causal head mask (output head i sees input "
-                             "heads < i): the C++ sampler applies that mask by construction")
+    name = model.context_model.non_causal_layer()
+    if name is not None:
+        raise ValueError(f"context_model.{name}.mask must be the causal head mask (output head i sees input "
+                         "heads < i): the C++ sampler applies that mask by construction")
 
 
 def context_weights(model, gemm: str = "builtin"):
@@ -149,14 +193,14 @@ def cpp_sample(model, audio_code: torch.Tensor, argmax: bool = False, generator:
     """``audio_code [B, T, A]`` -> ``one_hot [B, T, H, C]`` (zeros past each sequence's length)."""
     B, T, _ = audio_code.shape
     c = model.config
-    audio = audio_code.detach().to(torch.float32).contiguous()
+    audio = _f32(audio_code)
     seed_values = None if argmax else _seed_array(seeds, B, generator)
     length_values = None if lengths is None else np.asarray(
         lengths.tolist() if isinstance(lengths, torch.Tensor) else lengths)
     one_hot = torch.zeros(B, T, c.heads, c.classes, dtype=torch.float32)
     _core.sample(context_weights(model), audio.numpy(), argmax=argmax, seeds=seed_values, lengths=length_values,
-                 threads=0 if threads is None else threads, one_hot=one_hot.numpy())
-    return one_hot if audio_code.dtype == torch.float32 else one_hot.to(audio_code.dtype)
+                 threads=_n_threads(threads), one_hot=one_hot.numpy())
+    return _as_dtype(one_hot, audio_code.dtype)
 
 
 def cpp_decode(model, template: torch.Tensor, one_hot: torch.Tensor, threads: Optional[int] = None) -> torch.Tensor:
@@ -166,16 +210,13 @@ def cpp_decode(model, template: torch.Tensor, one_hot: torch.Tensor, threads: Op
     # One template for the whole batch is passed once (MeshTalk.decode expands it with stride 0).
     shared = template.shape[0] == 1 or template.stride(0) == 0
     template = (template[:1] if shared else template).reshape(-1, V, 3)
-    tp = template.detach().to(torch.float32).contiguous()
-    codes = one_hot.detach().to(torch.float32).contiguous()
+    tp = _f32(template)
+    codes = _f32(one_hot)
     out = torch.empty(B, T, V, 3, dtype=torch.float32)
-    _core.decode(decoder_weights(model), tp.numpy(), codes.numpy(), threads=0 if threads is None else threads,
-                 out=out.numpy())
-    return out if one_hot.dtype == torch.float32 else out.to(one_hot.dtype)
+    _core.decode(decoder_weights(model), tp.numpy(), codes.numpy(), threads=_n_threads(threads), out=out.numpy())
+    return _as_dtype(out, one_hot.dtype)
 
 
-register("sample", "cpp", cpp_sample, core_unavailable)
-register("decode", "cpp", cpp_decode, _no_grad_unavailable("decode"))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -193,34 +234,26 @@ def audio_encoder_weights(model, gemm: str = "builtin"):
     return hit[1]
 
 
-def _float32_rows(x: torch.Tensor, width: int) -> np.ndarray:
-    return x.detach().to("cpu", torch.float32).reshape(-1, width).contiguous().numpy()
-
-
 def cpp_encode_audio(model, windows: torch.Tensor, threads: Optional[int] = None) -> torch.Tensor:
     """Window framing: ``windows [B, T, 16000]`` -> ``audio_code [B, T, A]``."""
     B, T = windows.shape[:2]
-    codes = _core.encode_windows(audio_encoder_weights(model), _float32_rows(windows, 16000),
-                                 threads=0 if threads is None else threads)
-    out = torch.from_numpy(codes).view(B, T, -1)
-    return out if windows.dtype == torch.float32 else out.to(windows.dtype)
+    codes = _core.encode_windows(audio_encoder_weights(model), _f32(windows).reshape(-1, 16000).numpy(),
+                                 threads=_n_threads(threads))
+    return _as_dtype(torch.from_numpy(codes).view(B, T, -1), windows.dtype)
 
 
 def cpp_encode_stream(model, mel: torch.Tensor, positions: torch.Tensor, threads: Optional[int] = None) -> torch.Tensor:
     """Stream framing: ``mel [B, 80, F]`` read at ``positions [T]`` or ``[B, T]`` -> ``audio_code [B, T, A]``."""
-    m = mel.detach().to("cpu", torch.float32).contiguous().numpy()
     pos = positions.detach().to("cpu", torch.int64).contiguous().numpy()
-    out = torch.from_numpy(_core.encode_stream(audio_encoder_weights(model), m, pos,
-                                               threads=0 if threads is None else threads))
-    return out if mel.dtype == torch.float32 else out.to(mel.dtype)
+    out = torch.from_numpy(_core.encode_stream(audio_encoder_weights(model), _f32(mel).numpy(), pos,
+                                               threads=_n_threads(threads)))
+    return _as_dtype(out, mel.dtype)
 
 
-register("encode_audio", "cpp", cpp_encode_audio, _no_grad_unavailable("encode"))
-register("encode_stream", "cpp", cpp_encode_stream, _no_grad_unavailable("encode"))
 
 
 # ---------------------------------------------------------------------------------------------------------
-# Streaming: the ops "sample_step", "decode_step" (incremental.py) and "post_smooth", "smooth_step"
+# Streaming: the ops "sample_step", "decode_step" (models/incremental.py) and "post_smooth", "smooth_step"
 # (smoothing.py) on the core's SamplerState / DecoderState / post_smooth / StreamingSmoother.
 # ---------------------------------------------------------------------------------------------------------
 
@@ -244,7 +277,7 @@ class CppPriorStepper:
         c = model.config
         self.batch, self.argmax = int(batch), bool(argmax)
         self.heads, self.classes, self.audio_dim = c.heads, c.classes, c.audio_dim
-        self.state = _core.SamplerState(context_weights(model), self.batch, 0 if threads is None else threads)
+        self.state = _core.SamplerState(context_weights(model), self.batch, _n_threads(threads))
         if self.argmax:
             self.seeds = np.zeros(self.batch, dtype=np.uint64)
         else:
@@ -258,14 +291,12 @@ class CppPriorStepper:
 
     @torch.no_grad()
     def step(self, audio_code: torch.Tensor) -> torch.Tensor:
-        from ._checks import check_tensor
-
         check_tensor("audio_code", audio_code, shape=(self.batch, self.audio_dim), what="[B, A]")
-        audio = audio_code.detach().to("cpu", torch.float32).contiguous()
+        audio = _f32(audio_code)
         one_hot = torch.empty(self.batch, self.heads, self.classes, dtype=torch.float32)  # rows written whole
         self.state.step(self._slots, audio.numpy(), one_hot=one_hot.numpy())
         self.t += 1
-        return one_hot if audio_code.dtype == torch.float32 else one_hot.to(audio_code.dtype)
+        return _as_dtype(one_hot, audio_code.dtype)
 
 
 class CppDecoderStepper:
@@ -277,22 +308,18 @@ class CppDecoderStepper:
     """
 
     def __init__(self, model, template: torch.Tensor, threads: Optional[int] = None):
-        from ._checks import check_tensor
-
         c = model.config
         V = c.n_vertices
         check_tensor("template", template, shape=(V, 3), what=f"[V, 3] with V == {V}")
         self.heads, self.classes, self.V = c.heads, c.classes, V
         self._weights = decoder_weights(model)
-        self._template = template.detach().to("cpu", torch.float32).contiguous().numpy()
-        self._threads = 0 if threads is None else threads
+        self._template = _f32(template).numpy()
+        self._threads = _n_threads(threads)
         self.state = None  # a DecoderState of capacity B, made by the first step
         self._slots = None
 
     @torch.no_grad()
     def step(self, one_hot: torch.Tensor) -> torch.Tensor:
-        from ._checks import check_tensor, shape_str
-
         check_tensor("one_hot", one_hot, shape=(None, None, self.heads, self.classes), what="[B, k, H, C]")
         B, k = one_hot.shape[:2]
         if self.state is None:
@@ -310,20 +337,17 @@ class CppDecoderStepper:
         out = torch.empty(k, B, self.V, 3, dtype=torch.float32)
         for f in range(k):
             self.state.step(self._slots, codes[:, f].contiguous().numpy(), out=out[f].numpy())
-        out = out.transpose(0, 1).contiguous()
-        return out if one_hot.dtype == torch.float32 else out.to(one_hot.dtype)
+        return _as_dtype(out.transpose(0, 1).contiguous(), one_hot.dtype)
 
 
 def cpp_post_smooth(geom: torch.Tensor, forehead_mask: torch.Tensor, neck_mask: torch.Tensor,
                     threads: Optional[int] = None) -> torch.Tensor:
     """``geom [T, V, 3]``, masks ``[V]`` -> ``[T, V, 3]`` (op "post_smooth"; float32 inside)."""
-    x = geom.detach().to("cpu", torch.float32).contiguous()
-    m1 = forehead_mask.detach().to("cpu", torch.float32).contiguous()
-    m2 = neck_mask.detach().to("cpu", torch.float32).contiguous()
+    x = _f32(geom)
     out = torch.empty_like(x)
-    _core.post_smooth(x[None].numpy(), m1.numpy(), m2.numpy(), threads=0 if threads is None else threads,
-                      out=out[None].numpy())
-    return out if geom.dtype == torch.float32 else out.to(geom.dtype)
+    _core.post_smooth(x[None].numpy(), _f32(forehead_mask).numpy(), _f32(neck_mask).numpy(),
+                      threads=_n_threads(threads), out=out[None].numpy())
+    return _as_dtype(out, geom.dtype)
 
 
 class CppStreamingSmoother:
@@ -333,9 +357,7 @@ class CppStreamingSmoother:
     def __init__(self, forehead_mask: torch.Tensor, neck_mask: torch.Tensor, delay: int = 4):
         if isinstance(delay, bool) or not isinstance(delay, (int, np.integer)):
             raise ValueError(f"delay must be an integer in [0, 8] frames, got {delay!r}")
-        m1 = forehead_mask.detach().to("cpu", torch.float32).contiguous().numpy()
-        m2 = neck_mask.detach().to("cpu", torch.float32).contiguous().numpy()
-        self._s = _core.StreamingSmoother(m1, m2, int(delay))
+        self._s = _core.StreamingSmoother(_f32(forehead_mask).numpy(), _f32(neck_mask).numpy(), int(delay))
         self.delay, self.n_vertices = int(delay), self._s.n_vertices
         self.closed = False
 
@@ -348,13 +370,10 @@ class CppStreamingSmoother:
         return self._s.emitted
 
     def push(self, frames: torch.Tensor) -> torch.Tensor:
-        from ._checks import check_tensor
-
         if self.closed:
             raise RuntimeError("push() called after close(): this smoother is finished")
         check_tensor("frames", frames, shape=(None, self.n_vertices, 3), what="[k, V, 3]")
-        out = torch.from_numpy(self._s.push(frames.detach().to("cpu", torch.float32).contiguous().numpy()))
-        return out if frames.dtype == torch.float32 else out.to(frames.dtype)
+        return _as_dtype(torch.from_numpy(self._s.push(_f32(frames).numpy())), frames.dtype)
 
     def close(self) -> torch.Tensor:
         if self.closed:
@@ -363,10 +382,6 @@ class CppStreamingSmoother:
         return torch.from_numpy(self._s.close())
 
 
-register("sample_step", "cpp", CppPriorStepper, core_unavailable)
-register("decode_step", "cpp", CppDecoderStepper, core_unavailable)
-register("post_smooth", "cpp", cpp_post_smooth, _no_grad_unavailable("smooth"))
-register("smooth_step", "cpp", CppStreamingSmoother, core_unavailable)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -375,7 +390,7 @@ register("smooth_step", "cpp", CppStreamingSmoother, core_unavailable)
 
 
 def _float32_numpy(x: torch.Tensor) -> np.ndarray:
-    return x.detach().to("cpu", torch.float32).contiguous().numpy()
+    return _f32(x).numpy()
 
 
 def cpp_solve_blendshapes(meshes: torch.Tensor, neutral: torch.Tensor, deltas: torch.Tensor,
@@ -390,4 +405,16 @@ def cpp_solve_blendshapes(meshes: torch.Tensor, neutral: torch.Tensor, deltas: t
     return torch.from_numpy(solver.solve(_float32_numpy(meshes)))
 
 
-register("solve_blendshapes", "cpp", cpp_solve_blendshapes, core_unavailable)
+# The one table of the cpp backend: op -> Impl(function, options it accepts, when it can run).
+TABLE = {
+    "log_mel": Impl(cpp_log_mel, ("threads",), _no_grad_rule("log_mel"), _log_mel_prefer_not),
+    "sample": Impl(cpp_sample, ("seeds", "lengths", "threads"), _core_rule),
+    "decode": Impl(cpp_decode, ("threads",), _no_grad_rule("decode")),
+    "encode_audio": Impl(cpp_encode_audio, ("threads",), _no_grad_rule("encode")),
+    "encode_stream": Impl(cpp_encode_stream, ("threads",), _no_grad_rule("encode")),
+    "sample_step": Impl(CppPriorStepper, ("exact", "seeds", "threads"), _core_rule),
+    "decode_step": Impl(CppDecoderStepper, ("threads",), _core_rule),
+    "post_smooth": Impl(cpp_post_smooth, ("threads",), _no_grad_rule("smooth"), _float32_prefer_not),
+    "smooth_step": Impl(CppStreamingSmoother, (), _core_rule),
+    "solve_blendshapes": Impl(cpp_solve_blendshapes, (), _core_rule),
+}

@@ -1,4 +1,4 @@
-"""Registers the Triton fast paths with the dispatcher, without importing triton up front.
+"""The Triton backend: its one table (``TABLE``) of fast paths, loaded without importing triton up front.
 
 The kernels live in the top-level ``kernels/`` folder of the repository, one file per fused op, and are
 installed as the package ``meshtalk_fast.kernels`` (CMake copies them there). ``kernel_module(name)``
@@ -6,7 +6,7 @@ returns ``meshtalk_fast.kernels.<name>`` in both layouts:
 
 * installed: ``meshtalk_fast.kernels`` is a real subpackage and is imported normally;
 * source checkout (``PYTHONPATH=python``): there is no ``python/meshtalk_fast/kernels``, so the
-  checkout's ``kernels/`` folder (``python/meshtalk_fast/../../kernels``) is loaded *under the same
+  checkout's ``kernels/`` folder (``python/meshtalk_fast/../../kernels, three folders above this file``) is loaded *under the same
   name* ``meshtalk_fast.kernels``. Nothing else on ``sys.path`` is consulted, so an unrelated
   top-level ``kernels`` package can never be picked up by mistake.
 
@@ -24,7 +24,7 @@ from typing import Optional
 
 import torch
 
-from ._dispatch import register
+from ..base.dispatch import Impl, Inputs
 
 __all__ = ["kernel_module", "triton_unavailable", "triton_log_mel", "triton_masked_vertex_losses",
            "triton_lip_vertex_error"]
@@ -74,7 +74,7 @@ def _load_kernels_package() -> ModuleType:
     except ModuleNotFoundError as exc:
         if exc.name != _PACKAGE:
             raise
-    source = pathlib.Path(__file__).resolve().parents[2] / "kernels" / "__init__.py"
+    source = pathlib.Path(__file__).resolve().parents[3] / "kernels" / "__init__.py"
     if not source.is_file():
         raise ModuleNotFoundError(f"{_PACKAGE} is not installed and no source checkout's kernels/ folder "
                                   f"exists at {source.parent}", name=_PACKAGE)
@@ -115,6 +115,13 @@ def triton_lip_vertex_error(pred: torch.Tensor, target: torch.Tensor, lip_mask: 
     return kernel_module("vertex_losses").triton_lip_vertex_error(pred, target, lip_mask)
 
 
-register("log_mel", "triton", triton_log_mel, triton_unavailable)
-register("masked_vertex_losses", "triton", triton_masked_vertex_losses, triton_unavailable)
-register("lip_vertex_error", "triton", triton_lip_vertex_error, triton_unavailable)
+def _triton_rule(inputs: Inputs) -> Optional[str]:
+    return triton_unavailable(inputs.device)
+
+
+# The one table of the triton backend: op -> Impl(function, options it accepts, when it can run).
+TABLE = {
+    "log_mel": Impl(triton_log_mel, (), _triton_rule),
+    "masked_vertex_losses": Impl(triton_masked_vertex_losses, (), _triton_rule),
+    "lip_vertex_error": Impl(triton_lip_vertex_error, (), _triton_rule),
+}

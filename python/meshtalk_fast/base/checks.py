@@ -10,7 +10,7 @@ from typing import Optional, Sequence, Union
 
 import torch
 
-__all__ = ["shape_str", "check_tensor", "check_finite", "check_positive_int", "check_choice", "check_mask_weights",
+__all__ = ["shape_str", "check_tensor", "check_finite", "check_positive_int", "check_choice", "check_mask_weights", "check_template",
            "check_regular_file"]
 
 
@@ -41,6 +41,15 @@ def check_tensor(name: str, x, ndim: Union[int, Sequence[int], None] = None,
             raise ValueError(f"{name} must have shape {exp} {what}".rstrip()
                              + f", got {shape_str(x.shape)}")
     return x
+
+
+def check_template(template, n_vertices: int) -> None:
+    """``template`` must be a finite ``[V, 3]`` tensor with V == ``n_vertices`` (the model's vertex count)."""
+    check_tensor("template", template, what=f"[V, 3] with V == {n_vertices}")
+    if tuple(template.shape) != (n_vertices, 3):
+        raise ValueError(f"template must have shape [V, 3] with V == {n_vertices} (the model's vertex count), "
+                         f"got {shape_str(template.shape)}")
+    check_finite("template", template)
 
 
 def check_finite(name: str, x: torch.Tensor) -> None:

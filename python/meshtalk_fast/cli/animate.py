@@ -49,20 +49,18 @@ def _about(what: str, fn: Callable[[], R]) -> R:
 # ------------------------------------------------------------------------------------------------
 def load_model_any(path: str, n_vertices: Optional[int] = None):
     """A released model directory (``load_official``) or one of our ``.safetensors`` files."""
-    import meshtalk_fast as mf
+    from ..models.released import load_model_any as load
 
     if not os.path.exists(path):
         raise CliError(f"model {path!r} does not exist (expected a .safetensors file or a released model directory)")
-    if os.path.isdir(path):
-        extra = {} if n_vertices is None else {"n_vertices": n_vertices}
-        return _about(f"released model directory {path!r}", lambda: mf.load_official(path, **extra))
-    return _about(f"model file {path!r}", lambda: mf.MeshTalk.load(path))
+    kind = "released model directory" if os.path.isdir(path) else "model file"
+    return _about(f"{kind} {path!r}", lambda: load(path, n_vertices))
 
 
 def _inputs(args):
     """(model, template [V, 3], faces [F, 3], masks or None, notes) from --model/--template/--masks."""
     import meshtalk_fast as mf
-    from .mesh import find_mask_file, load_smoothing_masks
+    from ..io.mesh import find_mask_file, load_smoothing_masks
 
     model_dir = args.model if os.path.isdir(args.model) else None
     template_path = args.template
@@ -97,7 +95,7 @@ def _check_backend(backend: str, ops) -> None:
     """Refuse a backend that cannot run the ops here before any work (the library would, later)."""
     import torch
 
-    from ._dispatch import resolve
+    from ..base.dispatch import resolve
 
     with torch.no_grad():
         for op in ops:
@@ -139,7 +137,7 @@ def _check_seed(seed: Optional[int]) -> None:
 
 
 def _check_audio_file(path: str) -> None:
-    from ._checks import check_regular_file
+    from ..base.checks import check_regular_file
 
     _about("", lambda: check_regular_file("audio file", path))  # missing, a folder, a device (/dev/zero)
     if os.path.getsize(path) == 0:
@@ -151,11 +149,11 @@ def _check_audio_file(path: str) -> None:
 # ------------------------------------------------------------------------------------------------
 def run_animate(args) -> int:
     import meshtalk_fast as mf
-    from .animate import fit_expression
-    from .export import OUTPUTS, check_output_folder, parse_formats, write_animation
+    from ..animation.offline import fit_expression
+    from ..io.export import OUTPUTS, check_output_folder, parse_formats, write_animation
 
     _set_threads(args.threads)
-    from .cli_rig import RIG_OUTPUTS, load_rig, residual_line, rig_outputs, solve_rig
+    from .rig import RIG_OUTPUTS, load_rig, residual_line, rig_outputs, solve_rig
 
     formats = _about("--formats", lambda: parse_formats(args.formats))
     # the whole output set: an old output of a format not asked for now would disagree with the new ones
@@ -192,7 +190,7 @@ def run_animate(args) -> int:
         smooth_masks=masks, progress=True, normalize=False, strict_expression=args.expression_strict)).cpu()
     compute_s = time.perf_counter() - t0
     T = geom.shape[0]
-    seconds = audio.shape[0] / mf.audio.SAMPLE_RATE
+    seconds = audio.shape[0] / mf.ops.audio.SAMPLE_RATE
     print(f"animated {T} frames at {c.fps} fps from {seconds:.2f} s of speech in {compute_s:.2f} s "
           f"(real-time factor {seconds / compute_s:.2f})")
     extra = None
@@ -320,8 +318,8 @@ def run_stream(args) -> int:
     if args.audio != "-":
         _check_audio_file(args.audio)
     _check_backend(args.backend, ("sample_step", "decode_step"))
-    from .cli_rig import stream_rig
-    from .livelink import arkit_frame
+    from .rig import stream_rig
+    from ..streaming.livelink import arkit_frame
 
     if args.blendshape_map and not args.blendshapes:
         raise CliError("--blendshape-map needs --blendshapes (the rig it maps)")
@@ -382,7 +380,7 @@ def run_stream(args) -> int:
           f"({1000 * compute / T:.1f} ms per frame, real-time factor {seconds / compute:.2f})", file=info)
     rig_arrays = {}
     if rig is not None:
-        from .cli_rig import residual_line
+        from .rig import residual_line
 
         residual = torch.cat(residuals)
         print(residual_line(residual) + (f"; sent {sender.sent} Live Link packets" if sender else ""), file=info)
@@ -394,7 +392,7 @@ def run_stream(args) -> int:
         vertices = torch.cat(frames).numpy()
 
         def save():
-            from ._tempfiles import temp_path
+            from ..base.tempfiles import temp_path
 
             with temp_path(folder, os.path.basename(args.out), suffix=".npz") as tmp:
                 np.savez(tmp, vertices=vertices, faces=faces.numpy().astype(np.int32), fps=np.int64(animator.fps),
@@ -421,7 +419,7 @@ def _common(p) -> None:
 
 
 def add_parsers(sub) -> None:
-    from .cli_rig import add_rig_arguments
+    from .rig import add_rig_arguments
 
     p = sub.add_parser("animate", help="speech -> meshes.npz, OBJ sequence, animation.glb, preview.mp4",
                        description="Animate a face from speech; outputs are written all-or-nothing.")

@@ -24,7 +24,7 @@ def _info(args) -> int:
     import torch
 
     import meshtalk_fast as mf
-    from meshtalk_fast._dispatch import _REGISTRY
+    from ..base import dispatch
 
     print(f"meshtalk_fast {mf.__version__}, torch {torch.__version__}")
     try:
@@ -33,14 +33,21 @@ def _info(args) -> int:
         print(f"C++ core: {_core.core_version()}")
     except ImportError as exc:
         print(f"C++ core: not importable ({exc})")
-    for op in sorted(_REGISTRY):
-        status = mf.available_backends(op, torch.device("cpu"))
-        print(f"{op:>22}: " + ", ".join(f"{b}={'yes' if r is None else 'no'}" for b, r in status.items()))
+    print("backends per op for float32 CPU tensors (yes: runs, auto may pick it; explicit: runs when named, "
+          "auto passes it over; no: cannot run)")
+    print(f"{'op':>22}  {'inference (no gradient)':<40}training (gradients flow)")
+    cpu = torch.device("cpu")
+    for op in dispatch.ops():
+        cells = []
+        for grad in (False, True):
+            states = dispatch.status(op, dispatch.Inputs(cpu, torch.float32, grad))
+            cells.append(", ".join(f"{b}={state}" for b, (state, _) in states.items()))
+        print(f"{op:>22}  {cells[0]:<40}{cells[1]}")
     return 0
 
 
 def _cmake_dir(args) -> int:
-    from .capi import cmake_dir
+    from ..backends.capi import cmake_dir
 
     print(cmake_dir())
     return 0
@@ -74,7 +81,7 @@ def _demo(args) -> int:
         print("no --model given: using randomly initialised weights (shapes and timings only)")
     model.eval()
     V = model.config.n_vertices
-    from .mesh import load_smoothing_masks
+    from ..io.mesh import load_smoothing_masks
 
     forehead, neck = load_smoothing_masks(assets, V)
     os.makedirs(args.out, exist_ok=True)
@@ -97,7 +104,7 @@ def _demo(args) -> int:
         bar.update()
     seconds = audio.shape[0] / 16000
     out = os.path.join(args.out, "meshes.npz")
-    from ._tempfiles import temp_path
+    from ..base.tempfiles import temp_path
 
     with temp_path(args.out, "meshes", suffix=".npz") as tmp:
         np.savez(tmp, vertices=geom.numpy(), faces=faces.numpy(), fps=model.config.fps)
@@ -129,9 +136,9 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True)
     p.set_defaults(fn=_demo)
-    from .cli_animate import add_parsers as _add_animate_parsers
-    from .cli_rig import add_parsers as _add_rig_parsers
-    from .cli_train import add_parsers as _add_train_parsers
+    from .animate import add_parsers as _add_animate_parsers
+    from .rig import add_parsers as _add_rig_parsers
+    from .train import add_parsers as _add_train_parsers
 
     _add_animate_parsers(sub)
     _add_train_parsers(sub)
@@ -158,7 +165,7 @@ def _run(args) -> int:
     """The one place exceptions become CLI errors: one line on stderr, ``meshtalk-fast <command>: ...``;
     exit 2 for errors, 130 for Ctrl-C and 128 + signal for SIGTERM (raised as ``Terminated`` so that
     temporary files are removed on the way out; see ``_tempfiles``), never a traceback."""
-    from ._tempfiles import Terminated, termination_raises
+    from ..base.tempfiles import Terminated, termination_raises
 
     prefix = f"meshtalk-fast {args.command}"
     try:

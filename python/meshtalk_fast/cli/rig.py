@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 from typing import Dict, Optional, Tuple
 
-from .rig_export import RIG_OUTPUTS, residual_line, rig_outputs, solve_rig
+from ..animation.rig import RIG_OUTPUTS, residual_line, rig_outputs, solve_rig
 
 __all__ = ["add_parsers", "add_rig_arguments", "load_rig", "stream_rig", "solve_rig", "rig_outputs", "residual_line",
            "RIG_OUTPUTS"]
@@ -28,7 +28,7 @@ def add_rig_arguments(p, live: bool = False) -> None:
 
 def load_rig(path: str, mapping_path: Optional[str], n_vertices: int, model: str):
     """(basis, ARKit index) of ``--blendshapes``, checked against the model's vertex count."""
-    from .blendshapes import BlendshapeBasis, arkit_index, load_arkit_mapping
+    from ..ops.blendshapes import BlendshapeBasis, arkit_index, load_arkit_mapping
 
     basis = BlendshapeBasis.load(path)
     if basis.n_vertices != n_vertices:
@@ -42,7 +42,7 @@ def load_rig(path: str, mapping_path: Optional[str], n_vertices: int, model: str
 # make-rig
 # ------------------------------------------------------------------------------------------------
 def _make_rig(args) -> int:
-    from .data.arkit_rig import NOT_EXPRESSED, procedural_arkit_basis
+    from ..data.arkit_rig import NOT_EXPRESSED, procedural_arkit_basis
 
     out = args.out
     if not out.lower().endswith((".glb", ".npz")):
@@ -74,7 +74,7 @@ def add_parsers(sub) -> None:
 
 def stream_rig(args, n_vertices: int, fps: int) -> Tuple[object, Optional[object]]:
     """(``(basis, index)`` or None, a ``LiveLinkSender`` or None) from ``stream``'s options."""
-    from .livelink import LiveLinkSender, parse_target
+    from ..streaming.livelink import LiveLinkSender, parse_target
 
     if args.livelink and not args.blendshapes:
         raise ValueError("--livelink needs --blendshapes (the rig whose weights to send)")

@@ -15,8 +15,8 @@ __all__ = ["add_parsers"]
 
 
 def _clips(data: str, split: str, config):
-    from .data import read_folder
-    from .training import align
+    from ..data import read_folder
+    from ..training import align
 
     mc = config.model if hasattr(config, "model") else config
     clips = [align(s.name, s.template, s.geom, s.audio, mc.fps, mc.clock) for s in read_folder(data, split, mmap=False)]
@@ -26,7 +26,7 @@ def _clips(data: str, split: str, config):
 
 
 def _masks(data: str):
-    from .data import load_folder_masks
+    from ..data import load_folder_masks
 
     fm = load_folder_masks(data)
     if fm is None:
@@ -35,13 +35,13 @@ def _masks(data: str):
 
 
 def _make_dataset(args) -> int:
-    from .data import load_masks, make_dataset
+    from ..data import load_masks, make_dataset
 
     kwargs = dict(seed=args.seed, n_sentences=args.sentences)
     if args.rig_map and not args.rig:
         raise ValueError("--rig-map needs --rig (the rig it maps)")
     if args.rig:
-        from .data.arkit_rig import load_arkit_rig
+        from ..data.arkit_rig import load_arkit_rig
 
         if args.template:
             raise ValueError("--rig and --template exclude each other: the rig's neutral mesh is the template")
@@ -72,10 +72,10 @@ def _setup_distributed():
 def _train(args) -> int:
     import torch
 
-    from .meshtalk import MeshTalk
-    from .quickstart import initial_model
-    from .training import load_config
-    from .training.trainer import Trainer, TrainingMasks
+    from ..models.meshtalk import MeshTalk
+    from ..training.quickstart import initial_model
+    from ..training import load_config
+    from ..training.trainer import Trainer, TrainingMasks
 
     config = load_config(args.config)
     device = _setup_distributed() or args.device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -99,8 +99,8 @@ def _train(args) -> int:
 
 
 def _evaluate(args) -> int:
-    from .evaluate import format_report, report
-    from .meshtalk import MeshTalk
+    from ..evaluation.evaluate import format_report, report
+    from ..models.meshtalk import MeshTalk
 
     if args.samples < 1:
         raise ValueError(f"--samples must be at least 1, got {args.samples}")
@@ -120,7 +120,7 @@ def _evaluate(args) -> int:
 
 
 def _quickstart(args) -> int:
-    from .quickstart import quickstart
+    from ..training.quickstart import quickstart
 
     quickstart(args.out, minutes=args.minutes, template=args.template, masks=args.masks, seed=args.seed,
                n_sentences=args.sentences, device=args.device, rig=args.rig, rig_map=args.rig_map)

@@ -29,9 +29,9 @@ from typing import Iterator, Optional, Tuple
 import numpy as np
 import torch
 
-from .._checks import check_choice
-from ..audio import SAMPLE_RATE, load_audio
-from ..mesh import load_obj
+from ..base.checks import check_choice
+from ..ops.audio import SAMPLE_RATE, load_audio
+from ..io.mesh import load_obj
 from .base import DEFAULT_TOLERANCE, FaceMasks, FaceSequence, align_sequence, handle_error, load_masks
 
 __all__ = ["read_folder", "read_folder_sequence", "load_folder_template", "load_folder_masks", "folder_splits",

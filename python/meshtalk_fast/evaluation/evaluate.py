@@ -12,11 +12,11 @@ from typing import Dict, List, Optional, Sequence
 
 import torch
 
-from .losses import lip_vertex_error
-from .meshtalk import MeshTalk
+from ..ops.vertex_losses import lip_vertex_error
+from ..models.meshtalk import MeshTalk
 from .metrics import (BROW_EVENT_LEVEL, EYE_EVENT_LEVEL, above_rest, event_scale, event_spans,
                       lip_vertex_error_l2, region_error, region_motion, upper_face_dynamics_deviation)
-from .training.batches import Clip
+from ..training.batches import Clip
 
 __all__ = ["animate_clip", "reconstruct_clip", "evaluate", "disentanglement", "mean_disentanglement",
            "code_sensitivity", "upper_face", "report", "format_report", "on_model_device"]

@@ -5,8 +5,8 @@ import torch
 
 from typing import List, Optional, Sequence, Tuple
 
-from ._checks import check_tensor, shape_str
-from .losses import lip_vertex_error
+from ..base.checks import check_tensor, shape_str
+from ..ops.vertex_losses import lip_vertex_error
 
 __all__ = ["lip_vertex_error", "upper_face_dynamics_deviation", "lip_vertex_error_l2", "region_motion",
            "region_error", "event_spans", "event_scale", "above_rest", "EYE_EVENT_LEVEL", "BROW_EVENT_LEVEL"]

@@ -27,8 +27,8 @@ from typing import Callable, Dict, Iterable, Optional, Tuple
 import numpy as np
 import torch
 
-from ._checks import shape_str
-from ._tempfiles import make_temp, release
+from ..base.checks import shape_str
+from ..base.tempfiles import make_temp, release
 
 __all__ = ["save_npz", "save_obj_sequence", "save_glb", "morph_basis", "write_outputs", "write_animation",
            "check_output_folder", "parse_formats", "OUTPUTS"]

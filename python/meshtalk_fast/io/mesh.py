@@ -7,7 +7,7 @@ from typing import Optional, Tuple
 import numpy as np
 import torch
 
-from ._checks import check_mask_weights, check_regular_file
+from ..base.checks import check_mask_weights, check_regular_file
 
 __all__ = ["load_obj", "load_mask", "find_mask_file", "load_smoothing_masks", "MASK_FILE_NAMES"]
 

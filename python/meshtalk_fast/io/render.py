@@ -22,8 +22,8 @@ from typing import Dict, Iterator, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from ._checks import shape_str
-from ._tempfiles import make_temp, release
+from ..base.checks import shape_str
+from ..base.tempfiles import make_temp, release
 
 __all__ = ["Camera", "render_frames", "save_preview_mp4", "probe_mp4", "ffmpeg_exe", "frame_grid", "eye_colours"]
 

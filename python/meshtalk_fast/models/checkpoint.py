@@ -1,4 +1,5 @@
-"""Checkpoint files: the released three ``.pkl`` state dicts, and our single safetensors file.
+"""Our model file: one safetensors file, the config as JSON in its metadata (the released three ``.pkl``
+state dicts are read by released.py, with the checks here).
 
 Every load is strict: missing, unexpected or mis-shaped keys, a config that disagrees with the file,
 non-floating and non-finite tensors are refused with an error that names the file, the key, the
@@ -13,17 +14,16 @@ import os
 from typing import Dict, Mapping, Union
 
 import torch
+from torch import nn
 
-from ._checks import check_regular_file, shape_str
-from ._tempfiles import temp_path
-from .meshtalk import MeshTalk, MeshTalkConfig
-from .models.context_model import causal_head_mask
+from ..base.checks import check_regular_file, shape_str
+from ..base.tempfiles import temp_path
+from .config import MeshTalkConfig
 
-__all__ = ["load_official", "save_model", "load_model", "atomic_save_file", "read_config", "inspect_model_file",
-           "check_state", "CheckpointError", "OFFICIAL_FILES", "FORMAT_NAME", "FORMAT_VERSION"]
+__all__ = ["save_model", "load_model", "atomic_save_file", "read_config", "inspect_model_file", "saved_state",
+           "check_state", "CheckpointError", "FORMAT_NAME", "FORMAT_VERSION"]
 
 PathLike = Union[str, "os.PathLike[str]"]
-OFFICIAL_FILES = {"encoder.pkl": "encoder", "vertex_unet.pkl": "vertex_unet", "context_model.pkl": "context_model"}
 FORMAT_NAME = "meshtalk_fast"
 FORMAT_VERSION = "1"
 
@@ -77,43 +77,7 @@ def _check_shapes(expected: Mapping[str, tuple], found: Mapping, source: str, co
                 f"({_describe(config)}) expects {shape_str(ref)}")
 
 
-def _check_masks(model: MeshTalk, source: str) -> None:
-    cm = model.context_model
-    for name, layer in [("embedding", cm.embedding), *[(f"context_layers.{i}", l) for i, l in
-                                                        enumerate(cm.context_layers)], ("logits", cm.logits)]:
-        if not torch.equal(layer.mask, causal_head_mask(layer.ch_in, layer.ch_out, layer.heads)):
-            raise CheckpointError(f"{source}: {name}.mask must be the causal head mask (output head i sees "
-                                  "input heads < i); the file holds a different mask")
-
-
-def load_official(model_dir: PathLike, heads: int = 16, classes: int = 128, n_vertices: int = 6172,
-                  **config) -> MeshTalk:
-    """Read the released ``encoder.pkl``, ``vertex_unet.pkl`` and ``context_model.pkl`` from
-    ``model_dir`` into a ``MeshTalk`` (strict, ``weights_only=True``; float tensors become float32)."""
-    model_dir = os.fspath(model_dir)
-    if not os.path.isdir(model_dir):
-        raise FileNotFoundError(f"model_dir {model_dir!r} is not a directory")
-    model = MeshTalk(n_vertices=n_vertices, heads=heads, classes=classes, **config)
-    for filename, attr in OFFICIAL_FILES.items():
-        path = os.path.join(model_dir, filename)
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"{path!r} is missing: a released model directory holds "
-                                    f"{', '.join(OFFICIAL_FILES)}")
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:
-            raise CheckpointError(f"{path}: not a readable torch state dict ({type(exc).__name__}: {exc})") from None
-        if not isinstance(state, Mapping):
-            raise CheckpointError(f"{path}: expected a state dict (mapping of name -> tensor), "
-                                  f"got {type(state).__name__}")
-        module = getattr(model, attr)
-        check_state(module.state_dict(), state, path, model.config)
-        module.load_state_dict({k: v.float() for k, v in state.items()}, strict=True)
-    _check_masks(model, model_dir)
-    return model
-
-
-def _saved_state(model: MeshTalk) -> Dict[str, torch.Tensor]:
+def saved_state(model: nn.Module) -> Dict[str, torch.Tensor]:
     # The context model's head masks are derived from the config: not stored (saves 32 MB at the
     # released size); load_model rebuilds them.
     return {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in model.state_dict().items()
@@ -137,11 +101,11 @@ def atomic_save_file(tensors: Dict[str, torch.Tensor], path: PathLike, metadata:
         os.replace(tmp, path)
 
 
-def save_model(model: MeshTalk, path: PathLike) -> None:
+def save_model(model: nn.Module, path: PathLike) -> None:
     """Write ``model`` to one safetensors file, config in the metadata (atomically)."""
     meta = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION,
             "config": json.dumps(model.config.__dict__, sort_keys=True)}
-    atomic_save_file(_saved_state(model), path, meta)
+    atomic_save_file(saved_state(model), path, meta)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -212,19 +176,20 @@ def _read_header(path: str):
     return tensors, meta
 
 
-def _expected_shapes(config: MeshTalkConfig) -> Dict[str, tuple]:
-    """The shapes of ``_saved_state`` for ``config``, computed on the meta device (nothing allocated)."""
+def _expected_shapes(config: MeshTalkConfig, model_class: type) -> Dict[str, tuple]:
+    """The shapes of ``saved_state`` for ``config``, computed on the meta device (nothing allocated)."""
     with torch.device("meta"):
-        model = MeshTalk(**config.__dict__)
+        model = model_class(**config.__dict__)
     return {k: tuple(v.shape) for k, v in model.state_dict().items() if not k.endswith(".mask")}
 
 
-def inspect_model_file(path: PathLike, format_name: str = FORMAT_NAME, config_key: str = "config",
-                       prefix: str = "", required: tuple = ()):
+def inspect_model_file(path: PathLike, model_class: type, format_name: str = FORMAT_NAME,
+                       config_key: str = "config", prefix: str = "", required: tuple = ()):
     """Check one of our safetensors files without loading a tensor: a regular file, its header (offsets,
     no duplicate keys), metadata ``format`` (and ``format_version`` for models), ``required`` metadata
     keys, the MeshTalk config in metadata ``config_key`` (sane limits, no duplicate keys) and the tensors
-    ``prefix + key`` against the shapes that config gives. Returns (config, metadata)."""
+    ``prefix + key`` against the shapes a ``model_class`` (``MeshTalk``) of that config has. Returns (config,
+    metadata)."""
     path = check_regular_file("model file", path)
     tensors, meta = _read_header(path)
     if meta.get("format") != format_name:
@@ -244,22 +209,23 @@ def inspect_model_file(path: PathLike, format_name: str = FORMAT_NAME, config_ke
     except Exception as exc:
         raise CheckpointError(f"{path}: metadata {config_key!r} is not a valid MeshTalk config ({exc})") from None
     found = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
-    _check_shapes(_expected_shapes(config), found, path, config)
+    _check_shapes(_expected_shapes(config, model_class), found, path, config)
     return config, meta
 
 
-def read_config(path: PathLike) -> MeshTalkConfig:
+def read_config(path: PathLike, model_class: type) -> MeshTalkConfig:
     """The ``MeshTalkConfig`` stored in a file written by ``save_model`` (the file is checked, not loaded)."""
-    return inspect_model_file(path)[0]
+    return inspect_model_file(path, model_class)[0]
 
 
-def load_model(path: PathLike, map_location: str = "cpu") -> MeshTalk:
-    """Load a file written by ``save_model`` (strict; checked by ``inspect_model_file`` before any allocation)."""
+def load_model(path: PathLike, map_location: str = "cpu", *, model_class: type) -> nn.Module:
+    """Load a file written by ``save_model`` into a ``model_class`` (``MeshTalk.load`` passes itself; strict;
+    checked by ``inspect_model_file`` before any allocation)."""
     from safetensors.torch import load_file
 
-    config, _ = inspect_model_file(path)
+    config, _ = inspect_model_file(path, model_class)
     state = load_file(os.fspath(path), device="cpu")
-    model = MeshTalk(**config.__dict__)
-    check_state(_saved_state(model), state, os.fspath(path), config)
+    model = model_class(**config.__dict__)
+    check_state(saved_state(model), state, os.fspath(path), config)
     model.load_state_dict(state, strict=False)  # masks are rebuilt by the constructor
     return model.to(map_location)

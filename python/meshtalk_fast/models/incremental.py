@@ -31,10 +31,9 @@ from typing import List, Optional
 import torch
 import torch.nn.functional as F
 
-from ._checks import check_tensor, shape_str
-from ._dispatch import register
-from .models.context_model import gumbel_noise
-from .models.encoders import LEAKY_SLOPE
+from ..base.checks import check_tensor, shape_str
+from .context_model import gumbel_noise
+from .encoders import LEAKY_SLOPE
 
 __all__ = ["PriorStepper", "DecoderStepper"]
 
@@ -133,7 +132,3 @@ class DecoderStepper:
             x = skip + F.leaky_relu(layer(x), LEAKY_SLOPE)
         x = x + vu.vertex_bias
         return x.view(B, k, self.V, 3) * vu.stddev + vu.mean
-
-
-register("sample_step", "torch", PriorStepper)
-register("decode_step", "torch", DecoderStepper)

@@ -11,65 +11,18 @@ from typing import Optional, Union
 import torch
 from torch import nn
 
-from ._checks import check_choice, check_positive_int, check_tensor, shape_str
-from .audio import num_frames
-from ._dispatch import register, resolve
-from .models import ContextModel, MultimodalEncoder, VertexUnet
+from ..base.checks import check_tensor, shape_str
+from ..base.dispatch import Inputs, resolve
+from ..ops.frame_clock import STREAM_PAD, num_frames, stream_positions
+from ..ops.mel import log_mel
+from . import checkpoint
+from .config import CONFIG_LIMITS, MeshTalkConfig
+from .context_model import ContextModel
+from .encoders import MultimodalEncoder
 from .quantize import quantize as _quantize
+from .vertex_unet import VertexUnet
 
 __all__ = ["MeshTalk", "MeshTalkConfig", "CONFIG_LIMITS"]
-
-# Sane upper limits of the integer sizes (the C core's limits: csrc/core/weights.cpp, frame_clock.cpp;
-# fps is held to the data sets' 1000, stricter than the core's 16000). Every other size: 2^20.
-CONFIG_LIMITS = {"n_vertices": 1 << 24, "fps": 1000}
-
-
-@dataclasses.dataclass
-class MeshTalkConfig:
-    """Sizes of the model. Defaults are the released ones (the hidden sizes were hard-coded there)."""
-
-    n_vertices: int = 6172
-    heads: int = 16
-    classes: int = 128
-    expression_dim: int = 128
-    audio_dim: int = 128
-    fusion_hidden: int = 256
-    context_hidden: int = 64
-    fps: int = 30               # video frame rate the model was trained for
-    clock: str = "released"     # audio frame clock the model was trained with ("released" | "exact")
-    lookahead: int = 8000       # audio samples after the frame centre in its window (8000: centred, released)
-    framing: str = "window"     # "window": log-mel per 1 s window (released); "stream": one log-mel of the
-                                # whole utterance read at one position per frame (~17x less encoder work)
-    expression_input: str = "mesh"  # what the expression encoder reads: "mesh" (released) or "offset"
-                                    # (mesh - template: identity removed; see models.ExpressionEncoder)
-    expression_heads: int = 0       # heads whose logits the fusion computes from the expression code alone
-                                    # (0: released, every head sees both codes); see models.FusionMlp
-    expression_std: str = "data"    # what the expression encoder's stddev buffer was set from when the model
-                                    # was made for training (quickstart.initial_model): "data" (released: the
-                                    # per-vertex std of the training meshes) or "motion" (of mesh - template)
-
-    def validate(self) -> "MeshTalkConfig":
-        for f in dataclasses.fields(self):
-            if f.name not in ("clock", "lookahead", "framing", "expression_input", "expression_heads",
-                              "expression_std"):
-                setattr(self, f.name, check_positive_int(f.name, getattr(self, f.name), CONFIG_LIMITS.get(f.name, 1 << 20)))
-        check_choice("clock", self.clock, ("released", "exact"))
-        check_choice("framing", self.framing, ("window", "stream"))
-        check_choice("expression_input", self.expression_input, ("mesh", "offset"))
-        check_choice("expression_std", self.expression_std, ("data", "motion"))
-        k = self.expression_heads
-        if isinstance(k, bool) or not isinstance(k, int) or not 0 <= k < self.heads:
-            raise ValueError(f"expression_heads must be an integer in [0, heads={self.heads}), got {k!r}")
-        if isinstance(self.lookahead, bool) or not isinstance(self.lookahead, int) or not 0 <= self.lookahead <= 16000:
-            raise ValueError(f"lookahead must be an integer in [0, 16000] samples, got {self.lookahead!r}")
-        return self
-
-    def windows(self, audio: torch.Tensor) -> torch.Tensor:
-        """``audio [L]`` -> this model's audio windows ``[T, 16000]`` (its fps, clock and look-ahead)."""
-        from .audio import audio_windows
-
-        return audio_windows(audio, self.fps, self.clock, self.lookahead)
-
 
 class MeshTalk(nn.Module):
     """MeshTalk: ``MeshTalk(n_vertices, heads=16, classes=128, mean=None, stddev=None, **config)``.
@@ -127,8 +80,8 @@ class MeshTalk(nn.Module):
         gradients, so ``auto`` picks it only outside grad mode (under ``torch.no_grad()``).
         """
         self._check_bt("windows", windows, (16000,), "[B, T, 16000]")
-        extra = {} if threads is None else {"threads": threads}
-        return resolve("encode_audio", backend, windows.device)(self, windows, **extra)
+        options = {} if threads is None else {"threads": threads}
+        return resolve("encode_audio", backend, Inputs.model(windows), options)(self, windows, **options)
 
     def encode_speech(self, audio: torch.Tensor, backend: str = "auto", threads: Optional[int] = None) -> torch.Tensor:
         """Speech -> ``audio_code [B, T, A]`` with this model's fps, clock, look-ahead and framing.
@@ -139,8 +92,6 @@ class MeshTalk(nn.Module):
         position per frame (ops ``log_mel`` and ``encode_stream``, both dispatched on ``backend``).
         ``threads``: as for ``encode_audio``.
         """
-        from .audio import STREAM_PAD, log_mel, stream_positions
-
         check_tensor("audio", audio, ndim=(1, 2), what="[L] or [B, L] (16 kHz)")
         audio = audio[None] if audio.dim() == 1 else audio
         c = self.config
@@ -157,9 +108,8 @@ class MeshTalk(nn.Module):
                           threads: Optional[int] = None) -> torch.Tensor:
         """Streaming framing: ``mel [B, 80, F]`` read at ``positions [T]`` or ``[B, T]`` (first of the 101
         mel frames each video frame sees) -> ``audio_code [B, T, A]`` (op ``encode_stream``)."""
-        encode = resolve("encode_stream", backend, mel.device)
-        extra = {} if threads is None or encode is _torch_encode_stream else {"threads": threads}
-        return encode(self, mel, positions, **extra)
+        options = {} if threads is None else {"threads": threads}
+        return resolve("encode_stream", backend, Inputs.model(mel), options)(self, mel, positions, **options)
 
     def encode_expression(self, geom: torch.Tensor, template: Optional[torch.Tensor] = None) -> torch.Tensor:
         """``geom [B, T, V, 3]`` -> ``expression_code [B, T, E]``. ``template [V, 3]`` or ``[B, V, 3]``, the
@@ -205,8 +155,8 @@ class MeshTalk(nn.Module):
         """
         self._check_codes("one_hot", one_hot)
         template = self._template_batch(template, one_hot.shape[0])
-        extra = {} if threads is None else {"threads": threads}
-        return resolve("decode", backend, one_hot.device)(self, template, one_hot, **extra)
+        options = {} if threads is None else {"threads": threads}
+        return resolve("decode", backend, Inputs.model(one_hot), options)(self, template, one_hot, **options)
 
     # ---------------------------------------------------------------- prior
     def context_logprobs(self, one_hot: torch.Tensor, audio_code: torch.Tensor) -> torch.Tensor:
@@ -230,43 +180,17 @@ class MeshTalk(nn.Module):
         sequence in [0, T], outputs past a length are zero. ``threads``: cores to use, default all.
         """
         self._check_audio_code(audio_code)
-        extra = {k: v for k, v in (("seeds", seeds), ("lengths", lengths), ("threads", threads)) if v is not None}
-        return resolve("sample", backend, audio_code.device)(self, audio_code, argmax=argmax,
-                                                             generator=generator, **extra, **kwargs)
+        options = {k: v for k, v in (("seeds", seeds), ("lengths", lengths), ("threads", threads), *kwargs.items())
+                   if v is not None}
+        return resolve("sample", backend, Inputs.model(audio_code), options)(self, audio_code, argmax=argmax,
+                                                                             generator=generator, **options)
 
     # ---------------------------------------------------------------- files
     def save(self, path: Union[str, "os.PathLike"]) -> None:
         """One safetensors file with the config in its metadata (written atomically)."""
-        from .checkpoint import save_model
-
-        save_model(self, path)
+        checkpoint.save_model(self, path)
 
     @classmethod
     def load(cls, path: Union[str, "os.PathLike"], map_location: str = "cpu") -> "MeshTalk":
         """Load a file written by ``save``; its config comes from the file's metadata."""
-        from .checkpoint import load_model
-
-        return load_model(path, map_location)
-
-
-def _torch_decode(model: MeshTalk, template: torch.Tensor, one_hot: torch.Tensor) -> torch.Tensor:
-    return model.vertex_unet(template, one_hot)
-
-
-def _torch_sample(model: MeshTalk, audio_code: torch.Tensor, argmax: bool = False,
-                  generator: Optional[torch.Generator] = None) -> torch.Tensor:
-    return model.context_model.sample(audio_code, argmax=argmax, generator=generator)
-
-
-def _torch_encode_audio(model: MeshTalk, windows: torch.Tensor) -> torch.Tensor:
-    return model.encoder.audio_encoder(windows)
-
-
-def _torch_encode_stream(model: MeshTalk, mel: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-    return model.encoder.audio_encoder.encode_stream(mel, positions)
-
-
-register("encode_audio", "torch", _torch_encode_audio)
-register("encode_stream", "torch", _torch_encode_stream)
-register("decode", "torch", _torch_decode)
-register("sample", "torch", _torch_sample)
+        return checkpoint.load_model(path, map_location, model_class=cls)

@@ -6,8 +6,8 @@ from typing import Dict, Optional
 import torch
 import torch.nn.functional as F
 
-from ._checks import check_tensor
-from .models.context_model import gumbel_noise
+from ..base.checks import check_tensor
+from .context_model import gumbel_noise
 
 __all__ = ["quantize", "code_statistics"]
 

@@ -29,9 +29,9 @@ from typing import Dict, Mapping, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from ._checks import check_finite, check_tensor, shape_str
-from ._dispatch import register, resolve
-from .gltf_morph import read_morph_mesh, replace_file, write_morph_mesh
+from ..base.checks import check_finite, check_tensor, shape_str
+from ..base.dispatch import Inputs, resolve
+from ..io.gltf import read_morph_mesh, replace_file, write_morph_mesh
 
 __all__ = ["ARKIT_NAMES", "BlendshapeBasis", "solve_blendshapes", "torch_solve_blendshapes", "blendshape_residual",
            "DEPENDENT_CONDITION", "condition_number",
@@ -337,7 +337,6 @@ def torch_solve_blendshapes(meshes: torch.Tensor, neutral: torch.Tensor, deltas:
     return _Solver(neutral, deltas, weights_mask, lo, hi, smoothing).step(meshes).float()
 
 
-register("solve_blendshapes", "torch", torch_solve_blendshapes)
 
 
 def _check_mask(weights_mask, V: int) -> Optional[torch.Tensor]:
@@ -409,7 +408,7 @@ def solve_blendshapes(meshes: torch.Tensor, basis: BlendshapeBasis, weights_mask
     smoothing = _check_smoothing(smoothing)
     _warn_if_dependent(basis, mask, stacklevel=3)
     meshes_cpu = meshes.detach().to("cpu", torch.float32).contiguous()
-    impl = resolve("solve_blendshapes", backend, meshes_cpu.device)
+    impl = resolve("solve_blendshapes", backend, Inputs(meshes_cpu.device, meshes_cpu.dtype))
     return impl(meshes_cpu, basis.neutral, basis.deltas, mask, lo, hi, smoothing)
 
 

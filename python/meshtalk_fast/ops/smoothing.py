@@ -18,8 +18,8 @@ from typing import List, Optional
 import torch
 import torch.nn.functional as F
 
-from ._checks import check_mask_weights, check_tensor, shape_str
-from ._dispatch import register, resolve
+from ..base.checks import check_mask_weights, check_tensor, shape_str
+from ..base.dispatch import Inputs, resolve
 
 __all__ = ["smooth_geom", "post_smooth", "torch_post_smooth", "gaussian_kernel", "StreamingSmoother",
            "SMOOTHING_REACH"]
@@ -83,9 +83,7 @@ def post_smooth(geom: torch.Tensor, forehead_mask: torch.Tensor, neck_mask: torc
     if geom.shape[-1] != 3 or T == 0:
         raise ValueError(f"geom must have shape [T > 0, V, 3], got {shape_str(geom.shape)}")
     _check_masks(forehead_mask, neck_mask, V)
-    if backend == "auto" and geom.dtype != torch.float32:
-        backend = "torch"
-    return resolve("post_smooth", backend, geom.device)(geom, forehead_mask, neck_mask)
+    return resolve("post_smooth", backend, Inputs.model(geom))(geom, forehead_mask, neck_mask)
 
 
 class StreamingSmoother:
@@ -144,6 +142,3 @@ class StreamingSmoother:
             return like.new_zeros(0, self.n_vertices, 3)
         return torch.stack(frames)
 
-
-register("post_smooth", "torch", torch_post_smooth)
-register("smooth_step", "torch", StreamingSmoother)

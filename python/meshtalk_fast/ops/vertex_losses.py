@@ -11,8 +11,8 @@ from typing import Dict, Optional, Sequence, Union
 
 import torch
 
-from ._checks import check_choice, check_finite, check_tensor, shape_str
-from ._dispatch import register, resolve
+from ..base.checks import check_choice, check_finite, check_tensor, shape_str
+from ..base.dispatch import Inputs, resolve
 
 __all__ = ["torch_masked_vertex_losses", "masked_vertex_losses", "step1_losses", "torch_lip_vertex_error",
            "lip_vertex_error", "check_loss_inputs"]
@@ -105,14 +105,13 @@ def torch_masked_vertex_losses(preds: Preds, target: torch.Tensor, masks: torch.
     return torch.stack(out)
 
 
-register("masked_vertex_losses", "torch", torch_masked_vertex_losses)
 
 
 def masked_vertex_losses(preds: Preds, target: torch.Tensor, masks: torch.Tensor, pred_index=None,
                          distance: str = "squared", backend: str = "auto") -> torch.Tensor:
     """All K masked vertex losses in one call: see the module docstring. Differentiable in preds and
     in target (both backends)."""
-    return resolve("masked_vertex_losses", backend, target.device)(preds, target, masks, pred_index, distance)
+    return resolve("masked_vertex_losses", backend, Inputs.of(target))(preds, target, masks, pred_index, distance)
 
 
 def step1_losses(recon: torch.Tensor, keep_audio: torch.Tensor, keep_expression: torch.Tensor,
@@ -166,10 +165,9 @@ def torch_lip_vertex_error(pred: torch.Tensor, target: torch.Tensor, lip_mask: t
     return d.amax(dim=-1).mean()
 
 
-register("lip_vertex_error", "torch", torch_lip_vertex_error)
 
 
 def lip_vertex_error(pred: torch.Tensor, target: torch.Tensor, lip_mask: torch.Tensor,
                      backend: str = "auto") -> torch.Tensor:
     """Lip vertex error (see ``torch_lip_vertex_error``)."""
-    return resolve("lip_vertex_error", backend, target.device)(pred, target, lip_mask)
+    return resolve("lip_vertex_error", backend, Inputs.of(target))(pred, target, lip_mask)

@@ -45,25 +45,17 @@ from typing import Optional, Sequence
 
 import torch
 
-from ._checks import check_choice, check_finite, check_positive_int, check_tensor
-from ._dispatch import resolve
-from .animate import CHUNK_FRAMES, _check_template, check_smooth_masks
-from .audio import (HOP_LENGTH, SAMPLE_RATE, STREAM_PAD, WIN_LENGTH, WINDOW_SAMPLES, frame_centres, num_frames,
-                    stream_positions)
-from .blendshapes import BlendshapeStream
-from .smoothing import gaussian_kernel
-from . import incremental  # noqa: F401  (registers the torch sample_step / decode_step)
+from ..base.checks import check_choice, check_finite, check_positive_int, check_template, check_tensor
+from ..base.dispatch import Inputs, resolve
+from ..animation.offline import CHUNK_FRAMES, check_smooth_masks
+from ..ops.mel import HOP_LENGTH, WIN_LENGTH
+from ..ops.audio import SAMPLE_RATE
+from ..ops.frame_clock import STREAM_PAD, WINDOW_SAMPLES, frame_centre, frame_centres, num_frames, stream_positions
+from ..ops.blendshapes import BlendshapeStream
+from ..ops.smoothing import gaussian_kernel
 
-__all__ = ["StreamingAnimator", "frame_centre", "smoothing_tail"]
+__all__ = ["StreamingAnimator", "smoothing_tail"]
 MEL_WINDOW = 101  # mel frames one video frame's 1 s window spans (the audio encoder's receptive field)
-
-
-def frame_centre(k: int, fps: int, clock: str) -> int:
-    """Sample index of frame k's centre (as ``audio.frame_centres``, for one frame, O(1))."""
-    if clock == "released":
-        spf = SAMPLE_RATE // fps
-        return WINDOW_SAMPLES // 2 - (WINDOW_SAMPLES - spf) // 2 + k * spf
-    return ((2 * k + 1) * SAMPLE_RATE + fps) // (2 * fps)
 
 
 def smoothing_tail() -> float:
@@ -92,7 +84,7 @@ class StreamingAnimator:
                  backend: str = "auto", smoothing_delay: int = 4, chunk_frames: int = CHUNK_FRAMES,
                  exact_sampler: bool = False, blendshapes=None, blendshape_smoothing: float = 0.0):
         c = model.config
-        _check_template(template, c.n_vertices)
+        check_template(template, c.n_vertices)
         check_choice("smoothing_delay", smoothing_delay, (4, 8))
         self.model, self.config = model, c
         self.device = next(model.parameters()).device
@@ -103,9 +95,10 @@ class StreamingAnimator:
         generator = None if seed is None else torch.Generator(device=self.device).manual_seed(int(seed))
         with torch.no_grad():
             options = {"exact": True} if exact_sampler else {}  # the cpp step accepts it too (always exact)
-            self._sampler = resolve("sample_step", backend, self.device)(model, 1, argmax, generator, **options)
-            self._decoder = resolve("decode_step", backend, self.device)(model, template.to(self.device, torch.float32))
-            self._smoother = None if masks is None else resolve("smooth_step", backend, self.device)(
+            inputs = Inputs(self.device, torch.float32)  # the steps run without gradients
+            self._sampler = resolve("sample_step", backend, inputs, options)(model, 1, argmax, generator, **options)
+            self._decoder = resolve("decode_step", backend, inputs)(model, template.to(self.device, torch.float32))
+            self._smoother = None if masks is None else resolve("smooth_step", backend, inputs)(
                 *self.masks, self.smoothing_delay)
         front = _WindowFront if c.framing == "window" else _StreamFront
         self._front = front(model, self.device)

@@ -29,8 +29,8 @@ from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .blendshapes import ARKIT_NAMES
-from .gltf_morph import replace_file
+from ..ops.blendshapes import ARKIT_NAMES
+from ..io.gltf import replace_file
 
 __all__ = ["LIVELINK_CURVES", "PACKET_VERSION", "DEFAULT_PORT", "arkit_frame", "livelink_packet",
            "parse_livelink_packet", "timecode", "write_livelink_csv", "read_livelink_csv", "LiveLinkSender",

@@ -22,9 +22,9 @@ from typing import Optional
 
 import torch
 
-from ._checks import check_choice, check_finite, check_tensor
-from ._dispatch import BACKENDS
-from .audio import HOP_LENGTH, N_FFT, N_MELS, WIN_LENGTH, log_mel
+from ..base.checks import check_choice, check_finite, check_tensor
+from ..base.dispatch import BACKENDS
+from ..ops.mel import HOP_LENGTH, N_FFT, N_MELS, WIN_LENGTH, log_mel
 
 __all__ = ["StreamingLogMel"]
 

@@ -13,8 +13,9 @@ from typing import Dict, List, Optional, Sequence
 
 import torch
 
-from ..metrics import BROW_EVENT_LEVEL, EYE_EVENT_LEVEL, above_rest, event_scale, event_spans, region_motion
-from ..audio import STREAM_PAD, WINDOW_SAMPLES, frame_centres, num_frames, stream_positions, torch_log_mel
+from ..evaluation.metrics import BROW_EVENT_LEVEL, EYE_EVENT_LEVEL, above_rest, event_scale, event_spans, region_motion
+from ..ops.frame_clock import STREAM_PAD, WINDOW_SAMPLES, frame_centres, num_frames, stream_positions
+from ..ops.mel import torch_log_mel
 
 __all__ = ["step_seed", "Clip", "CropSampler", "align", "upper_face_events"]
 

@@ -22,9 +22,9 @@ from typing import Dict, List, Optional
 
 import torch
 
-from .meshtalk import MeshTalk
-from .training import TrainConfig, align
-from .training.batches import Clip
+from ..models.meshtalk import MeshTalk
+from . import TrainConfig, align
+from .batches import Clip
 
 __all__ = ["quickstart", "quickstart_config", "normalisation", "motion_normalisation", "initial_model"]
 
@@ -125,9 +125,9 @@ def _clips(sequences, config: TrainConfig) -> List[Clip]:
 def quickstart(out_dir: str, minutes: float = 10.0, template: Optional[str] = None, masks: Optional[str] = None,
                seed: int = 0, n_sentences: Optional[int] = None, device: Optional[str] = None,
                progress: bool = True, rig: Optional[str] = None, rig_map: Optional[str] = None) -> Dict[str, float]:
-    from .data import load_folder_masks, load_masks, make_dataset, read_folder
-    from .evaluate import format_report, report
-    from .training.trainer import Trainer, TrainingMasks
+    from ..data import load_folder_masks, load_masks, make_dataset, read_folder
+    from ..evaluation.evaluate import format_report, report
+    from .trainer import Trainer, TrainingMasks
 
     if not minutes > 0:
         raise ValueError(f"minutes must be > 0, got {minutes}")
@@ -142,7 +142,7 @@ def quickstart(out_dir: str, minutes: float = 10.0, template: Optional[str] = No
     kwargs = dict(seed=seed, n_sentences=n_sentences)
     arkit_rig = None
     if rig is not None:
-        from .data.arkit_rig import load_arkit_rig
+        from ..data.arkit_rig import load_arkit_rig
 
         arkit_rig = load_arkit_rig(rig, rig_map)
         print(arkit_rig.report(), flush=True)
@@ -202,7 +202,7 @@ def _preview_clip(clips: List[Clip], masks) -> Clip:
     """The held-out sequence to show: the one with the most blinks, then brow raises, in its ground truth
     (a preview of a face that never blinks in the data shows nothing of the upper face); the last one when
     the data has neither."""
-    from .metrics import BROW_EVENT_LEVEL, EYE_EVENT_LEVEL, above_rest, event_scale, event_spans, region_motion
+    from ..evaluation.metrics import BROW_EVENT_LEVEL, EYE_EVENT_LEVEL, above_rest, event_scale, event_spans, region_motion
 
     counts = [[0, 0] for _ in clips]
     for k, (mask, reduce, level) in enumerate(((masks.eye_keypoints, "max", EYE_EVENT_LEVEL),
@@ -230,7 +230,7 @@ def _verdict(m: Dict[str, object]) -> str:
 
 def _write_rig_weights(folder: str, rig_path: str, arkit_rig, geom: torch.Tensor, fps: int) -> float:
     """The held-out animation as the rig's weights (``rig_export``'s three files); returns the mean residual."""
-    from .rig_export import residual_line, rig_outputs, solve_rig
+    from ..animation.rig import residual_line, rig_outputs, solve_rig
 
     basis = arkit_rig.basis
     weights, residual = solve_rig(geom, basis, 0.0, "auto")
@@ -249,12 +249,12 @@ def _write_heldout(folder: str, clip: Clip, model: MeshTalk, data_dir: str, mask
     import numpy as np
     import soundfile as sf
 
-    from .data import load_folder_template
-    from .evaluate import animate_clip
-    from .metrics import BROW_EVENT_LEVEL, EYE_EVENT_LEVEL, above_rest, event_scale, region_motion
-    from .plots import plot_upper_face
-    from ._tempfiles import temp_path
-    from .render import eye_colours, save_preview_mp4
+    from ..data import load_folder_template
+    from ..evaluation.evaluate import animate_clip
+    from ..evaluation.metrics import BROW_EVENT_LEVEL, EYE_EVENT_LEVEL, above_rest, event_scale, region_motion
+    from ..evaluation.plots import plot_upper_face
+    from ..base.tempfiles import temp_path
+    from ..io.render import eye_colours, save_preview_mp4
 
     faces = load_folder_template(data_dir)[1]
     samples = [animate_clip(model, clip, seed=s) for s in EVAL_SEEDS]
