@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import meshtalk_fast as mf
-from meshtalk_fast.cli import main as cli
+from meshtalk_fast import cli
 from meshtalk_fast.animation.offline import fit_expression
 
 OUTPUTS = ["animation.glb", "meshes.npz", "obj", "preview.mp4"]

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import meshtalk_fast as mf
-from meshtalk_fast.cli import main as cli
+from meshtalk_fast import cli
 from meshtalk_fast.data import Voice, make_dataset, procedural_face, procedural_face_rig, read_folder
 from meshtalk_fast.data.arkit_rig import (ARKIT_FROM_CHANNELS, ArkitRig, arkit_weights, face_rig_basis,
                                           load_arkit_rig)

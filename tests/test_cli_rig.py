@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import meshtalk_fast as mf
-from meshtalk_fast.cli import main as cli
+from meshtalk_fast import cli
 from meshtalk_fast.streaming.livelink import LIVELINK_CURVES, read_livelink_csv
 
 

@@ -6,7 +6,7 @@ import os
 import pytest
 
 import meshtalk_fast as mf
-from meshtalk_fast.cli import main as cli
+from meshtalk_fast import cli
 
 
 @pytest.fixture(scope="module")

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import meshtalk_fast as mf
+from helpers import sharpened_prior
 from meshtalk_fast.backends import cpp as _cpp
 from meshtalk_fast.base.dispatch import resolve
 from meshtalk_fast.models.incremental import PriorStepper
@@ -25,13 +26,7 @@ def _one_thread(one_torch_thread):
 
 
 def prior_model(heads, classes, context_hidden, V=300, seed=0, scale=2.0):
-    """A MeshTalk whose prior is sharper than the init (weights * scale)."""
-    torch.manual_seed(seed)
-    model = mf.MeshTalk(V, heads=heads, classes=classes, context_hidden=context_hidden).eval()
-    with torch.no_grad():
-        for p in model.context_model.parameters():
-            p.mul_(scale)
-    return model
+    return sharpened_prior(V, heads, classes, context_hidden, seed=seed, scale=scale)
 
 
 def codes(B, n, seed):

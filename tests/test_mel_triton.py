@@ -1,6 +1,6 @@
 """The fused Triton log-mel against the float64 PyTorch reference, on real speech.
 
-Without CUDA the kernel runs on the CPU through the Triton interpreter (TRITON_INTERPRET=1 is set here,
+Without CUDA the kernel runs on the CPU through the Triton interpreter (TRITON_INTERPRET=1 is set once in conftest.py,
 before triton is imported); with CUDA it runs on the GPU.
 """
 import os
@@ -10,8 +10,6 @@ import pathlib
 
 import torch
 
-if not torch.cuda.is_available():
-    os.environ["TRITON_INTERPRET"] = "1"  # must precede the first import of triton
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 import pytest  # noqa: E402

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import meshtalk_fast as mf
-from meshtalk_fast.cli import main as cli
+from meshtalk_fast import cli
 
 
 def _fails(argv, capsys, *needles, code=2):

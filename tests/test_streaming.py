@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import meshtalk_fast as mf
-from meshtalk_fast.cli import main as cli
+from meshtalk_fast import cli
 from meshtalk_fast.ops.frame_clock import frame_centres
 from meshtalk_fast.models.incremental import DecoderStepper, PriorStepper
 from meshtalk_fast.ops.frame_clock import frame_centre

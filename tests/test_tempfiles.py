@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from meshtalk_fast.base import tempfiles as _tempfiles
-from meshtalk_fast.cli import main as cli
+from meshtalk_fast import cli
 from meshtalk_fast.models.checkpoint import atomic_save_file
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -56,7 +56,7 @@ def test_temp_path_is_removed_on_error(tmp_path):
 SLOW_ANIMATE = textwrap.dedent("""
     import sys, time
     import meshtalk_fast.io.export as ex
-    from meshtalk_fast.cli import main as cli
+    from meshtalk_fast import cli
 
     original = ex.save_npz
 

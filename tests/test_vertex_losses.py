@@ -1,14 +1,11 @@
 """The fused Triton vertex losses and LVE against the PyTorch reference: outputs AND gradients.
 
 On a machine without CUDA the kernels run on the CPU through the Triton interpreter (TRITON_INTERPRET=1
-is set here, before triton is imported); with CUDA they run on the GPU.
+is set once in conftest.py, before triton is imported); with CUDA they run on the GPU.
 """
-import os
 
 import torch
 
-if not torch.cuda.is_available():
-    os.environ["TRITON_INTERPRET"] = "1"  # must precede the first import of triton
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 import pytest  # noqa: E402

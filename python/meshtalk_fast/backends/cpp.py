@@ -24,11 +24,13 @@ import torch
 
 from ..base.checks import check_tensor, shape_str
 from ..base.dispatch import Impl, Inputs
+from ..models.checkpoint import model_image
 from ..ops.mel import N_MELS, check_log_mel_input
 
 __all__ = ["TABLE", "core_unavailable", "cpp_log_mel", "context_weights", "decoder_weights", "cpp_sample", "cpp_decode",
            "audio_encoder_weights", "cpp_encode_audio", "cpp_encode_stream", "CppPriorStepper",
-           "CppDecoderStepper", "cpp_post_smooth", "CppStreamingSmoother", "cpp_solve_blendshapes"]
+           "CppDecoderStepper", "cpp_post_smooth", "CppStreamingSmoother", "cpp_solve_blendshapes", "CppLiveSession",
+           "core_model"]
 
 try:
     from .. import _core
@@ -385,6 +387,43 @@ class CppStreamingSmoother:
 
 
 # ---------------------------------------------------------------------------------------------------------
+# The live pipeline: op "live_session", the C API's own session (csrc/core/session.cpp) that engines run.
+# ---------------------------------------------------------------------------------------------------------
+def core_model(model):
+    """The model as the C API's model (``_core.CoreModel``), loaded from its file image in memory (no
+    temporary file; cached until a weight changes)."""
+    entries = _CACHE.setdefault(model, {})
+    key = _state_key(model)
+    hit = entries.get("session_model")
+    if hit is None or hit[0] != key:
+        entries["session_model"] = hit = (key, _core.CoreModel.from_bytes(model_image(model)))
+    return hit[1]
+
+
+class CppLiveSession:
+    """``push(samples [n]) -> frames [k, V, 3]``, ``close() -> [rest, V, 3]``: ``StreamingAnimator``'s cpp
+    pipeline, which is the C API's session (readiness, latency and smoothing delay decided by the core, as
+    ``mt_session_push`` does). Noise: one seed drawn from ``generator`` exactly as ``CppPriorStepper`` draws
+    it (``torch.randint(0, 2**63 - 1, (1,), generator=generator)``; none with argmax). ``threads``: cores
+    for this session (default 1, as ``mt_session_default_params``; 0: every core)."""
+
+    def __init__(self, model, template: torch.Tensor, generator: Optional[torch.Generator], argmax: bool,
+                 masks: Optional[Tuple[torch.Tensor, torch.Tensor]], smoothing_delay: int,
+                 threads: Optional[int] = None):
+        seed = 0 if argmax else int(_seed_array(None, 1, generator)[0])
+        smooth = None if masks is None else (_f32(masks[0]).numpy(), _f32(masks[1]).numpy())
+        self._s = _core.Session(core_model(model), _f32(template).numpy(), seed=seed, argmax=bool(argmax),
+                                smooth_masks=smooth, smoothing_delay=int(smoothing_delay),
+                                threads=1 if threads is None else threads)
+
+    def push(self, samples: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(self._s.push(_f32(samples).numpy()))
+
+    def close(self) -> torch.Tensor:
+        return torch.from_numpy(self._s.finish())
+
+
+# ---------------------------------------------------------------------------------------------------------
 # Blendshape weights: op "solve_blendshapes" on the core's BlendshapeSolver (csrc/core/blendshapes.cpp).
 # ---------------------------------------------------------------------------------------------------------
 
@@ -417,4 +456,5 @@ TABLE = {
     "post_smooth": Impl(cpp_post_smooth, ("threads",), _no_grad_rule("smooth"), _float32_prefer_not),
     "smooth_step": Impl(CppStreamingSmoother, (), _core_rule),
     "solve_blendshapes": Impl(cpp_solve_blendshapes, (), _core_rule),
+    "live_session": Impl(CppLiveSession, ("threads",), _core_rule),
 }

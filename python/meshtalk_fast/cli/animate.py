@@ -1,10 +1,10 @@
-"""The ``animate`` and ``stream`` subcommands of ``meshtalk-fast`` (registered by ``cli.main``).
+"""The ``animate`` and ``stream`` subcommands of ``meshtalk-fast`` (registered by ``cli.command``).
 
 ``--model`` is either our ``.safetensors`` file (``MeshTalk.load``) or a released model directory
 holding ``encoder.pkl``, ``vertex_unet.pkl``, ``context_model.pkl`` (``load_official``): a directory
 means released. Our files store no template mesh, so ``--template`` is required with them; a released
 directory may hold ``face_template.obj`` (and the masks) beside the ``.pkl`` files, which are then the
-defaults. Every failure is raised as one line naming the file and the problem (``cli.main`` prints it
+defaults. Every failure is raised as one line naming the file and the problem (``cli.command.main`` prints it
 on stderr and exits with 2).
 """
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Blendshape rigs on the command line: ``meshtalk-fast make-rig``, and the ``--blendshapes`` options of
 ``animate`` / ``stream`` (their outputs: ``blendshapes.csv``, ``blendshapes.json``, ``rig_animation.glb``;
-``--livelink HOST:PORT``). Registered by ``cli.main``; used by ``cli_animate``.
+``--livelink HOST:PORT``). Registered by ``cli.command``; used by ``cli.animate``.
 """
 from __future__ import annotations
 

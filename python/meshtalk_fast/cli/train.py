@@ -14,44 +14,11 @@ import os
 __all__ = ["add_parsers"]
 
 
-def _clips(data: str, split: str, config):
-    from ..data import read_folder
-    from ..training import align
-
-    mc = config.model if hasattr(config, "model") else config
-    clips = [align(s.name, s.template, s.geom, s.audio, mc.fps, mc.clock) for s in read_folder(data, split, mmap=False)]
-    if not clips:
-        raise ValueError(f"data set {data!r} has no sequences in split {split!r}")
-    return clips
-
-
-def _masks(data: str):
-    from ..data import load_folder_masks
-
-    fm = load_folder_masks(data)
-    if fm is None:
-        raise FileNotFoundError(f"data set {data!r} has no masks/ folder (mouth, eye, eye_keypoints, forehead, neck)")
-    return fm
-
-
 def _make_dataset(args) -> int:
-    from ..data import load_masks, make_dataset
+    from ..data import make_dataset
+    from ..training.setup import dataset_options
 
-    kwargs = dict(seed=args.seed, n_sentences=args.sentences)
-    if args.rig_map and not args.rig:
-        raise ValueError("--rig-map needs --rig (the rig it maps)")
-    if args.rig:
-        from ..data.arkit_rig import load_arkit_rig
-
-        if args.template:
-            raise ValueError("--rig and --template exclude each other: the rig's neutral mesh is the template")
-        rig = load_arkit_rig(args.rig, args.rig_map)
-        print(rig.report())
-        kwargs.update(rig=rig, masks=load_masks(args.masks, rig.n_vertices) if args.masks else None)
-    elif (args.template is None) != (args.masks is None):
-        raise ValueError("--template and --masks go together: a user template needs its mask folder")
-    elif args.template:
-        kwargs.update(template=args.template, masks=load_masks(args.masks))
+    kwargs, _ = dataset_options(args.seed, args.sentences, args.template, args.masks, args.rig, args.rig_map)
     info = make_dataset(args.out, overwrite=args.overwrite, progress=True, **kwargs)
     print(f"wrote {args.out}: " + ", ".join(f"{k} {len(v)}" for k, v in info["splits"].items()))
     return 0
@@ -75,14 +42,14 @@ def _train(args) -> int:
     from ..models.meshtalk import MeshTalk
     from ..training.quickstart import initial_model
     from ..training import load_config
-    from ..training.trainer import Trainer, TrainingMasks
+    from ..training.setup import folder_clips, folder_masks, has_split, training_masks
+    from ..training.trainer import Trainer
 
     config = load_config(args.config)
     device = _setup_distributed() or args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    train = _clips(args.data, "train", config)
-    val = _clips(args.data, "val", config) if os.path.isdir(os.path.join(args.data, "val")) else []
-    fm = _masks(args.data)
-    masks = TrainingMasks(fm.mouth, fm.eye, fm.eye_keypoints, fm.lips, fm.upper_face, fm.forehead)
+    train = folder_clips(args.data, "train", config)
+    val = folder_clips(args.data, "val", config) if has_split(args.data, "val") else []
+    masks = training_masks(folder_masks(args.data))
     if args.model:
         model = MeshTalk.load(args.model)
     elif args.stage == 2 and not args.resume:
@@ -101,12 +68,13 @@ def _train(args) -> int:
 def _evaluate(args) -> int:
     from ..evaluation.evaluate import format_report, report
     from ..models.meshtalk import MeshTalk
+    from ..training.setup import folder_clips, folder_masks
 
     if args.samples < 1:
         raise ValueError(f"--samples must be at least 1, got {args.samples}")
     model = MeshTalk.load(args.model).eval()
-    clips = _clips(args.data, args.split, model.config)
-    result = report(model, clips, _masks(args.data), mode=args.mode, seed=args.seed,
+    clips = folder_clips(args.data, args.split, model.config)
+    result = report(model, clips, folder_masks(args.data), mode=args.mode, seed=args.seed,
                     seeds=tuple(range(args.seed, args.seed + args.samples)))
     text = json.dumps(result, indent=1)
     if args.out:

@@ -29,6 +29,7 @@ import torch
 
 from ..base.checks import shape_str
 from ..base.tempfiles import make_temp, release
+from .mesh import obj_face_lines, obj_text
 
 __all__ = ["save_npz", "save_obj_sequence", "save_glb", "morph_basis", "write_outputs", "write_animation",
            "check_output_folder", "parse_formats", "OUTPUTS"]
@@ -72,8 +73,7 @@ def save_obj_sequence(folder, vertices, faces, progress: bool = False) -> int:
     _check_sequence(v, f)
     folder = os.fspath(folder)
     os.makedirs(folder, exist_ok=True)
-    face_block = "".join("f %d %d %d\n" % tuple(row) for row in (f + 1).tolist())
-    vertex_line = "v %.9g %.9g %.9g\n" * v.shape[1]
+    face_block = obj_face_lines(f, v.shape[1])
     digits = max(5, len(str(v.shape[0] - 1)))
     frames: Iterable[int] = range(v.shape[0])
     if progress:
@@ -82,8 +82,7 @@ def save_obj_sequence(folder, vertices, faces, progress: bool = False) -> int:
         frames = tqdm(frames, desc="obj", unit="frame")
     for t in frames:
         with open(os.path.join(folder, f"frame_{t:0{digits}d}.obj"), "w") as fh:
-            fh.write(vertex_line % tuple(v[t].reshape(-1).tolist()))
-            fh.write(face_block)
+            fh.write(obj_text(v[t], face_block))
     return v.shape[0]
 
 

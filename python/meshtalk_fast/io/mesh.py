@@ -1,4 +1,4 @@
-"""Reading template meshes and per-vertex masks (the user gives the paths; nothing is bundled)."""
+"""OBJ meshes (the one reader and the one writer) and per-vertex mask files (the user gives the paths)."""
 from __future__ import annotations
 
 import os
@@ -9,7 +9,8 @@ import torch
 
 from ..base.checks import check_mask_weights, check_regular_file
 
-__all__ = ["load_obj", "load_mask", "find_mask_file", "load_smoothing_masks", "MASK_FILE_NAMES"]
+__all__ = ["load_obj", "write_obj", "obj_text", "obj_face_lines", "load_mask", "find_mask_file", "load_smoothing_masks",
+           "MASK_FILE_NAMES"]
 
 # The names a mask may have in a folder: ours (FaceMasks.save, the quick start) and the released ones.
 MASK_FILE_NAMES = {"forehead": ("forehead.txt", "forehead_mask.txt"), "neck": ("neck.txt", "neck_mask.txt"),
@@ -83,6 +84,31 @@ def load_obj(path) -> Tuple[torch.Tensor, torch.Tensor]:
         bad = int(np.nonzero(~np.isfinite(v).all(axis=1))[0][0])
         raise ValueError(f"mesh file {path!r}: vertex {bad} (0-based) has non-finite coordinates {v[bad].tolist()}")
     return torch.from_numpy(np.ascontiguousarray(v)), torch.from_numpy(np.ascontiguousarray(f))
+
+
+OBJ_VERTEX = "v %.9g %.9g %.9g\n"  # 9 significant digits: float32 coordinates read back exactly
+
+
+def obj_face_lines(faces: np.ndarray, n_vertices: int) -> str:
+    """``faces [F, 3]`` (0-based) -> the OBJ ``f`` lines (1-based); every index must be a vertex."""
+    f = np.asarray(faces).astype(np.int64).reshape(-1, 3)
+    if f.size and (f.min() < 0 or f.max() >= n_vertices):
+        raise ValueError(f"faces index vertices 0..{n_vertices - 1}, got indices {f.min()}..{f.max()}")
+    return "".join("f %d %d %d\n" % tuple(row) for row in (f + 1).tolist())
+
+
+def obj_text(vertices: np.ndarray, face_lines: str = "") -> str:
+    """One OBJ file's text: ``vertices [V, 3]`` float32 as ``v`` lines, then ``face_lines`` (``obj_face_lines``)."""
+    v = np.asarray(vertices, dtype=np.float32)
+    return (OBJ_VERTEX * v.shape[0]) % tuple(v.reshape(-1).tolist()) + face_lines
+
+
+def write_obj(path, vertices, faces=None) -> None:
+    """``vertices [V, 3]``, ``faces [F, 3]`` (0-based) or None -> an OBJ file that ``load_obj`` reads back exactly."""
+    v = torch.as_tensor(vertices).detach().cpu().to(torch.float32).numpy()
+    lines = "" if faces is None else obj_face_lines(torch.as_tensor(faces).cpu().numpy(), v.shape[0])
+    with open(path, "w") as fh:
+        fh.write(obj_text(v, lines))
 
 
 def load_mask(path, n_vertices: Optional[int] = None) -> torch.Tensor:

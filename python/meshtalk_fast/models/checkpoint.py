@@ -21,7 +21,7 @@ from ..base.tempfiles import temp_path
 from .config import MeshTalkConfig
 
 __all__ = ["save_model", "load_model", "atomic_save_file", "read_config", "inspect_model_file", "saved_state",
-           "check_state", "CheckpointError", "FORMAT_NAME", "FORMAT_VERSION"]
+           "check_state", "CheckpointError", "FORMAT_NAME", "FORMAT_VERSION", "file_metadata", "model_image"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 FORMAT_NAME = "meshtalk_fast"
@@ -101,11 +101,22 @@ def atomic_save_file(tensors: Dict[str, torch.Tensor], path: PathLike, metadata:
         os.replace(tmp, path)
 
 
+def file_metadata(model: nn.Module) -> Dict[str, str]:
+    """The metadata of our model file: format, version and the config as JSON."""
+    return {"format": FORMAT_NAME, "format_version": FORMAT_VERSION,
+            "config": json.dumps(model.config.__dict__, sort_keys=True)}
+
+
 def save_model(model: nn.Module, path: PathLike) -> None:
     """Write ``model`` to one safetensors file, config in the metadata (atomically)."""
-    meta = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION,
-            "config": json.dumps(model.config.__dict__, sort_keys=True)}
-    atomic_save_file(saved_state(model), path, meta)
+    atomic_save_file(saved_state(model), path, file_metadata(model))
+
+
+def model_image(model: nn.Module) -> bytes:
+    """The bytes ``save_model`` would write, in memory (what the C++ core loads without a file)."""
+    from safetensors.torch import save
+
+    return save(saved_state(model), metadata=file_metadata(model))
 
 
 # ------------------------------------------------------------------------------------------------

@@ -46,7 +46,7 @@ from typing import Optional, Sequence
 import torch
 
 from ..base.checks import check_choice, check_finite, check_positive_int, check_template, check_tensor
-from ..base.dispatch import Inputs, resolve
+from ..base.dispatch import Inputs, resolve, runs
 from ..animation.offline import CHUNK_FRAMES, check_smooth_masks
 from ..ops.mel import HOP_LENGTH, WIN_LENGTH
 from ..ops.audio import SAMPLE_RATE
@@ -70,10 +70,12 @@ class StreamingAnimator:
 
     model: a ``MeshTalk``; template: ``[V, 3]``; seed: the sampler's generator seed (None: torch's
     global RNG); smooth_masks: ``(forehead [V], neck [V])`` or None; argmax: the prior's mode instead
-    of sampling; backend: for ``sample_step`` / ``decode_step`` / ``smooth_step`` ("auto" picks the
-    fastest registered step implementation for the model's device: the C++ core on the CPU; "torch" is
-    the reference); smoothing_delay: 4 or 8 (see the module docstring); exact_sampler: the torch sampler
-    step bit-identical to the reference sampler (slower; the cpp step always is the cpp sampler).
+    of sampling; backend: "cpp" runs the C API's own session (csrc/core/session.cpp, op ``live_session``:
+    the pipeline engines run, weights passed from memory); "torch" is the reference pipeline, the step ops
+    ``sample_step`` / ``decode_step`` / ``smooth_step`` orchestrated here; "auto" picks the session where the
+    core runs (CPU models), else the reference. threads: the session's cores (backend "cpp" only, default 1).
+    smoothing_delay: 4 or 8 (see the module docstring); exact_sampler: the torch sampler step bit-identical
+    to the reference sampler (slower; the core's sampler always is the cpp sampler).
     Samples are 16 kHz mono, taken as given (no normalisation).
     blendshapes: a ``BlendshapeBasis`` on the model's topology: each returned frame is also solved into
     the rig's weights (``BlendshapeStream``, causal, ``blendshape_smoothing``), collected by ``pop_weights()``.
@@ -82,7 +84,8 @@ class StreamingAnimator:
     def __init__(self, model, template: torch.Tensor, seed: Optional[int] = None,
                  smooth_masks: Optional[Sequence[torch.Tensor]] = None, argmax: bool = False,
                  backend: str = "auto", smoothing_delay: int = 4, chunk_frames: int = CHUNK_FRAMES,
-                 exact_sampler: bool = False, blendshapes=None, blendshape_smoothing: float = 0.0):
+                 exact_sampler: bool = False, blendshapes=None, blendshape_smoothing: float = 0.0,
+                 threads: Optional[int] = None):
         c = model.config
         check_template(template, c.n_vertices)
         check_choice("smoothing_delay", smoothing_delay, (4, 8))
@@ -93,13 +96,23 @@ class StreamingAnimator:
         self.smoothing_delay = smoothing_delay if masks is not None else 0
         self.chunk_frames = check_positive_int("chunk_frames", chunk_frames)
         generator = None if seed is None else torch.Generator(device=self.device).manual_seed(int(seed))
-        with torch.no_grad():
-            options = {"exact": True} if exact_sampler else {}  # the cpp step accepts it too (always exact)
-            inputs = Inputs(self.device, torch.float32)  # the steps run without gradients
-            self._sampler = resolve("sample_step", backend, inputs, options)(model, 1, argmax, generator, **options)
-            self._decoder = resolve("decode_step", backend, inputs)(model, template.to(self.device, torch.float32))
-            self._smoother = None if masks is None else resolve("smooth_step", backend, inputs)(
-                *self.masks, self.smoothing_delay)
+        inputs = Inputs(self.device, torch.float32)  # the pipeline runs without gradients
+        self._session = self._sampler = self._decoder = self._smoother = None
+        if backend == "cpp" or (backend == "auto" and runs("live_session", "cpp", inputs)):
+            # the C API's own session: one live pipeline per backend, the one engines run
+            options = {} if threads is None else {"threads": threads}
+            self._session = resolve("live_session", "cpp", inputs, options)(
+                model, template, generator, argmax, self.masks, self.smoothing_delay, **options)
+        elif threads is not None:
+            raise ValueError(f"threads applies to backend 'cpp' only (the core's session), got threads={threads} "
+                             f"with backend={backend!r}")
+        else:  # the reference pipeline: the step ops orchestrated here (torch, or any backend that has them)
+            with torch.no_grad():
+                options = {"exact": True} if exact_sampler else {}
+                self._sampler = resolve("sample_step", backend, inputs, options)(model, 1, argmax, generator, **options)
+                self._decoder = resolve("decode_step", backend, inputs)(model, template.to(self.device, torch.float32))
+                self._smoother = None if masks is None else resolve("smooth_step", backend, inputs)(
+                    *self.masks, self.smoothing_delay)
         front = _WindowFront if c.framing == "window" else _StreamFront
         self._front = front(model, self.device)
         self._n = 0
@@ -144,6 +157,9 @@ class StreamingAnimator:
             raise RuntimeError("push() called after close(): this StreamingAnimator is finished; start a new one")
         check_tensor("samples", samples, ndim=1, what="[n] (mono, 16 kHz)")
         check_finite("samples", samples)
+        if self._session is not None:
+            self._n += samples.shape[0]
+            return self._deliver(self._session.push(samples))
         self._front.push(samples.detach().to(self.device, torch.float32))
         self._n += samples.shape[0]
         c = self.config
@@ -161,6 +177,8 @@ class StreamingAnimator:
         if self._closed:
             raise RuntimeError("close() called twice: this StreamingAnimator is already finished")
         self._closed = True
+        if self._session is not None:
+            return self._deliver(self._session.close())
         c = self.config
         total = num_frames(self._n, c.fps, c.clock)
         self._front.close()
@@ -200,6 +218,10 @@ class StreamingAnimator:
             out = self._smoother.push(decoded)
             if final:
                 out = torch.cat([out, self._smoother.close().to(out)])
+        return self._deliver(out)
+
+    def _deliver(self, out: torch.Tensor) -> torch.Tensor:
+        """Count the frames ``out [k, V, 3]`` returned now, solve them into rig weights if asked, return them."""
         self._next_out += out.shape[0]
         if self._blend is not None and out.shape[0]:
             self._weights.append(self._blend.push(out.cpu()))

@@ -23,7 +23,7 @@ from typing import Dict, List, Optional
 import torch
 
 from ..models.meshtalk import MeshTalk
-from . import TrainConfig, align
+from . import TrainConfig
 from .batches import Clip
 
 __all__ = ["quickstart", "quickstart_config", "normalisation", "motion_normalisation", "initial_model"]
@@ -118,46 +118,29 @@ def initial_model(train: List[Clip], config: TrainConfig) -> MeshTalk:
                         **config.model_kwargs())
 
 
-def _clips(sequences, config: TrainConfig) -> List[Clip]:
-    return [align(s.name, s.template, s.geom, s.audio, config.model.fps, config.model.clock) for s in sequences]
-
-
 def quickstart(out_dir: str, minutes: float = 10.0, template: Optional[str] = None, masks: Optional[str] = None,
                seed: int = 0, n_sentences: Optional[int] = None, device: Optional[str] = None,
                progress: bool = True, rig: Optional[str] = None, rig_map: Optional[str] = None) -> Dict[str, float]:
-    from ..data import load_folder_masks, load_masks, make_dataset, read_folder
+    from ..data import make_dataset
     from ..evaluation.evaluate import format_report, report
-    from .trainer import Trainer, TrainingMasks
+    from .setup import dataset_options, folder_clips, folder_masks, training_masks
+    from .trainer import Trainer
 
     if not minutes > 0:
         raise ValueError(f"minutes must be > 0, got {minutes}")
-    if rig is None and (template is None) != (masks is None):
-        raise ValueError("--template and --masks go together: a user template needs its mask folder")
-    if rig is not None and template is not None:
-        raise ValueError("--rig and --template exclude each other: the rig's neutral mesh is the template")
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    os.makedirs(out_dir, exist_ok=True)
     t_start = time.perf_counter()
+    kwargs, arkit_rig = dataset_options(seed, n_sentences, template, masks, rig, rig_map,
+                                        report=lambda text: print(text, flush=True))
+    os.makedirs(out_dir, exist_ok=True)
     data_dir = os.path.join(out_dir, "data")
-    kwargs = dict(seed=seed, n_sentences=n_sentences)
-    arkit_rig = None
-    if rig is not None:
-        from ..data.arkit_rig import load_arkit_rig
-
-        arkit_rig = load_arkit_rig(rig, rig_map)
-        print(arkit_rig.report(), flush=True)
-        kwargs.update(rig=arkit_rig, masks=load_masks(masks, arkit_rig.n_vertices) if masks else None)
-    elif template is not None:
-        kwargs.update(template=template, masks=load_masks(masks))
     if not os.path.isfile(os.path.join(data_dir, "dataset.json")):
         print(f"making the built-in data set in {data_dir} ...", flush=True)
         make_dataset(data_dir, progress=False, **kwargs)
     config = quickstart_config(seed)
-    train = _clips(read_folder(data_dir, "train", mmap=False), config)
-    val = _clips(read_folder(data_dir, "val", mmap=False), config)
-    test = _clips(read_folder(data_dir, "test", mmap=False), config)
-    fm = load_folder_masks(data_dir)
-    masks_t = TrainingMasks(fm.mouth, fm.eye, fm.eye_keypoints, fm.lips, fm.upper_face, fm.forehead)
+    train, val, test = (folder_clips(data_dir, split, config, required=False) for split in ("train", "val", "test"))
+    fm = folder_masks(data_dir)
+    masks_t = training_masks(fm)
     model = initial_model(train, config)
     print(f"data: {len(train)} train, {len(val)} val, {len(test)} test sequences; "
           f"{train[0].template.shape[0]} vertices ({time.perf_counter() - t_start:.0f} s)", flush=True)
