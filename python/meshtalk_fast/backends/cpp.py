@@ -256,7 +256,7 @@ def cpp_encode_stream(model, mel: torch.Tensor, positions: torch.Tensor, threads
 
 # ---------------------------------------------------------------------------------------------------------
 # Streaming: the ops "sample_step", "decode_step" (models/incremental.py) and "post_smooth", "smooth_step"
-# (smoothing.py) on the core's SamplerState / DecoderState / post_smooth / StreamingSmoother.
+# (ops/smoothing.py) on the core's SamplerState / DecoderState / post_smooth / StreamingSmoother.
 # ---------------------------------------------------------------------------------------------------------
 
 

@@ -5,10 +5,10 @@ Subcommands:
   cmake-dir          the folder of the installed C API's CMake package (find_package(meshtalk_fast))
   convert-official   released encoder.pkl / vertex_unet.pkl / context_model.pkl -> one .safetensors
   demo               speech -> meshes with the reference path on the real example sentence
-  animate            speech -> meshes.npz, OBJ sequence, animation.glb, preview.mp4 (cli_animate.py)
-  stream             live speech (file or stdin) -> frames as they are ready, with the latency (cli_animate.py)
-  make-dataset, train, evaluate, quickstart: data, training and evaluation (cli_train.py)
-  make-rig           the built-in face as an ARKit-named blendshape rig (cli_rig.py)
+  animate            speech -> meshes.npz, OBJ sequence, animation.glb, preview.mp4 (cli/animate.py)
+  stream             live speech (file or stdin) -> frames as they are ready, with the latency (cli/animate.py)
+  make-dataset, train, evaluate, quickstart: data, training and evaluation (cli/train.py)
+  make-rig           the built-in face as an ARKit-named blendshape rig (cli/rig.py)
 Errors are one line on stderr with exit code 2.
 """
 from __future__ import annotations

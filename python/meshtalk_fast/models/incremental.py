@@ -16,12 +16,12 @@ by the receptive field: per context layer (dilation d) a ring of d + 1 earlier i
 ``DecoderStepper`` is ``VertexUnet.forward`` with the template encoded once and the 2-layer LSTM state
 ``(h, c)`` carried across calls.
 
-Both are registered as the ``"torch"`` implementations of the ops ``"sample_step"`` and
-``"decode_step"``; a faster backend plugs in by registering a factory with the same signature:
+Both are the ``"torch"`` implementations of the ops ``"sample_step"`` and ``"decode_step"`` (in the table of
+backends/reference.py); a faster backend plugs in with a factory of the same signature in its table:
 ``factory(model, batch, argmax, generator)`` with ``.step(audio_code [B, A]) -> one_hot [B, H, C]``,
 and ``factory(model, template)`` with ``.step(one_hot [B, k, H, C]) -> [B, k, V, 3]``. The C++ core's
-are ``_cpp.CppPriorStepper`` (noise from seeds, drawn from ``generator`` as ``cpp_sample`` draws them)
-and ``_cpp.CppDecoderStepper``.
+are ``backends.cpp.CppPriorStepper`` (noise from seeds, drawn from ``generator`` as ``cpp_sample`` draws them)
+and ``backends.cpp.CppDecoderStepper``.
 """
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Blendshape weights: a rig's morph targets as a basis, and meshes turned into weights (op
-``"solve_blendshapes"``; this PyTorch reference and the C++ core's ``cpp`` backend in ``_cpp.py``).
+``"solve_blendshapes"``; this PyTorch reference and the C++ core's ``cpp`` backend in ``backends/cpp.py``).
 
 Objective, per frame t, with ``r_t = meshes[t] - neutral``, ``m = weights_mask`` (all ones when None)
 and ``S = sum(m)``::

@@ -1,6 +1,6 @@
 """The released post-processing: temporal Gaussian smoothing blended by per-vertex masks.
 
-Two ops, each with this PyTorch reference and a C++ implementation (``_cpp.py``, csrc/core/smoothing.cpp):
+Two ops, each with this PyTorch reference and a C++ implementation (``backends/cpp.py``, csrc/core/smoothing.cpp):
 
 - ``"post_smooth"``: a whole sequence ``[T, V, 3]`` (``post_smooth(..., backend=)``; the reference is
   ``torch_post_smooth``);
@@ -8,7 +8,7 @@ Two ops, each with this PyTorch reference and a C++ implementation (``_cpp.py``,
   -> [j, V, 3]`` (frame t comes out once frame t + delay is in, computed from frames
   ``max(0, t-8) .. t+delay`` as if the sequence ended there) and ``.close() -> [rest, V, 3]``; the
   reference is ``StreamingSmoother``. ``delay`` = 8 equals ``post_smooth`` of the whole sequence; 4 is
-  the approximation ``streaming.py`` describes.
+  the approximation ``streaming/animator.py`` describes.
 """
 from __future__ import annotations
 

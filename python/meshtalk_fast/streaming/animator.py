@@ -5,9 +5,11 @@ Frame k's audio window is ``[centre_k + lookahead - 16000, centre_k + lookahead)
 samples up to ``centre_k + lookahead`` have arrived and k is certain to be a frame of the final
 sequence (``k < num_frames(samples so far)``, which only grows). Then, per ready frame: its audio
 code (the audio encoder, ready frames of one push batched), one step of the prior's sampler
-(``sample_step``, the sampler's arithmetic one step at a time: ``incremental.py`` for torch, the C++
-core's SamplerState for cpp), one decoder step (``decode_step``: template encoded once, LSTM state
-carried), then the streaming post-smoothing (``smooth_step``, ``smoothing.py``).
+(``sample_step``, the sampler's arithmetic one step at a time: ``models/incremental.py`` for torch, the C++
+core's SamplerState under another backend), one decoder step (``decode_step``: template encoded once,
+LSTM state carried), then the streaming post-smoothing (``smooth_step``, ``ops/smoothing.py``). That is the
+reference pipeline (``backend="torch"``); with ``backend="cpp"`` the same decisions are the C API session's
+(csrc/core/session.cpp, op ``live_session``), which engines run through ``mt_session_*``.
 
 Post-smoothing (``smooth_masks``) is the released one: a 9-tap Gaussian (sigma 2, replicate padding)
 blended by the forehead mask, then a second such pass blended by the neck mask. Each pass is centred,

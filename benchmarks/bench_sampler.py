@@ -1,9 +1,9 @@
-"""Decoding benchmarks: the autoregressive sampler and the VertexUnet decoder.
+"""Sampler benchmarks (op "sample"): the autoregressive sampler (bench_decoder.py: the VertexUnet decoder).
 
 Reference (PyTorch) and the C++ core ("cpp") in the same groups on the same inputs. Sizes:
 ``MESHTALK_BENCH_SIZE=full`` gives the released sizes (H=16, C=128, V=6172, T=90); the default
 "smoke" size runs in the normal test suite so these benchmarks never rot.
-Run: ``MESHTALK_BENCH_SIZE=full python -m pytest benchmarks/bench_decoding.py --benchmark-enable``.
+Run: ``MESHTALK_BENCH_SIZE=full python -m pytest benchmarks/bench_sampler.py --benchmark-enable``.
 The wider measurements of the C++ core (frames/s over B, real-time batch, memory, GEMM backends)
 come from ``python benchmarks/decoding_report.py``; both feed benchmarks/RESULTS.md.
 """
@@ -18,10 +18,10 @@ from common import require_backend
 FULL = os.environ.get("MESHTALK_BENCH_SIZE", "smoke") == "full"
 SIZE = dict(V=6172, H=16, C=128, T=90) if FULL else dict(V=50, H=4, C=8, T=3)
 SAMPLE_BATCHES = [1, 32] if FULL else [1, 3]
-DECODE_BATCHES = [32] if FULL else [2]
 
 
 def make_model() -> mf.MeshTalk:
+    """The model both decoding benchmarks use (random weights at SIZE)."""
     torch.manual_seed(0)
     return mf.MeshTalk(SIZE["V"], heads=SIZE["H"], classes=SIZE["C"]).eval()
 
@@ -29,13 +29,6 @@ def make_model() -> mf.MeshTalk:
 def sample_inputs(B: int):
     """One setup for every sampler backend: model and audio codes [B, T, 128]."""
     return make_model(), torch.randn(B, SIZE["T"], 128, generator=torch.Generator().manual_seed(B))
-
-
-def decode_inputs(B: int):
-    """One setup for every decoder backend: model, template [V, 3], one-hot codes [B, T, H, C]."""
-    g = torch.Generator().manual_seed(B)
-    labels = torch.randint(0, SIZE["C"], (B, SIZE["T"], SIZE["H"]), generator=g)
-    return make_model(), torch.randn(SIZE["V"], 3, generator=g), torch.nn.functional.one_hot(labels, SIZE["C"]).float()
 
 
 
@@ -50,17 +43,3 @@ def test_sample(benchmark, backend, B):
     run()  # warm-up: the cpp backend lays out (and caches) the weights on its first call
     out = benchmark(run)
     assert out.shape == (B, SIZE["T"], SIZE["H"], SIZE["C"])
-
-
-@pytest.mark.parametrize("B", DECODE_BATCHES)
-@pytest.mark.parametrize("backend", ["torch", "cpp"])
-def test_decode(benchmark, backend, B):
-    model, template, one_hot = decode_inputs(B)
-    benchmark.group = f"decode B={B} T={SIZE['T']} V={SIZE['V']}"
-    benchmark.extra_info["frames"] = B * SIZE["T"]
-    with torch.no_grad():  # the cpp backend computes no gradients: it runs outside grad mode
-        require_backend("decode", backend)
-        run = lambda: model.decode(template, one_hot, backend=backend)  # noqa: E731
-        run()  # warm-up, as for the sampler
-        out = benchmark(run)
-    assert out.shape == (B, SIZE["T"], SIZE["V"], 3)
