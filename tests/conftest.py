@@ -120,3 +120,11 @@ def odd():
 
     model = prior_model(**ODD, V=10)
     return model, _cpp.context_weights(model), _cpp.decoder_weights(model)
+
+
+@pytest.fixture(scope="session")
+def released_masks(assets):
+    """The released smoothing masks ``(forehead [6172], neck [6172])``."""
+    import meshtalk_fast as mf
+
+    return mf.load_mask(assets / "forehead_mask.txt", 6172), mf.load_mask(assets / "neck_mask.txt", 6172)

@@ -30,8 +30,8 @@ def small(face_model):
 
 
 @pytest.fixture(scope="module")
-def masks(assets):
-    return mf.load_mask(assets / "forehead_mask.txt", 6172), mf.load_mask(assets / "neck_mask.txt", 6172)
+def masks(released_masks):
+    return released_masks
 
 
 @pytest.fixture(scope="module")

@@ -330,7 +330,7 @@ def test_example_program_animates_like_python(example_program, tmp_path, config)
 
 
 def test_core_session_binding_matches_the_python_pipeline(tmp_path):
-    """_core.Session (the C API's session, bound for benchmarks): frames of pushes of any size equal the
+    """_core.Session (the C API's session, which StreamingAnimator(backend="cpp") runs): frames of pushes of any size equal the
     Python pipeline on the C++ core with the same seed, with and without smoothing."""
     import numpy as np
     from meshtalk_fast.ops.smoothing import post_smooth
@@ -359,3 +359,43 @@ def test_core_session_binding_matches_the_python_pipeline(tmp_path):
         s.push(np.zeros(10, np.float32))
     s.reset()
     assert s.push(np.zeros(10, np.float32)).shape == (0, V, 3)
+
+
+@pytest.mark.parametrize("framing", ["window", "stream"])
+def test_streaming_animator_cpp_is_the_c_api_session(tmp_path, framing):
+    """StreamingAnimator(backend="cpp") runs the C API's own session with the weights passed from memory:
+    frame for frame equal (bit for bit) to a session on the model's saved file, for pushes of any size,
+    with the seed it draws from ``seed`` as the C++ sampler draws it; and close to the torch reference."""
+    import numpy as np
+
+    try:
+        from meshtalk_fast import _core
+    except ImportError as e:
+        pytest.skip(f"the C++ extension meshtalk_fast._core is not built: {e}")
+    from helpers import sharpened_prior
+
+    V = 40
+    extra = dict(framing="stream", clock="exact") if framing == "stream" else {}
+    model = sharpened_prior(V, heads=3, classes=8, context_hidden=16, seed=2, fps=25, lookahead=3000, **extra)
+    model.save(tmp_path / "m.safetensors")
+    template, forehead, neck = torch.randn(V, 3), torch.rand(V), torch.rand(V)
+    audio = torch.randn(16000 + 7001) * 0.2
+    seed = int(torch.randint(0, 2 ** 63 - 1, (1,), generator=torch.Generator().manual_seed(5)))
+    session = _core.Session(_core.CoreModel.from_file(str(tmp_path / "m.safetensors")), template.numpy(), seed=seed,
+                            smooth_masks=(forehead.numpy(), neck.numpy()), smoothing_delay=4)
+    expected = [session.push(audio[i:i + 533].numpy()) for i in range(0, audio.numel(), 533)] + [session.finish()]
+    for chunk in (533, 2999):
+        live = mf.StreamingAnimator(model, template, seed=5, smooth_masks=(forehead, neck), backend="cpp")
+        got = [live.push(audio[i:i + chunk]) for i in range(0, audio.numel(), chunk)] + [live.close()]
+        got, want = torch.cat(got), torch.from_numpy(np.concatenate(expected))
+        assert live.frames_emitted == want.shape[0] == mf.num_frames(audio.numel(), 25, model.config.clock)
+        assert torch.equal(got, want)
+    # against the torch reference pipeline: the noise differs between backends (counter-based in the core),
+    # so compare the prior's mode (a sharpened prior: no near ties)
+    argmax = [mf.StreamingAnimator(model, template, argmax=True, smooth_masks=(forehead, neck), backend=b)
+              for b in ("cpp", "torch")]
+    outs = [torch.cat([a.push(audio), a.close()]) for a in argmax]
+    torch.testing.assert_close(outs[0], outs[1], rtol=0, atol=1e-3)
+    with pytest.raises(ValueError, match="threads applies to backend 'cpp' only"):
+        mf.StreamingAnimator(model, template, backend="torch", threads=2)
+

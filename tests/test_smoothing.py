@@ -26,11 +26,6 @@ def random_masks(V, seed=1):
     return torch.rand(V, generator=g), torch.rand(V, generator=g)
 
 
-@pytest.fixture(scope="module")
-def released_masks(assets):
-    return mf.load_mask(assets / "forehead_mask.txt", 6172), mf.load_mask(assets / "neck_mask.txt", 6172)
-
-
 def stream(smoother, x, chunk):
     return torch.cat([smoother.push(x[i:i + chunk]) for i in range(0, x.shape[0], chunk)] + [smoother.close()])
 
