@@ -179,7 +179,7 @@ def test_model_file_config_is_checked_against_the_tensors_before_allocating(tiny
     with pytest.raises(mf.CheckpointError, match=f"duplicate key '{name}'"):
         mf.MeshTalk.load(dup)
     monkeypatch.undo()
-    assert ck.read_config(good) == tiny.config and isinstance(mf.MeshTalk.load(good), mf.MeshTalk)
+    assert ck.read_config(good, mf.MeshTalk) == tiny.config and isinstance(mf.MeshTalk.load(good), mf.MeshTalk)
 
 
 def test_non_finite_weights_are_refused_naming_the_tensor(tiny, tmp_path):

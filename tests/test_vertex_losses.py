@@ -228,6 +228,7 @@ def test_auto_keeps_the_reference_on_cpu():
     assert _dispatch.resolve("masked_vertex_losses", "auto", cpu) is torch_masked_vertex_losses
     assert _dispatch.resolve("lip_vertex_error", "auto", cpu) is torch_lip_vertex_error
     # log_mel has a CPU fast path: the C++ core where it is built, else the reference
+    from meshtalk_fast.backends import cpp as _cpp
     from meshtalk_fast.backends.cpp import core_unavailable
 
     expected = mf.torch_log_mel if core_unavailable(cpu) else _cpp.cpp_log_mel

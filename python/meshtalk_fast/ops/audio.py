@@ -10,7 +10,7 @@ from typing import Optional, Union
 import numpy as np
 import torch
 
-from ..base.checks import check_choice, check_finite, check_positive_int, check_regular_file, shape_str
+from ..base.checks import check_choice, check_positive_int, check_regular_file, shape_str
 from .mel import SAMPLE_RATE
 
 __all__ = ["SAMPLE_RATE", "MAX_CHANNELS", "load_audio"]
