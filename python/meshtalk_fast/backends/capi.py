@@ -16,7 +16,7 @@ import pathlib
 
 __all__ = ["cmake_dir", "include_dir", "library_dir"]
 
-_PACKAGE = pathlib.Path(__file__).resolve().parent
+_PACKAGE = pathlib.Path(__file__).resolve().parents[1]  # the meshtalk_fast folder (this file is in backends/)
 
 
 def _installed(path: pathlib.Path, what: str) -> str:
