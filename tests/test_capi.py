@@ -219,7 +219,9 @@ def test_cmake_dir_command():
     package = pathlib.Path(mf.__file__).parent
     assert (package / "include" / "meshtalk" / "meshtalk.h").is_file()
     assert (package / "lib" / "libmeshtalk_core.a").is_file()
-    assert pathlib.Path(mf.capi.include_dir()) == package / "include"
+    from meshtalk_fast.backends import capi
+
+    assert pathlib.Path(capi.include_dir()) == package / "include"
 
 
 def test_example_builds_against_the_package_and_prints_the_model(request, tmp_path):
