@@ -196,10 +196,10 @@ def test_weights_from_a_saved_model_file(model, speech, tmp_path):
 
 
 def test_file_without_melspec_buffers_uses_the_standard_ones(model, speech, tmp_path):
-    from meshtalk_fast.models.checkpoint import FORMAT_NAME, FORMAT_VERSION, _saved_state
+    from meshtalk_fast.models.checkpoint import FORMAT_NAME, FORMAT_VERSION, saved_state
     import json
 
-    state = {k: v for k, v in _saved_state(model).items() if ".melspec." not in k}
+    state = {k: v for k, v in saved_state(model).items() if ".melspec." not in k}
     meta = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION,
             "config": json.dumps(model.config.__dict__, sort_keys=True)}
     save_file(state, tmp_path / "plain.safetensors", metadata=meta)

@@ -175,7 +175,7 @@ def test_cpp_test_writer_writes_what_meshtalk_save_writes(release_build, tmp_pat
     (strict: every key, shape and the config) reads one, and it has exactly MeshTalk.save's keys."""
     from safetensors import safe_open
 
-    from meshtalk_fast.models.checkpoint import _saved_state
+    from meshtalk_fast.models.checkpoint import saved_state
 
     path = tmp_path / "cpp.safetensors"
     _run([release_build.writer, path, "--vertices", "6", "--heads", "2", "--classes", "3", "--fps", "25",
@@ -186,7 +186,7 @@ def test_cpp_test_writer_writes_what_meshtalk_save_writes(release_build, tmp_pat
     with safe_open(str(path), "pt") as f:
         keys = list(f.keys())
         meta = f.metadata()
-    assert sorted(keys) == sorted(_saved_state(model))
+    assert sorted(keys) == sorted(saved_state(model))
     reference = tmp_path / "python.safetensors"
     model.save(reference)
     with safe_open(str(reference), "pt") as f:
