@@ -56,7 +56,8 @@ def test_encode_audio(benchmark, backend, B, T):
 
 def streaming_codes(model, audio: torch.Tensor) -> np.ndarray:
     """The core's AudioStreamEncoder fed ``audio [1, L]`` in CHUNK-sample pushes: codes [1, T, A]."""
-    from meshtalk_fast import _core, _cpp
+    from meshtalk_fast import _core
+    from meshtalk_fast.backends import cpp as _cpp
 
     c = model.config
     enc = _core.AudioStreamEncoder(_cpp.audio_encoder_weights(model), 1, c.fps, c.clock, c.lookahead, c.framing,

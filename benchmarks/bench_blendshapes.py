@@ -33,7 +33,7 @@ import torch
 import meshtalk_fast as mf
 from bench_animate import speech
 from common import require_backend
-from meshtalk_fast._dispatch import resolve
+from meshtalk_fast.base.dispatch import resolve
 
 FULL = os.environ.get("MESHTALK_BENCH_SIZE", "smoke") == "full"
 V, K, T = (6172, 52, 300) if FULL else (300, 7, 10)

@@ -1,8 +1,9 @@
 """Real-time factor of the C API's session pipeline (csrc/core/session.cpp, through the pybind11
 binding ``_core.Session``), one stream pushed one 533-sample frame period at a time, with the released
-post-smoothing (delay 4), for both framings, against the Python pipeline on the same C++ kernels
-(``backend="cpp"``): ``StreamingAnimator`` pushed the same pieces; and, for scale, offline
-``animate`` on the whole buffer (``python_offline``, all cores).
+post-smoothing (delay 4), for both framings; ``python``: ``StreamingAnimator(backend="cpp")`` pushed the same
+pieces, which since issue #15 runs that same session (weights passed from memory), so it measures what the
+Python API adds around it; and, for scale, offline ``animate`` on the whole buffer (``python_offline``, all
+cores). Save a run as JSON with ``--benchmark-json benchmarks/results/NAME.json``.
 
 ``MESHTALK_BENCH_SIZE=full``: 60 s of speech at the released sizes (V=6172, 16 heads x 128 classes,
 random weights; the released face template when ../shared/assets/meshtalk holds it); default

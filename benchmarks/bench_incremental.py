@@ -15,7 +15,7 @@ import torch
 
 import meshtalk_fast as mf
 from common import require_backend
-from meshtalk_fast._dispatch import resolve
+from meshtalk_fast.base.dispatch import resolve
 
 FULL = os.environ.get("MESHTALK_BENCH_SIZE", "smoke") == "full"
 SIZE = dict(V=6172, H=16, C=128) if FULL else dict(V=50, H=4, C=8)

@@ -13,7 +13,7 @@ import torch
 
 import meshtalk_fast as mf
 from common import require_backend
-from meshtalk_fast._dispatch import resolve
+from meshtalk_fast.base.dispatch import resolve
 
 FULL = os.environ.get("MESHTALK_BENCH_SIZE", "smoke") == "full"
 T, V = (1800, 6172) if FULL else (20, 50)

@@ -62,7 +62,7 @@ def test_fused_losses_block_rows(benchmark, block_rows):
     this GPU. A GPU measurement only."""
     if DEVICE.type != "cuda":
         pytest.skip("needs a CUDA GPU: the rows-per-program sweep times the compiled kernel")
-    from meshtalk_fast._triton import kernel_module
+    from meshtalk_fast.backends.triton import kernel_module
 
     fused = kernel_module("vertex_losses").triton_masked_vertex_losses
     preds, target, masks = loss_inputs()

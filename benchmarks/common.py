@@ -44,3 +44,30 @@ def device_label(device: torch.device) -> str:
     """``cuda``, ``cpu`` or ``cpu, interpreter``: the suffix of every benchmark group name."""
     device = torch.device(device)
     return "cpu, interpreter" if device.type == "cpu" and interpreting() else device.type
+
+
+def run_info() -> dict:
+    """What a saved result needs to be compared across commits: the commit (and whether the tree had
+    changes), the device (CPU model, or the GPU), torch, the size preset and the UTC time of the run."""
+    import datetime
+    import platform
+    import subprocess
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+    def git(*args) -> str:
+        try:
+            return subprocess.run(["git", "-C", root, *args], capture_output=True, text=True, timeout=10).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"cpu: {cpu}, {os.cpu_count()} cores"
+    return {"commit": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
+            "device": device, "torch": torch.__version__, "size": os.environ.get("MESHTALK_BENCH_SIZE", "smoke"),
+            "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}

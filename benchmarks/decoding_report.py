@@ -24,7 +24,8 @@ import numpy as np
 import torch
 
 import meshtalk_fast as mf
-from meshtalk_fast import _core, _cpp
+from meshtalk_fast import _core
+from meshtalk_fast.backends import cpp as _cpp
 
 H, C, V = 16, 128, 6172
 
@@ -127,7 +128,8 @@ def real_time_batch(model, T: int, reps: int) -> dict:
 
 MEMORY_SCRIPT = """
 import sys, numpy as np, torch, meshtalk_fast as mf
-from meshtalk_fast import _core, _cpp
+from meshtalk_fast import _core
+from meshtalk_fast.backends import cpp as _cpp
 B, T = int(sys.argv[1]), int(sys.argv[2])
 def status(key):
     with open("/proc/self/status") as f:
@@ -182,7 +184,7 @@ def gemm_table(reps: int) -> list:
         for backend in ("builtin", "blas"):
             if backend == "blas" and not _core.gemm_info()["blas_available"]:
                 continue
-            row[f"{backend}_us"] = min(_core.bench_gemm(m, n, k, backend, reps=r, threads=1) for _ in range(reps)) * 1e6
+            row[f"{backend}_us"] = min(_core._testing.bench_gemm(m, n, k, backend, reps=r, threads=1) for _ in range(reps)) * 1e6
         if "blas_us" in row:
             row["blas_over_builtin"] = row["blas_us"] / row["builtin_us"]
         rows.append(row)

@@ -100,7 +100,7 @@ def _ptxas_stats(ptx: str, arch: int) -> dict:
 
 def compile_all(arch: int = 90, quick: bool = False) -> list:
     sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "python"))
-    from meshtalk_fast._triton import kernel_module
+    from meshtalk_fast.backends.triton import kernel_module
 
     specs = _losses_specs(kernel_module("vertex_losses"), quick) + _mel_specs(kernel_module("mel"), quick)
     results = []

@@ -98,7 +98,7 @@ def environment(mode: str, work: pathlib.Path, **_) -> Dict:
         info["device_name"] = "cpu: " + (platform.processor() or platform.machine())
         info["peak_bandwidth_gbps"] = None
     import meshtalk_fast as mf
-    from meshtalk_fast._dispatch import resolve
+    from meshtalk_fast.base.dispatch import resolve
 
     info["meshtalk_fast"] = str(pathlib.Path(mf.__file__).parent)
     device = torch.device("cuda" if mode == "gpu" else "cpu")

@@ -70,7 +70,7 @@ def _losses_and_grads(fn, preds, target, masks, distance):
 
 def _loss_cases(device, full: bool) -> List[Dict]:
     import meshtalk_fast as mf
-    from meshtalk_fast.losses import torch_masked_vertex_losses
+    from meshtalk_fast.ops.vertex_losses import torch_masked_vertex_losses
 
     def triton(*args):
         return mf.masked_vertex_losses(*args, backend="triton")
@@ -93,7 +93,7 @@ def _loss_cases(device, full: bool) -> List[Dict]:
 
 def _lve_cases(device, full: bool) -> List[Dict]:
     import meshtalk_fast as mf
-    from meshtalk_fast.losses import torch_lip_vertex_error
+    from meshtalk_fast.ops.vertex_losses import torch_lip_vertex_error
 
     preds, target, masks = _loss_inputs(torch.float32, device, full, seed=1)
     lips = masks[2] > 0.9

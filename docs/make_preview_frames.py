@@ -1,6 +1,6 @@
 """Makes docs/preview_frames.png: every 15th frame of the example sentence animated by a randomly
 initialised model (the released sizes, face_mean/face_std normalisation, seed 0) with the released
-post-smoothing, drawn by the preview renderer (``meshtalk_fast.render``) at 192 x 192.
+post-smoothing, drawn by the preview renderer (``meshtalk_fast.io.render``) at 192 x 192.
 
 Run: ``PYTHONPATH=python python docs/make_preview_frames.py ../shared/assets/meshtalk docs/preview_frames.png``
 """
@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 import meshtalk_fast as mf
-from meshtalk_fast.render import frame_grid, render_frames
+from meshtalk_fast.io.render import frame_grid, render_frames
 
 
 def main(assets: Path, out: Path) -> None:

@@ -6,6 +6,11 @@ import pathlib
 import pytest
 import torch
 
+# Set once, before anything imports triton: without CUDA the Triton kernels run on the CPU through the
+# interpreter (tests parametrised over backends then cover "triton" too, at small sizes).
+if not torch.cuda.is_available():
+    os.environ["TRITON_INTERPRET"] = "1"
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 ASSETS = pathlib.Path(os.environ.get("MESHTALK_ASSETS", ROOT.parent / "shared" / "assets" / "meshtalk"))
 
@@ -103,3 +108,23 @@ def tiny_cli_files(tmp_path_factory):
     sf.write(root / "speech.wav", (0.1 * rng.standard_normal(19200)).astype(np.float32), 16000, subtype="FLOAT")
     return {"root": root, "model": root / "model.safetensors", "template": root / "template.obj",
             "wav": root / "speech.wav"}
+
+
+@pytest.fixture(scope="module")
+def odd():
+    """A sharpened prior of odd sizes (heads 3, classes 5, width 6, V = 10) and its weights in the C++ core's
+    layout: (model, context weights, decoder weights)."""
+    from helpers import ODD, prior_model
+
+    from meshtalk_fast.backends import cpp as _cpp
+
+    model = prior_model(**ODD, V=10)
+    return model, _cpp.context_weights(model), _cpp.decoder_weights(model)
+
+
+@pytest.fixture(scope="session")
+def released_masks(assets):
+    """The released smoothing masks ``(forehead [6172], neck [6172])``."""
+    import meshtalk_fast as mf
+
+    return mf.load_mask(assets / "forehead_mask.txt", 6172), mf.load_mask(assets / "neck_mask.txt", 6172)

@@ -8,7 +8,7 @@ import torch
 
 import meshtalk_fast as mf
 from meshtalk_fast import cli
-from meshtalk_fast.animate import fit_expression
+from meshtalk_fast.animation.offline import fit_expression
 
 OUTPUTS = ["animation.glb", "meshes.npz", "obj", "preview.mp4"]
 
@@ -30,8 +30,8 @@ def small(face_model):
 
 
 @pytest.fixture(scope="module")
-def masks(assets):
-    return mf.load_mask(assets / "forehead_mask.txt", 6172), mf.load_mask(assets / "neck_mask.txt", 6172)
+def masks(released_masks):
+    return released_masks
 
 
 @pytest.fixture(scope="module")
@@ -131,7 +131,7 @@ def test_animate_bad_arguments(small, template, speech):
 def test_long_inputs_show_a_progress_bar(small, template, speech, monkeypatch, capsys):
     import importlib
 
-    animate_module = importlib.import_module("meshtalk_fast.animate")  # the module (mf.animate is the function)
+    animate_module = importlib.import_module("meshtalk_fast.animation.offline")  # the module (mf.animate is the function)
     monkeypatch.setattr(animate_module, "PROGRESS_MIN_SECONDS", 0.5)
     mf.animate(speech[:12000], template, small, argmax=True, backend="torch", normalize=False)
     assert "frame" in capsys.readouterr().err
@@ -248,7 +248,7 @@ def test_cli_animate_bad_inputs(files, assets, small, tmp_path, capsys):
 
 
 def test_cli_animate_never_overwrites_and_leaves_nothing_on_failure(files, assets, tmp_path, capsys, monkeypatch):
-    import meshtalk_fast.render as render
+    import meshtalk_fast.io.render as render
 
     out = tmp_path / "out"
     argv = ["animate", "--model", str(files["small"]), "--template", str(assets / "face_template.obj"),

@@ -14,8 +14,10 @@ import torch
 from safetensors.torch import save_file
 
 import meshtalk_fast as mf
-from meshtalk_fast import _core, _cpp
-from meshtalk_fast.audio import STREAM_PAD, stream_positions
+from helpers import assert_close
+from meshtalk_fast import _core
+from meshtalk_fast.backends import cpp as _cpp
+from meshtalk_fast.ops.frame_clock import STREAM_PAD, stream_positions
 
 ATOL = 2e-5
 
@@ -32,8 +34,7 @@ def narrow(face_model):
 
 
 def check_close(name, cpp, ref32, ref64):
-    diff = (cpp - ref32).abs()
-    assert float(diff.max()) <= ATOL, f"{name}: max |cpp - torch| = {float(diff.max()):.2e}"
+    assert_close(f"{name}: cpp against torch", cpp, ref32, atol=ATOL)
     err_cpp, err_ref = float((cpp.double() - ref64).abs().max()), float((ref32.double() - ref64).abs().max())
     assert err_cpp <= 2 * err_ref + 1e-6, f"{name}: cpp is {err_cpp:.2e} from float64, torch float32 {err_ref:.2e}"
 
@@ -159,8 +160,8 @@ def test_streaming_encoder_emits_each_frame_as_soon_as_possible(face_model, fram
     emitted_at = []
     for n in range(1, audio.shape[1] + 1, 10):
         emitted_at += [min(n + 9, audio.shape[1])] * enc.push(audio[:, n - 1:n + 9]).shape[1]
-    T, centres, positions = _core.clock_frames(audio.shape[1], 30, "exact", 2000)
-    assert np.array_equal(centres, mf.audio.frame_centres(T, 30, "exact").numpy())
+    T, centres, positions = _core._testing.clock_frames(audio.shape[1], 30, "exact", 2000)
+    assert np.array_equal(centres, mf.ops.frame_clock.frame_centres(T, 30, "exact").numpy())
     assert np.array_equal(positions, stream_positions(T, 30, "exact", 2000).numpy())
     exists = [next(n for n in range(1, 10 ** 6) if mf.num_frames(n, 30, "exact") > k) for k in range(T)]
     if framing == "window":
@@ -195,10 +196,10 @@ def test_weights_from_a_saved_model_file(model, speech, tmp_path):
 
 
 def test_file_without_melspec_buffers_uses_the_standard_ones(model, speech, tmp_path):
-    from meshtalk_fast.checkpoint import FORMAT_NAME, FORMAT_VERSION, _saved_state
+    from meshtalk_fast.models.checkpoint import FORMAT_NAME, FORMAT_VERSION, saved_state
     import json
 
-    state = {k: v for k, v in _saved_state(model).items() if ".melspec." not in k}
+    state = {k: v for k, v in saved_state(model).items() if ".melspec." not in k}
     meta = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION,
             "config": json.dumps(model.config.__dict__, sort_keys=True)}
     save_file(state, tmp_path / "plain.safetensors", metadata=meta)

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import meshtalk_fast as mf
-from meshtalk_fast.blendshapes import condition_number
+from meshtalk_fast.ops.blendshapes import condition_number
 
 BACKENDS = ["torch", "cpp"]
 
@@ -215,7 +215,7 @@ def test_glb_written_for_viewers_reads_with_pygltflib(tmp_path):
 
 
 def test_file_errors_name_the_file(tmp_path):
-    from meshtalk_fast.export import save_glb
+    from meshtalk_fast.io.export import save_glb
 
     with pytest.raises(FileNotFoundError, match="blendshape file .*nope.glb.* does not exist"):
         mf.BlendshapeBasis.load(tmp_path / "nope.glb")
@@ -259,7 +259,7 @@ def test_gltf_with_an_external_buffer_and_animating_it(tmp_path):
     """A .gltf + .bin rig reads like the .glb, and its animated copy is one self-contained .glb."""
     from pygltflib import GLTF2, BufferFormat
 
-    from meshtalk_fast.gltf_morph import add_weights_animation
+    from meshtalk_fast.io.gltf import add_weights_animation
 
     basis = _basis(20, 3, seed=13, faces=True)
     basis.save(tmp_path / "rig.glb")

@@ -21,10 +21,10 @@ except ImportError:
     threadpool_limits = None
 
 import meshtalk_fast as mf
-from meshtalk_fast._dispatch import resolve
+from meshtalk_fast.base.dispatch import resolve
 
 _core = pytest.importorskip("meshtalk_fast._core", reason="the C++ extension meshtalk_fast._core is not built")
-from meshtalk_fast._cpp import cpp_solve_blendshapes  # noqa: E402  (needs the core)
+from meshtalk_fast.backends.cpp import cpp_solve_blendshapes  # noqa: E402  (needs the core)
 
 TOL = 1e-4  # the agreement; float32 inputs and the core's float32 product D^T M r
 

@@ -175,7 +175,7 @@ def test_cpp_test_writer_writes_what_meshtalk_save_writes(release_build, tmp_pat
     (strict: every key, shape and the config) reads one, and it has exactly MeshTalk.save's keys."""
     from safetensors import safe_open
 
-    from meshtalk_fast.checkpoint import _saved_state
+    from meshtalk_fast.models.checkpoint import saved_state
 
     path = tmp_path / "cpp.safetensors"
     _run([release_build.writer, path, "--vertices", "6", "--heads", "2", "--classes", "3", "--fps", "25",
@@ -186,7 +186,7 @@ def test_cpp_test_writer_writes_what_meshtalk_save_writes(release_build, tmp_pat
     with safe_open(str(path), "pt") as f:
         keys = list(f.keys())
         meta = f.metadata()
-    assert sorted(keys) == sorted(_saved_state(model))
+    assert sorted(keys) == sorted(saved_state(model))
     reference = tmp_path / "python.safetensors"
     model.save(reference)
     with safe_open(str(reference), "pt") as f:
@@ -219,7 +219,9 @@ def test_cmake_dir_command():
     package = pathlib.Path(mf.__file__).parent
     assert (package / "include" / "meshtalk" / "meshtalk.h").is_file()
     assert (package / "lib" / "libmeshtalk_core.a").is_file()
-    assert pathlib.Path(mf.capi.include_dir()) == package / "include"
+    from meshtalk_fast.backends import capi
+
+    assert pathlib.Path(capi.include_dir()) == package / "include"
 
 
 def test_example_builds_against_the_package_and_prints_the_model(request, tmp_path):
@@ -281,7 +283,7 @@ def test_example_program_animates_like_python(example_program, tmp_path, config)
     frames of the Python pipeline on the C++ core: encode_speech -> sample(seeds=[S]) -> decode
     (-> post_smooth), with the same seed."""
     import numpy as np
-    from meshtalk_fast.smoothing import post_smooth
+    from meshtalk_fast.ops.smoothing import post_smooth
 
     torch.manual_seed(0)
     V = 300
@@ -331,10 +333,10 @@ def test_example_program_animates_like_python(example_program, tmp_path, config)
 
 
 def test_core_session_binding_matches_the_python_pipeline(tmp_path):
-    """_core.Session (the C API's session, bound for benchmarks): frames of pushes of any size equal the
+    """_core.Session (the C API's session, which StreamingAnimator(backend="cpp") runs): frames of pushes of any size equal the
     Python pipeline on the C++ core with the same seed, with and without smoothing."""
     import numpy as np
-    from meshtalk_fast.smoothing import post_smooth
+    from meshtalk_fast.ops.smoothing import post_smooth
 
     try:
         from meshtalk_fast import _core
@@ -404,3 +406,43 @@ def test_core_model_weights_modes_stay_near_float32(tmp_path, V, heads, classes,
         assert err <= bound * extent, (weights, err, extent)
     with pytest.raises(ValueError, match="weights must be 'f32', 'bf16' or 'int8', got 'fp16'"):
         _core.CoreModel.from_file(str(tmp_path / "m.safetensors"), weights="fp16")
+
+
+@pytest.mark.parametrize("framing", ["window", "stream"])
+def test_streaming_animator_cpp_is_the_c_api_session(tmp_path, framing):
+    """StreamingAnimator(backend="cpp") runs the C API's own session with the weights passed from memory:
+    frame for frame equal (bit for bit) to a session on the model's saved file, for pushes of any size,
+    with the seed it draws from ``seed`` as the C++ sampler draws it; and close to the torch reference."""
+    import numpy as np
+
+    try:
+        from meshtalk_fast import _core
+    except ImportError as e:
+        pytest.skip(f"the C++ extension meshtalk_fast._core is not built: {e}")
+    from helpers import sharpened_prior
+
+    V = 40
+    extra = dict(framing="stream", clock="exact") if framing == "stream" else {}
+    model = sharpened_prior(V, heads=3, classes=8, context_hidden=16, seed=2, fps=25, lookahead=3000, **extra)
+    model.save(tmp_path / "m.safetensors")
+    template, forehead, neck = torch.randn(V, 3), torch.rand(V), torch.rand(V)
+    audio = torch.randn(16000 + 7001) * 0.2
+    seed = int(torch.randint(0, 2 ** 63 - 1, (1,), generator=torch.Generator().manual_seed(5)))
+    session = _core.Session(_core.CoreModel.from_file(str(tmp_path / "m.safetensors")), template.numpy(), seed=seed,
+                            smooth_masks=(forehead.numpy(), neck.numpy()), smoothing_delay=4)
+    expected = [session.push(audio[i:i + 533].numpy()) for i in range(0, audio.numel(), 533)] + [session.finish()]
+    for chunk in (533, 2999):
+        live = mf.StreamingAnimator(model, template, seed=5, smooth_masks=(forehead, neck), backend="cpp")
+        got = [live.push(audio[i:i + chunk]) for i in range(0, audio.numel(), chunk)] + [live.close()]
+        got, want = torch.cat(got), torch.from_numpy(np.concatenate(expected))
+        assert live.frames_emitted == want.shape[0] == mf.num_frames(audio.numel(), 25, model.config.clock)
+        assert torch.equal(got, want)
+    # against the torch reference pipeline: the noise differs between backends (counter-based in the core),
+    # so compare the prior's mode (a sharpened prior: no near ties)
+    argmax = [mf.StreamingAnimator(model, template, argmax=True, smooth_masks=(forehead, neck), backend=b)
+              for b in ("cpp", "torch")]
+    outs = [torch.cat([a.push(audio), a.close()]) for a in argmax]
+    torch.testing.assert_close(outs[0], outs[1], rtol=0, atol=1e-3)
+    with pytest.raises(ValueError, match="threads applies to backend 'cpp' only"):
+        mf.StreamingAnimator(model, template, backend="torch", threads=2)
+

@@ -10,7 +10,7 @@ import torch
 
 import meshtalk_fast as mf
 from meshtalk_fast import cli
-from meshtalk_fast.livelink import LIVELINK_CURVES, read_livelink_csv
+from meshtalk_fast.streaming.livelink import LIVELINK_CURVES, read_livelink_csv
 
 
 @pytest.fixture(autouse=True, scope="module")

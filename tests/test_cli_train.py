@@ -52,7 +52,7 @@ def test_quickstart_smoke(dataset, tmp_path, capsys):
     every output is written, and the collapse warning is printed exactly when the codes collapsed."""
     import shutil
 
-    from meshtalk_fast.quickstart import COLLAPSED
+    from meshtalk_fast.training.quickstart import COLLAPSED
 
     out = tmp_path / "qs"
     shutil.copytree(dataset, out / "data")

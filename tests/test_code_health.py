@@ -8,8 +8,8 @@ import pytest
 import torch
 
 import meshtalk_fast as mf
-from meshtalk_fast.evaluate import code_sensitivity
-from meshtalk_fast.quantize import code_statistics
+from meshtalk_fast.evaluation.evaluate import code_sensitivity
+from meshtalk_fast.models.quantize import code_statistics
 from meshtalk_fast.training import align
 
 V = 30
@@ -106,7 +106,7 @@ def test_a_decoder_that_ignores_its_codes_measures_zero():
 
 
 def test_a_decoder_that_uses_its_codes_measures_well_above_the_collapse_threshold():
-    from meshtalk_fast.quickstart import COLLAPSED
+    from meshtalk_fast.training.quickstart import COLLAPSED
 
     # small real motion, codes that change with the audio's loudness, a decoder with large code columns
     model = _model()

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 import meshtalk_fast as mf
-from meshtalk_fast.export import morph_basis, write_outputs
-from meshtalk_fast.render import Camera, render_frames
+from meshtalk_fast.io.export import morph_basis, write_outputs
+from meshtalk_fast.io.render import Camera, render_frames
 
 COMPONENTS = {5120: np.int8, 5121: np.uint8, 5122: np.int16, 5123: np.uint16, 5125: np.uint32, 5126: np.float32}
 WIDTH = {"SCALAR": 1, "VEC2": 2, "VEC3": 3, "VEC4": 4}
@@ -169,7 +169,7 @@ def test_render_shows_a_shaded_face(template, faces):
 
 
 def test_frame_grid_tiles_row_major():
-    from meshtalk_fast.render import frame_grid
+    from meshtalk_fast.io.render import frame_grid
 
     images = [np.full((4, 6, 3), i, np.uint8) for i in range(5)]
     grid = frame_grid(images, columns=2)

@@ -155,7 +155,7 @@ def test_upper_expression_input_reads_the_upper_face_alone():
     """``expression_std = "upper"``: the normaliser is each vertex's largest motion over the upper-face mask
     (a rare event and a frequent one both peak at 1), ~infinite elsewhere, so moving the mouth leaves the
     expression code unchanged."""
-    from meshtalk_fast.quickstart import initial_model, motion_range
+    from meshtalk_fast.training.quickstart import initial_model, motion_range
     from meshtalk_fast.training import align
 
     template = torch.zeros(V, 3)

@@ -7,9 +7,10 @@ import pytest
 import torch
 
 import meshtalk_fast as mf
-from meshtalk_fast import _cpp
-from meshtalk_fast._dispatch import resolve
-from meshtalk_fast.incremental import PriorStepper
+from helpers import sharpened_prior
+from meshtalk_fast.backends import cpp as _cpp
+from meshtalk_fast.base.dispatch import resolve
+from meshtalk_fast.models.incremental import PriorStepper
 
 _core = pytest.importorskip("meshtalk_fast._core", reason="the C++ extension meshtalk_fast._core is not built")
 
@@ -25,13 +26,7 @@ def _one_thread(one_torch_thread):
 
 
 def prior_model(heads, classes, context_hidden, V=300, seed=0, scale=2.0):
-    """A MeshTalk whose prior is sharper than the init (weights * scale)."""
-    torch.manual_seed(seed)
-    model = mf.MeshTalk(V, heads=heads, classes=classes, context_hidden=context_hidden).eval()
-    with torch.no_grad():
-        for p in model.context_model.parameters():
-            p.mul_(scale)
-    return model
+    return sharpened_prior(V, heads, classes, context_hidden, seed=seed, scale=scale)
 
 
 def codes(B, n, seed):
@@ -222,7 +217,7 @@ def stream_setup():
 def test_streaming_animator_cpp_equals_offline_cpp(stream_setup, delay, chunk):
     model, template, masks, audio = stream_setup
     s = mf.StreamingAnimator(model, template, seed=3, smooth_masks=masks, backend="cpp", smoothing_delay=delay)
-    assert isinstance(s._sampler, _cpp.CppPriorStepper) and isinstance(s._smoother, _cpp.CppStreamingSmoother)
+    assert isinstance(s._session, _cpp.CppLiveSession)  # the C API's own session (issue #15)
     got = torch.cat([s.push(audio[i:i + chunk]) for i in range(0, audio.shape[0], chunk)] + [s.close()])
     # offline: the seed StreamingAnimator(seed=3) draws, then the whole-sequence C++ sampler and decoder
     seed = int(torch.randint(0, 2 ** 63 - 1, (1,), generator=torch.Generator().manual_seed(3))[0])
@@ -236,7 +231,7 @@ def test_streaming_animator_cpp_equals_offline_cpp(stream_setup, delay, chunk):
         torch.testing.assert_close(got, offline, atol=1e-4, rtol=0)
     else:  # delay 4: exact up to the documented bound where both masks are nonzero
         spread = max(float((raw[t + 5:t + 9] - raw[t + 4]).abs().max()) for t in range(raw.shape[0] - 8))
-        bound = float((masks[0] * masks[1]).max()) * mf.streaming.smoothing_tail() * spread
+        bound = float((masks[0] * masks[1]).max()) * mf.streaming.animator.smoothing_tail() * spread
         assert float((got - offline).abs().max()) <= bound + 1e-4
     animated = mf.animate(audio, template, model, seed=3, backend="cpp", smooth_masks=masks, normalize=False,
                           progress=False)
@@ -247,7 +242,7 @@ def test_streaming_animator_cpp_equals_offline_cpp(stream_setup, delay, chunk):
 def test_streaming_animator_auto_on_cpu_is_cpp(stream_setup):
     model, template, masks, audio = stream_setup
     auto = mf.StreamingAnimator(model, template, seed=5, backend="auto")
-    assert isinstance(auto._sampler, _cpp.CppPriorStepper) and isinstance(auto._decoder, _cpp.CppDecoderStepper)
+    assert isinstance(auto._session, _cpp.CppLiveSession)
     got = torch.cat([auto.push(audio[:9000]), auto.push(audio[9000:]), auto.close()])
     cpp = mf.StreamingAnimator(model, template, seed=5, backend="cpp")
     assert torch.equal(got, torch.cat([cpp.push(audio), cpp.close()]))

@@ -10,7 +10,7 @@ import torch
 
 import meshtalk_fast as mf
 from meshtalk_fast import cli
-from meshtalk_fast.livelink import (DEFAULT_PORT, LIVELINK_CURVES, LiveLinkSender, arkit_frame, livelink_packet,
+from meshtalk_fast.streaming.livelink import (DEFAULT_PORT, LIVELINK_CURVES, LiveLinkSender, arkit_frame, livelink_packet,
                                     parse_livelink_packet, parse_target, timecode)
 
 

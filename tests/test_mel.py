@@ -26,7 +26,7 @@ def test_filterbank_matches_librosa():
 
 
 def test_window_is_periodic_hann():
-    w = mf.audio.hann_window(800, torch.float64)
+    w = mf.ops.mel.hann_window(800, torch.float64)
     np.testing.assert_allclose(w.numpy(), librosa.filters.get_window("hann", 800, fftbins=True), atol=1e-12)
 
 
@@ -99,7 +99,7 @@ def check_cpp_log_mel(x: torch.Tensor, **kwargs) -> torch.Tensor:
 
 def test_cpp_filters_equal_the_reference_ones():
     window, fb = _core.standard_mel_filters()
-    assert np.array_equal(window, mf.audio.hann_window(800).numpy())
+    assert np.array_equal(window, mf.ops.mel.hann_window(800).numpy())
     assert np.array_equal(fb, mf.mel_filterbank().numpy())
     # every frequency bin touches at most two triangles: the kernel's sparse filterbank
     assert int((fb != 0).sum(axis=1).max()) == 2
@@ -137,10 +137,13 @@ def test_cpp_silence_dtypes_and_auto():
     # auto: the core for float32 CPU input; float64 and inputs needing a gradient stay on the reference
     assert torch.equal(mf.log_mel(x.float()), mf.log_mel(x.float(), backend="cpp"))
     assert torch.equal(mf.log_mel(x), mf.torch_log_mel(x))
-    assert torch.equal(mf.log_mel(x, threads=1), mf.torch_log_mel(x))  # threads: for the core, if auto picks it
+    # threads is an option of the core only: refused (not ignored) when auto picks the reference
+    with pytest.raises(ValueError, match="threads applies to backend 'cpp' only, got threads=1 with backend 'torch' "
+                                         r"\(picked by 'auto' for cpu float64; cpp: float64 input"):
+        mf.log_mel(x, threads=1)
     g = x.float().requires_grad_()
     assert mf.log_mel(g).requires_grad
-    with pytest.raises(ValueError, match="computes no gradients"):
+    with pytest.raises(mf.BackendUnavailable, match="computes no gradients"):
         mf.log_mel(g, backend="cpp")
     with pytest.raises(ValueError, match="threads applies to backend 'cpp' only"):
         mf.log_mel(x, backend="torch", threads=1)

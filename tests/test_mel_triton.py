@@ -1,6 +1,6 @@
 """The fused Triton log-mel against the float64 PyTorch reference, on real speech.
 
-Without CUDA the kernel runs on the CPU through the Triton interpreter (TRITON_INTERPRET=1 is set here,
+Without CUDA the kernel runs on the CPU through the Triton interpreter (TRITON_INTERPRET=1 is set once in conftest.py,
 before triton is imported); with CUDA it runs on the GPU.
 """
 import os
@@ -10,14 +10,12 @@ import pathlib
 
 import torch
 
-if not torch.cuda.is_available():
-    os.environ["TRITON_INTERPRET"] = "1"  # must precede the first import of triton
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 import pytest  # noqa: E402
 
 import meshtalk_fast as mf  # noqa: E402
-from meshtalk_fast import _triton  # noqa: E402
+from meshtalk_fast.backends import triton as _triton  # noqa: E402
 
 LOG_ATOL = 1e-3  # absolute error allowed on the log scale vs the float64 reference
 

@@ -250,7 +250,7 @@ def test_quantize_straight_through():
 def test_audio_encoder_stream_framing(speech):
     """Streaming framing reads the conv stack at one position per frame of the utterance's mel: each
     output equals the encoder on exactly the 101 mel frames of that position."""
-    from meshtalk_fast.audio import STREAM_PAD, stream_mel_frames, stream_positions
+    from meshtalk_fast.ops.frame_clock import STREAM_PAD, stream_mel_frames, stream_positions
 
     enc = randomize(AudioEncoder(latent_dim=12), 12)
     audio = speech[:16000 + 2345].double()
@@ -265,5 +265,5 @@ def test_audio_encoder_stream_framing(speech):
             p = int(pos[k])
             np.testing.assert_allclose(P(out[0, k]), P(enc.encode_mel(mel[..., p:p + 101])[0]), rtol=1e-10, atol=1e-10)
         # the window centre it stands for is within 80 samples (half a hop) of the frame's window centre
-        centre = mf.audio.frame_centres(T, 30, clock) + lookahead - 8000
+        centre = mf.ops.frame_clock.frame_centres(T, 30, clock) + lookahead - 8000
         assert int(((pos + 50) * 160 - STREAM_PAD - centre).abs().max()) <= 80

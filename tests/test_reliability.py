@@ -70,7 +70,7 @@ def test_weights_at_the_bounds_are_accepted():
 def test_mask_files_under_both_names(tmp_path, assets):
     """The quick start writes forehead.txt / neck.txt, the release forehead_mask.txt / neck_mask.txt:
     both are read wherever masks are read."""
-    from meshtalk_fast.mesh import load_smoothing_masks
+    from meshtalk_fast.io.mesh import load_smoothing_masks
 
     ours, released = tmp_path / "ours", tmp_path / "released"
     ours.mkdir()
@@ -144,7 +144,7 @@ def _resave(src, dst, metadata=None, edit=None):
 def test_model_file_config_is_checked_against_the_tensors_before_allocating(tiny, tmp_path, monkeypatch):
     import json
 
-    import meshtalk_fast.checkpoint as ck
+    import meshtalk_fast.models.checkpoint as ck
 
     good = tmp_path / "tiny.safetensors"
     tiny.save(good)
@@ -179,7 +179,7 @@ def test_model_file_config_is_checked_against_the_tensors_before_allocating(tiny
     with pytest.raises(mf.CheckpointError, match=f"duplicate key '{name}'"):
         mf.MeshTalk.load(dup)
     monkeypatch.undo()
-    assert ck.read_config(good) == tiny.config and isinstance(mf.MeshTalk.load(good), mf.MeshTalk)
+    assert ck.read_config(good, mf.MeshTalk) == tiny.config and isinstance(mf.MeshTalk.load(good), mf.MeshTalk)
 
 
 def test_non_finite_weights_are_refused_naming_the_tensor(tiny, tmp_path):

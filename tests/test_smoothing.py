@@ -6,9 +6,9 @@ import pytest
 import torch
 
 import meshtalk_fast as mf
-from meshtalk_fast import _cpp
-from meshtalk_fast._dispatch import BackendUnavailable, resolve
-from meshtalk_fast.smoothing import StreamingSmoother, torch_post_smooth
+from meshtalk_fast.backends import cpp as _cpp
+from meshtalk_fast.base.dispatch import BackendUnavailable, resolve
+from meshtalk_fast.ops.smoothing import StreamingSmoother, torch_post_smooth
 
 _core = pytest.importorskip("meshtalk_fast._core", reason="the C++ extension meshtalk_fast._core is not built")
 
@@ -24,11 +24,6 @@ def frames(T, V, seed=0):
 def random_masks(V, seed=1):
     g = torch.Generator().manual_seed(seed)
     return torch.rand(V, generator=g), torch.rand(V, generator=g)
-
-
-@pytest.fixture(scope="module")
-def released_masks(assets):
-    return mf.load_mask(assets / "forehead_mask.txt", 6172), mf.load_mask(assets / "neck_mask.txt", 6172)
 
 
 def stream(smoother, x, chunk):

@@ -10,9 +10,10 @@ import torch
 
 import meshtalk_fast as mf
 from meshtalk_fast import cli
-from meshtalk_fast.audio import frame_centres
-from meshtalk_fast.incremental import DecoderStepper, PriorStepper
-from meshtalk_fast.streaming import frame_centre, smoothing_tail
+from meshtalk_fast.ops.frame_clock import frame_centres
+from meshtalk_fast.models.incremental import DecoderStepper, PriorStepper
+from meshtalk_fast.ops.frame_clock import frame_centre
+from meshtalk_fast.streaming.animator import smoothing_tail
 
 ATOL = 1e-4  # coordinates are ~100 (float32 ulp ~1e-5); one different code moves vertices by ~1
 
@@ -29,8 +30,8 @@ def model(face_model):
 
 
 @pytest.fixture(scope="module")
-def masks(assets):
-    return mf.load_mask(assets / "forehead_mask.txt", 6172), mf.load_mask(assets / "neck_mask.txt", 6172)
+def masks(released_masks):
+    return released_masks
 
 
 @pytest.fixture(scope="module")
@@ -139,7 +140,7 @@ def test_stream_framing_frame_is_ready_when_its_last_mel_frame_is():
     torch.manual_seed(0)
     m = mf.MeshTalk(300, heads=2, classes=8, framing="stream", clock="exact", lookahead=2000).eval()
     c = m.config
-    positions = mf.audio.stream_positions(40, c.fps, c.clock, c.lookahead)
+    positions = mf.ops.frame_clock.stream_positions(40, c.fps, c.clock, c.lookahead)
     need = (160 * positions + 400).tolist()
     s = mf.StreamingAnimator(m, torch.zeros(300, 3), seed=0, backend="torch")
     audio = torch.randn(need[3]) * 0.01
@@ -287,7 +288,7 @@ def test_cli_stream_errors(model_file, assets, tmp_path, monkeypatch, capsys):
 
 
 def test_default_gain_is_from_the_first_second(capsys):
-    from meshtalk_fast.cli_animate import _gained
+    from meshtalk_fast.cli.animate import _gained
 
     x = np.concatenate([np.full(16000, 0.5, np.float32), np.full(8000, 2.0, np.float32)])
     out = np.concatenate(list(_gained(iter(np.split(x, 6)), None, "test")))

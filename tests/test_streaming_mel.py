@@ -1,10 +1,7 @@
 """StreamingLogMel: pushed chunks, concatenated, equal log_mel of the whole signal (same backend)."""
-import os
 
 import torch
 
-if not torch.cuda.is_available():
-    os.environ["TRITON_INTERPRET"] = "1"  # must precede the first import of triton (triton backend tests)
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 import numpy as np  # noqa: E402

@@ -9,8 +9,9 @@ import textwrap
 import numpy as np
 import pytest
 
-from meshtalk_fast import _tempfiles, cli
-from meshtalk_fast.checkpoint import atomic_save_file
+from meshtalk_fast.base import tempfiles as _tempfiles
+from meshtalk_fast import cli
+from meshtalk_fast.models.checkpoint import atomic_save_file
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -54,7 +55,7 @@ def test_temp_path_is_removed_on_error(tmp_path):
 
 SLOW_ANIMATE = textwrap.dedent("""
     import sys, time
-    import meshtalk_fast.export as ex
+    import meshtalk_fast.io.export as ex
     from meshtalk_fast import cli
 
     original = ex.save_npz

@@ -314,8 +314,8 @@ def test_losses_stay_float32_under_bf16_autocast(backend):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (the trainer's CUDA path: bf16 "
                     "autocast, the fused Triton losses, pinned prefetched batches, validation on the GPU)")
 def test_cuda_training_with_autocast_and_validation(tmp_path):
-    from meshtalk_fast._dispatch import resolve
-    from meshtalk_fast.losses import torch_masked_vertex_losses
+    from meshtalk_fast.base.dispatch import resolve
+    from meshtalk_fast.ops.vertex_losses import torch_masked_vertex_losses
 
     assert resolve("masked_vertex_losses", "auto", torch.device("cuda")) is not torch_masked_vertex_losses
     cfg = small_config(codes="argmax", diversity=1.0)

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 import meshtalk_fast as mf
-from meshtalk_fast import evaluate as ev
-from meshtalk_fast.metrics import (event_scale, event_spans, lip_vertex_error_l2, region_error,
+from meshtalk_fast.evaluation import evaluate as ev
+from meshtalk_fast.evaluation.metrics import (event_scale, event_spans, lip_vertex_error_l2, region_error,
                                    region_motion)
 from meshtalk_fast.models.encoders import FusionMlp
 from meshtalk_fast.training import align
@@ -40,6 +40,21 @@ def test_region_motion_and_error_known_answers():
         region_motion(geom, template, EYE, "median")
 
 
+def test_event_signals_are_the_one_event_rule():
+    """region_motion -> above_rest per sequence, event_scale over all of them: the rule the evaluation, the
+    trainer's event crops and the quick start's preview share."""
+    from meshtalk_fast.evaluation.metrics import event_signals
+
+    template = torch.zeros(V, 3)
+    a = torch.zeros(40, V, 3)
+    a[10:13, 0, 1] = -4.0          # one blink
+    b = torch.zeros(30, V, 3) + 0.5  # a constant offset: no event
+    signals, scale = event_signals([(a, template), (b, template)], EYE, "max")
+    assert [s.shape[0] for s in signals] == [40, 30] and float(signals[1].abs().max()) == 0.0
+    assert scale == pytest.approx(4.0) and event_spans(signals[0], 0.5 * scale) == [(10, 13)]
+    assert event_signals([(b, template)], EYE, "max")[1] is None  # never moves: nothing to measure
+
+
 def test_event_spans_merge_flickers_and_close_at_the_end():
     s = torch.tensor([0, 5, 5, 0, 5, 0, 0, 0, 5, 5], dtype=torch.float32)
     assert event_spans(s, 1.0) == [(1, 5), (8, 10)]           # the 1-frame dip at 3 is one blink
@@ -50,7 +65,7 @@ def test_event_spans_merge_flickers_and_close_at_the_end():
 
 
 def test_a_constant_offset_is_not_an_event():
-    from meshtalk_fast.metrics import above_rest
+    from meshtalk_fast.evaluation.metrics import above_rest
 
     offset = torch.full((30,), 0.7)  # a face whose brows sit 0.7 above the template, never moving
     assert event_spans(offset, 0.5) == [(0, 30)] and event_spans(above_rest(offset), 0.5) == []
@@ -304,7 +319,7 @@ def test_report_of_a_small_model_has_every_number():
 
 # ------------------------------------------------------------------------------------------ pictures
 def test_eye_colours_paint_the_opening(tmp_path):
-    from meshtalk_fast.render import EYE as EYE_RGB, SKIN, eye_colours, probe_mp4, save_preview_mp4
+    from meshtalk_fast.io.render import EYE as EYE_RGB, SKIN, eye_colours, probe_mp4, save_preview_mp4
 
     xs, ys = torch.meshgrid(torch.linspace(-2, 2, 9), torch.linspace(-1, 1, 5), indexing="ij")
     grid = torch.stack([xs.flatten(), ys.flatten(), torch.zeros(45)], 1)
@@ -333,7 +348,7 @@ def test_plots_write_pictures(tmp_path):
 
     from PIL import Image
 
-    from meshtalk_fast.plots import plot_training_curves, plot_upper_face
+    from meshtalk_fast.evaluation.plots import plot_training_curves, plot_upper_face
 
     log = tmp_path / "metrics.jsonl"
     with open(log, "w") as f:
@@ -351,7 +366,7 @@ def test_plots_write_pictures(tmp_path):
 
 
 def test_initial_model_is_seeded_and_uses_the_motion_normaliser():
-    from meshtalk_fast.quickstart import initial_model, motion_normalisation, normalisation
+    from meshtalk_fast.training.quickstart import initial_model, motion_normalisation, normalisation
     from meshtalk_fast.training import TrainConfig
 
     clips = _clips()
@@ -375,7 +390,7 @@ def test_trainer_runs_the_upper_face_recipe(tmp_path):
     usage and gradient clipping (grad_norm logged as measured before clipping)."""
     import json
 
-    from meshtalk_fast.quickstart import initial_model
+    from meshtalk_fast.training.quickstart import initial_model
     from meshtalk_fast.training import TrainConfig
     from meshtalk_fast.training.trainer import Trainer, TrainingMasks
 
@@ -439,7 +454,7 @@ def test_the_readme_recipe_is_the_quick_starts():
     import re
     import sys
 
-    from meshtalk_fast.quickstart import quickstart_config
+    from meshtalk_fast.training.quickstart import quickstart_config
     from meshtalk_fast.training import TrainConfig
 
     if sys.version_info >= (3, 11):

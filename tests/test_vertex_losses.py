@@ -1,21 +1,18 @@
 """The fused Triton vertex losses and LVE against the PyTorch reference: outputs AND gradients.
 
 On a machine without CUDA the kernels run on the CPU through the Triton interpreter (TRITON_INTERPRET=1
-is set here, before triton is imported); with CUDA they run on the GPU.
+is set once in conftest.py, before triton is imported); with CUDA they run on the GPU.
 """
-import os
 
 import torch
 
-if not torch.cuda.is_available():
-    os.environ["TRITON_INTERPRET"] = "1"  # must precede the first import of triton
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 import pytest  # noqa: E402
 
 import meshtalk_fast as mf  # noqa: E402
-from meshtalk_fast import _dispatch  # noqa: E402
-from meshtalk_fast.losses import torch_lip_vertex_error, torch_masked_vertex_losses  # noqa: E402
+from meshtalk_fast.base import dispatch as _dispatch  # noqa: E402
+from meshtalk_fast.ops.vertex_losses import torch_lip_vertex_error, torch_masked_vertex_losses  # noqa: E402
 
 # (atol, rtol) per dtype; atol is relative to the largest reference magnitude of the compared tensor
 TOL = {
@@ -231,7 +228,8 @@ def test_auto_keeps_the_reference_on_cpu():
     assert _dispatch.resolve("masked_vertex_losses", "auto", cpu) is torch_masked_vertex_losses
     assert _dispatch.resolve("lip_vertex_error", "auto", cpu) is torch_lip_vertex_error
     # log_mel has a CPU fast path: the C++ core where it is built, else the reference
-    from meshtalk_fast._cpp import core_unavailable
+    from meshtalk_fast.backends import cpp as _cpp
+    from meshtalk_fast.backends.cpp import core_unavailable
 
-    expected = mf.torch_log_mel if core_unavailable(cpu) else mf.audio.cpp_log_mel
+    expected = mf.torch_log_mel if core_unavailable(cpu) else _cpp.cpp_log_mel
     assert _dispatch.resolve("log_mel", "auto", cpu) is expected

@@ -1,9 +1,9 @@
-// pybind11: the C API's session pipeline (session.hpp), for tests and benchmarks.
+// pybind11: the C API's session pipeline (session.hpp): what StreamingAnimator(backend="cpp") runs.
 #include "common.hpp"
 
 namespace meshtalk_py {
 // ---------------------------------------------------------------------------------------------
-// Sessions (session.hpp): the C API's pipeline, PCM in -> frames out, for tests and benchmarks.
+// Sessions (session.hpp): the C API's pipeline, PCM in -> frames out, as engines run it.
 // ---------------------------------------------------------------------------------------------
 namespace {
 
@@ -82,6 +82,15 @@ void bind_session(py::module_& m) {
              const meshtalk::SafetensorsFile file = meshtalk::SafetensorsFile::open(path.string());
              return PyCoreModel{meshtalk::Model::load(file, meshtalk::GemmBackend::kBuiltin, storage)};
            }, py::arg("path"), py::arg("weights") = "f32")
+      .def_static("from_bytes", [](const py::bytes& image) {
+             // A MeshTalk.save file image in memory (as mt_model_load_from_memory): validated, then copied.
+             char* data = nullptr;
+             Py_ssize_t size = 0;
+             if (PyBytes_AsStringAndSize(image.ptr(), &data, &size) != 0) throw py::error_already_set();
+             const meshtalk::SafetensorsFile file =
+                 meshtalk::SafetensorsFile::from_memory(data, static_cast<size_t>(size), "<memory>");
+             return PyCoreModel{meshtalk::Model::load(file)};
+           }, py::arg("image"))
       .def_property_readonly("weights", [](const PyCoreModel& c) {
              return std::string(meshtalk::weight_storage_name(c.m->storage));
            })

@@ -124,9 +124,11 @@ PYBIND11_MODULE(_core, m) {
     d["builtin_isa"] = std::string(meshtalk::builtin_kernel_isa());
     return d;
   }, "Which GEMM backends this core has: {'blas_available', 'blas', 'builtin_isa'}.");
-  m.def("gumbel_uniform", &meshtalk::counter_uniform, py::arg("seed"), py::arg("t"), py::arg("h"), py::arg("c"),
+  // Test and benchmark helpers live apart from the public API, in the submodule _core._testing.
+  py::module_ testing = m.def_submodule("_testing", "Helpers for the tests and benchmarks (not part of the API).");
+  testing.def("gumbel_uniform", &meshtalk::counter_uniform, py::arg("seed"), py::arg("t"), py::arg("h"), py::arg("c"),
         "The uniform U(seed, t, h, c) in [0, 1) behind the sampler's Gumbel noise.");
-  m.def("bench_gemm", &bench_gemm, py::arg("m"), py::arg("n"), py::arg("k"), py::arg("backend"),
+  testing.def("bench_gemm", &bench_gemm, py::arg("m"), py::arg("n"), py::arg("k"), py::arg("backend"),
         py::arg("reps") = 10, py::arg("threads") = 1,
         "Seconds per product C[m, n] = A[m, k] W[n, k]^T on random data with backend 'builtin' or 'blas'.");
 

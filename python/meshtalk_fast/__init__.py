@@ -3,26 +3,33 @@
 Speech -> animated 3D face mesh, with a categorical latent space for what audio cannot predict.
 The PyTorch modules here are the reference every fast path (Triton, the C++ core) is tested against.
 """
-from ._dispatch import BackendUnavailable, available_backends
-from .audio import audio_windows, load_audio, log_mel, mel_filterbank, num_frames, torch_log_mel
-from .checkpoint import CheckpointError, load_official
-from .losses import lip_vertex_error, masked_vertex_losses, step1_losses, torch_masked_vertex_losses
-from .mesh import load_mask, load_obj
-from .meshtalk import MeshTalk, MeshTalkConfig
-from .quantize import quantize
-from .smoothing import post_smooth, smooth_geom
-from .blendshapes import (ARKIT_NAMES, BlendshapeBasis, BlendshapeStream, blendshape_residual, solve_blendshapes,
-                          torch_solve_blendshapes)
+from . import backends
+from .base import dispatch
+from .base.dispatch import BackendUnavailable, available_backends
+from .ops.audio import load_audio
+from .ops.frame_clock import audio_windows, num_frames
+from .ops.mel import log_mel, mel_filterbank, torch_log_mel
+from .models.checkpoint import CheckpointError
+from .models.released import load_official
+from .ops.vertex_losses import lip_vertex_error, masked_vertex_losses, step1_losses, torch_masked_vertex_losses
+from .io.mesh import load_mask, load_obj
+from .models.meshtalk import MeshTalk, MeshTalkConfig
+from .models.quantize import quantize
+from .ops.smoothing import post_smooth, smooth_geom
+from .ops.blendshapes import (ARKIT_NAMES, BlendshapeBasis, BlendshapeStream, blendshape_residual, solve_blendshapes,
+                              torch_solve_blendshapes)
 from . import data  # data sets: FaceSequence, SegmentDataset, SpeechFaceSet, readers
-from .streaming_mel import StreamingLogMel
-from . import _triton  # registers the Triton fast paths (triton itself is imported on first use)
-from . import _cpp  # registers the C++ core's sample/decode (reports why when _core cannot be imported)
+from .streaming.streaming_mel import StreamingLogMel
 
-from .animate import animate  # the function (shadows the submodule name; `from .animate import x` still works)
-from .streaming import StreamingAnimator
-from .export import save_glb, save_npz, save_obj_sequence, write_animation
-from .render import probe_mp4, render_frames, save_preview_mp4
-from .capi import cmake_dir  # the installed C API's CMake package folder
+from .animation.offline import animate  # the function; its module is meshtalk_fast.animation.offline (no shadowing)
+from .streaming.animator import StreamingAnimator
+from .io.export import save_glb, save_npz, save_obj_sequence, write_animation
+from .io.render import probe_mp4, render_frames, save_preview_mp4
+from .backends.capi import cmake_dir  # the installed C API's CMake package folder
+
+# The one place backends are wired: each backend module's table, installed once (nothing registers itself
+# on import). Triton itself is imported on first use; the C++ table reports why when _core cannot load.
+dispatch.install(backends.tables())
 
 __version__ = "0.1.0"
 

@@ -19,7 +19,7 @@ from typing import Dict, List, Mapping, Optional, Tuple
 import numpy as np
 import torch
 
-from ..blendshapes import ARKIT_NAMES, BlendshapeBasis, arkit_index, load_arkit_mapping
+from ..ops.blendshapes import ARKIT_NAMES, BlendshapeBasis, arkit_index, load_arkit_mapping
 from .base import FaceMasks, derived_masks
 from .face_rig import FaceRig
 from .viseme_rig import CHANNELS

@@ -22,9 +22,10 @@ from typing import Iterable, List, Optional
 import numpy as np
 import torch
 
-from .._checks import check_choice, check_mask_weights, check_positive_int, shape_str
-from ..audio import SAMPLE_RATE, audio_windows, num_frames
-from ..mesh import find_mask_file, load_mask
+from ..base.checks import check_choice, check_mask_weights, check_positive_int, shape_str
+from ..ops.audio import SAMPLE_RATE
+from ..ops.frame_clock import audio_windows, num_frames
+from ..io.mesh import find_mask_file, load_mask
 
 __all__ = ["FaceSequence", "FaceMasks", "load_meshtalk_masks", "load_masks", "SegmentDataset", "align_sequence",
            "resample_fps", "handle_error", "DEFAULT_TOLERANCE"]

@@ -23,7 +23,7 @@ from typing import Dict, Optional
 import numpy as np
 import torch
 
-from .._checks import check_tensor, shape_str
+from ..base.checks import check_tensor, shape_str
 from .base import FaceMasks
 from .viseme_rig import CHANNELS
 

@@ -29,26 +29,13 @@ from typing import Iterator, Optional, Tuple
 import numpy as np
 import torch
 
-from .._checks import check_choice
-from ..audio import SAMPLE_RATE, load_audio
-from ..mesh import load_obj
+from ..base.checks import check_choice
+from ..ops.audio import SAMPLE_RATE, load_audio
+from ..io.mesh import load_obj, write_obj
 from .base import DEFAULT_TOLERANCE, FaceMasks, FaceSequence, align_sequence, handle_error, load_masks
 
 __all__ = ["read_folder", "read_folder_sequence", "load_folder_template", "load_folder_masks", "folder_splits",
            "write_obj", "write_folder_template", "write_folder_sequence"]
-
-
-def write_obj(path, vertices: torch.Tensor, faces: Optional[torch.Tensor]) -> None:
-    """``vertices [V, 3]``, ``faces [F, 3]`` (0-based) -> an OBJ file; ``%.9g`` keeps float32 exact."""
-    v = torch.as_tensor(vertices).detach().cpu().to(torch.float32).numpy()
-    lines = ["v %.9g %.9g %.9g" % tuple(p) for p in v]
-    if faces is not None:
-        f = torch.as_tensor(faces).cpu().numpy().astype(np.int64)
-        if f.size and (f.min() < 0 or f.max() >= v.shape[0]):
-            raise ValueError(f"faces index vertices 0..{v.shape[0] - 1}, got indices {f.min()}..{f.max()}")
-        lines += ["f %d %d %d" % tuple(t + 1) for t in f]
-    with open(path, "w") as fh:
-        fh.write("\n".join(lines) + "\n")
 
 
 def write_folder_template(root, vertices: torch.Tensor, faces: torch.Tensor, subject: Optional[str] = None) -> str:

@@ -21,7 +21,7 @@ import torch
 from .base import FaceMasks, derived_masks
 from .face_rig import FaceRig
 
-__all__ = ["procedural_face", "procedural_face_rig"]
+__all__ = ["procedural_face", "procedural_face_rig", "canonical_face"]
 
 Y_MOUTH = -33.0
 MOUTH_HALF_WIDTH = 24.0
@@ -66,7 +66,7 @@ def _smoothstep(e0, e1, x):
     return t * t * (3.0 - 2.0 * t)
 
 
-def _canonical():
+def canonical_face():
     """Canonical vertices, faces, masks and landmark indices (cached)."""
     if _CACHE:
         return _CACHE["value"]
@@ -149,7 +149,7 @@ def procedural_face(n_subject_seed: int = 0) -> Tuple[torch.Tensor, torch.Tensor
     seed 0 ... 2**32-1 varies the shape smoothly, deterministically."""
     if isinstance(n_subject_seed, bool) or not isinstance(n_subject_seed, int) or not 0 <= n_subject_seed < 2 ** 32:
         raise ValueError(f"n_subject_seed must be an integer in [0, 2**32), got {n_subject_seed!r}")
-    verts, faces, masks, lip_layer, _ = _canonical()
+    verts, faces, masks, lip_layer, _ = canonical_face()
     rng = np.random.default_rng(np.random.SeedSequence([0x7ACE, n_subject_seed]))
     sw, sh, sj, sjl, sd = rng.uniform([0.9, 0.93, 0.88, 0.9, 0.93], [1.1, 1.07, 1.12, 1.1, 1.07])
     sn, sl, se = rng.uniform([0.8, 0.7, 0.92], [1.25, 1.3, 1.08])
@@ -168,7 +168,7 @@ def procedural_face(n_subject_seed: int = 0) -> Tuple[torch.Tensor, torch.Tensor
 def procedural_face_rig(vertices: torch.Tensor, masks: FaceMasks, **kwargs) -> FaceRig:
     """A ``FaceRig`` for a procedural face with its exact mouth line (the mouth corners), axes and
     mouth width instead of the estimates from the masks."""
-    _, _, _, _, (left, right) = _canonical()
+    _, _, _, _, (left, right) = canonical_face()
     v = torch.as_tensor(vertices).double().numpy()
     centre = 0.5 * (v[left] + v[right])
     half_width = 0.5 * float(np.linalg.norm(v[right] - v[left]))

@@ -27,9 +27,9 @@ from typing import Iterator, Optional, Sequence
 import numpy as np
 import torch
 
-from .._checks import check_choice
-from ..audio import load_audio
-from ..mesh import load_obj
+from ..base.checks import check_choice
+from ..ops.audio import load_audio
+from ..io.mesh import load_obj
 from .base import DEFAULT_TOLERANCE, FaceSequence, align_sequence, handle_error
 from .folder import read_folder
 

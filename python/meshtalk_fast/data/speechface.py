@@ -27,14 +27,15 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 import torch
 
-from .._checks import check_choice, check_positive_int
-from ..audio import SAMPLE_RATE, load_audio, num_frames
-from ..mesh import load_obj
+from ..base.checks import check_choice, check_positive_int
+from ..ops.audio import SAMPLE_RATE, load_audio
+from ..ops.frame_clock import num_frames
+from ..io.mesh import load_obj
 from .base import FaceMasks, FaceSequence, align_sequence, load_masks
 from .espeak import Voice, synthesize
 from .face_rig import FaceRig
 from .folder import load_folder_template, read_folder_sequence, write_folder_sequence, write_folder_template
-from .procedural_face import _canonical, procedural_face, procedural_face_rig
+from .procedural_face import canonical_face, procedural_face, procedural_face_rig
 from .viseme_rig import Style, articulation_curves, blink_curve, brow_curve
 
 __all__ = ["SENTENCES", "DEFAULT_VOICES", "HELD_OUT_VOICES", "SPLITS", "SpeechFaceSet", "make_dataset"]
@@ -244,11 +245,11 @@ class SpeechFaceSet(torch.utils.data.Dataset):
     @property
     def faces(self) -> Optional[torch.Tensor]:
         """Triangles ``[F, 3]`` shared by every subject (None for a user template given without faces)."""
-        return self._user[1] if self._user is not None else torch.from_numpy(_canonical()[1].copy())
+        return self._user[1] if self._user is not None else torch.from_numpy(canonical_face()[1].copy())
 
     @property
     def masks(self) -> FaceMasks:
-        return self._user[2] if self._user is not None else _canonical()[2]
+        return self._user[2] if self._user is not None else canonical_face()[2]
 
     def for_split(self, split: str) -> "SpeechFaceSet":
         """The same set (same templates, voices, sentences, seed) restricted to another split."""
@@ -390,8 +391,8 @@ def _make(ds: SpeechFaceSet, out_dir: str, splits, overwrite: bool, progress: bo
                 shutil.rmtree(os.path.join(out_dir, name))
     os.makedirs(out_dir, exist_ok=True)
     vertices, faces, masks = (ds._user[:3] if ds._user is not None else
-                              (torch.from_numpy(_canonical()[0].astype(np.float32)),
-                               torch.from_numpy(_canonical()[1].copy()), _canonical()[2]))
+                              (torch.from_numpy(canonical_face()[0].astype(np.float32)),
+                               torch.from_numpy(canonical_face()[1].copy()), canonical_face()[2]))
     write_folder_template(out_dir, vertices, faces)
     masks.save(os.path.join(out_dir, "masks"))
     config = ds.config()

@@ -116,6 +116,16 @@ class ContextModel(nn.Module):
                                      f"{'history taps on the other heads' if name == 'historic' else 'audio weights'} "
                                      f"to be zero, got a largest magnitude {float(block.abs().max()):.3g}")
 
+    def non_causal_layer(self) -> Optional[str]:
+        """The name of the first layer whose head mask is not the causal one (None when all are): the
+        released files store the masks; the C++ sampler applies the causal mask by construction."""
+        layers = [("embedding", self.embedding), *[(f"context_layers.{i}", l) for i, l in
+                                                   enumerate(self.context_layers)], ("logits", self.logits)]
+        for name, layer in layers:
+            if not torch.equal(layer.mask.cpu(), causal_head_mask(layer.ch_in, layer.ch_out, layer.heads)):
+                return name
+        return None
+
     def receptive_field(self) -> int:
         """Steps that influence step t's log-probabilities, step t included (20 as released)."""
         return 1 + sum(layer.lookback() for layer in self.context_layers)

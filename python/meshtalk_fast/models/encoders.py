@@ -11,8 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..audio import N_MELS, WIN_LENGTH, hann_window, mel_filterbank, torch_log_mel
-from .._checks import check_choice, check_tensor
+from ..ops.mel import N_MELS, WIN_LENGTH, hann_window, mel_filterbank, torch_log_mel
+from ..base.checks import check_choice, check_tensor
 
 __all__ = ["MelSpectrogram", "AudioEncoder", "ExpressionEncoder", "FusionMlp", "MultimodalEncoder",
            "LEAKY_SLOPE"]

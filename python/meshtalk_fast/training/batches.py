@@ -13,8 +13,9 @@ from typing import Dict, List, Optional, Sequence
 
 import torch
 
-from ..metrics import BROW_EVENT_LEVEL, EYE_EVENT_LEVEL, above_rest, event_scale, event_spans, region_motion
-from ..audio import STREAM_PAD, WINDOW_SAMPLES, frame_centres, num_frames, stream_positions, torch_log_mel
+from ..evaluation.metrics import BROW_EVENT_LEVEL, EYE_EVENT_LEVEL, event_signals, event_spans
+from ..ops.frame_clock import STREAM_PAD, WINDOW_SAMPLES, frame_centres, num_frames, stream_positions
+from ..ops.mel import torch_log_mel
 
 __all__ = ["step_seed", "Clip", "CropSampler", "align", "upper_face_events"]
 
@@ -148,8 +149,7 @@ def upper_face_events(clips: Sequence[Clip], eye_keypoints: Optional[torch.Tenso
     for mask, reduce, level in ((eye_keypoints, "max", EYE_EVENT_LEVEL), (forehead, "mean", BROW_EVENT_LEVEL)):
         if mask is None or not bool((mask > 0).any()):
             continue
-        signals = [above_rest(region_motion(c.geom, c.template, mask, reduce)) for c in clips]
-        scale = event_scale(signals)
+        signals, scale = event_signals([(c.geom, c.template) for c in clips], mask, reduce)
         if scale is None:
             continue
         kind = [torch.zeros(c.frames, dtype=torch.bool) for c in clips]

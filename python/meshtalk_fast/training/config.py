@@ -27,8 +27,8 @@ import dataclasses
 import sys
 from typing import Any, Dict, Optional
 
-from .._checks import check_choice, check_positive_int
-from ..meshtalk import MeshTalkConfig as ModelSection  # [model] = the model's config; n_vertices comes from the data
+from ..base.checks import check_choice, check_positive_int
+from ..models.meshtalk import MeshTalkConfig as ModelSection  # [model] = the model's config; n_vertices comes from the data
 
 __all__ = ["ModelSection", "StageSection", "TrainConfig", "load_config"]
 

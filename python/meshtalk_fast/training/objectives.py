@@ -10,9 +10,9 @@ from typing import Dict, Optional
 import torch
 from torch import nn
 
-from ..losses import masked_vertex_losses, step1_losses
+from ..ops.vertex_losses import masked_vertex_losses, step1_losses
 from ..models import MultimodalEncoder, VertexUnet
-from ..quantize import code_statistics, quantize
+from ..models.quantize import code_statistics, quantize
 
 __all__ = ["Stage1Objective", "Stage2Objective", "frozen_codes", "encode_audio_inputs"]
 

@@ -12,8 +12,8 @@ from typing import Any, Dict
 
 import torch
 
-from ..checkpoint import CheckpointError, _saved_state, atomic_save_file, check_state, inspect_model_file
-from ..meshtalk import MeshTalk
+from ..models.checkpoint import CheckpointError, atomic_save_file, check_state, inspect_model_file, saved_state
+from ..models.meshtalk import MeshTalk
 
 __all__ = ["save_train_state", "load_train_state", "TRAIN_FORMAT"]
 
@@ -22,7 +22,7 @@ TRAIN_FORMAT = "meshtalk_fast.train"
 
 def save_train_state(path: str, model: MeshTalk, optimizer: torch.optim.Optimizer, stage: int, step: int,
                      train_config: Dict[str, Any]) -> None:
-    tensors = {f"model.{k}": v for k, v in _saved_state(model).items()}
+    tensors = {f"model.{k}": v for k, v in saved_state(model).items()}
     opt = optimizer.state_dict()
     scalars: Dict[str, Dict[str, Any]] = {}
     for idx, entry in opt["state"].items():
@@ -46,7 +46,7 @@ def load_train_state(path: str) -> Dict[str, Any]:
     from safetensors import safe_open
 
     path = os.fspath(path)
-    config, meta = inspect_model_file(path, TRAIN_FORMAT, config_key="model_config", prefix="model.",
+    config, meta = inspect_model_file(path, MeshTalk, TRAIN_FORMAT, config_key="model_config", prefix="model.",
                                       required=("stage", "step", "train_config", "param_groups", "optim_scalars"))
     try:
         with safe_open(path, framework="pt") as f:
@@ -57,7 +57,7 @@ def load_train_state(path: str) -> Dict[str, Any]:
         raise CheckpointError(f"{path}: tensor 'rng.torch' is missing (not a complete training checkpoint)")
     model = MeshTalk(**config.__dict__)
     state = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
-    check_state(_saved_state(model), state, path, config)
+    check_state(saved_state(model), state, path, config)
     model.load_state_dict(state, strict=False)  # head masks are rebuilt by the constructor
     try:
         opt_state: Dict[int, Dict[str, Any]] = {}

@@ -18,8 +18,8 @@ from typing import Dict, List, Optional, Sequence
 import torch
 import torch.distributed as dist
 
-from .._checks import check_mask_weights
-from ..meshtalk import MeshTalk
+from ..base.checks import check_mask_weights
+from ..models.meshtalk import MeshTalk
 from .batches import Clip, CropSampler, step_seed, upper_face_events
 from .config import TrainConfig
 from .objectives import Stage1Objective, Stage2Objective, frozen_codes
@@ -233,7 +233,7 @@ class Trainer:
                     self._tb.add_scalar(f"stage{record['stage']}/{record.get('split', 'train')}/{k}", v, record["step"])
 
     def validate(self, stage: int) -> Optional[Dict[str, float]]:
-        from ..evaluate import code_sensitivity, evaluate
+        from ..evaluation.evaluate import code_sensitivity, evaluate
 
         if self.rank != 0 or not self.val_clips:
             return None
@@ -289,7 +289,7 @@ class Trainer:
         self.save_checkpoint()
         if self.rank == 0:
             self.model.save(os.path.join(self.out_dir, "model.safetensors"))
-            from ..plots import plot_training_curves
+            from ..evaluation.plots import plot_training_curves
 
             plot_training_curves(self.log_path, os.path.join(self.out_dir, "training_curves.png"))
         return last

@@ -1,0 +1,1 @@
+"""Offline animation: speech file -> meshes (``offline.animate``) and rig outputs (``rig``)."""

@@ -1,0 +1,147 @@
+"""``meshtalk-fast`` subcommands for data, training and evaluation.
+
+  make-dataset   write the built-in SpeechFace data set in the plain folder format
+  train          train stage 1 (encoders + decoder) or stage 2 (the prior) on a plain-folder data set;
+                 ``torchrun --nproc_per_node N -m meshtalk_fast.cli train ...`` runs it data-parallel
+  evaluate       LVE (both conventions), FDD, disentanglement and upper-face numbers of a model on a split
+  quickstart     make a small data set, train both stages in a time budget, evaluate, animate
+"""
+from __future__ import annotations
+
+import json
+import os
+
+__all__ = ["add_parsers"]
+
+
+def _make_dataset(args) -> int:
+    from ..data import make_dataset
+    from ..training.setup import dataset_options
+
+    kwargs, _ = dataset_options(args.seed, args.sentences, args.template, args.masks, args.rig, args.rig_map)
+    info = make_dataset(args.out, overwrite=args.overwrite, progress=True, **kwargs)
+    print(f"wrote {args.out}: " + ", ".join(f"{k} {len(v)}" for k, v in info["splits"].items()))
+    return 0
+
+
+def _setup_distributed():
+    import torch
+    import torch.distributed as dist
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        if torch.cuda.is_available():
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+            return f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+    return None
+
+
+def _train(args) -> int:
+    import torch
+
+    from ..models.meshtalk import MeshTalk
+    from ..training.quickstart import initial_model
+    from ..training import load_config
+    from ..training.setup import folder_clips, folder_masks, has_split, training_masks
+    from ..training.trainer import Trainer
+
+    config = load_config(args.config)
+    device = _setup_distributed() or args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    train = folder_clips(args.data, "train", config)
+    val = folder_clips(args.data, "val", config) if has_split(args.data, "val") else []
+    masks = training_masks(folder_masks(args.data))
+    if args.model:
+        model = MeshTalk.load(args.model)
+    elif args.stage == 2 and not args.resume:
+        raise ValueError("--stage 2 needs --model (the stage-1 model.safetensors) or --resume")
+    else:
+        model = initial_model(train, config, fm.upper_face)
+    trainer = Trainer(model, train, masks, config, args.out, val_clips=val[:8], device=device)
+    if args.resume:
+        trainer.resume(args.resume)
+    trainer.fit(args.stage, max_seconds=None if args.minutes is None else 60 * args.minutes)
+    if trainer.rank == 0:
+        print(f"wrote {os.path.join(args.out, 'model.safetensors')} (stage {args.stage}, step {trainer.step})")
+    return 0
+
+
+def _evaluate(args) -> int:
+    from ..evaluation.evaluate import format_report, report
+    from ..models.meshtalk import MeshTalk
+    from ..training.setup import folder_clips, folder_masks
+
+    if args.samples < 1:
+        raise ValueError(f"--samples must be at least 1, got {args.samples}")
+    model = MeshTalk.load(args.model).eval()
+    clips = folder_clips(args.data, args.split, model.config)
+    result = report(model, clips, folder_masks(args.data), mode=args.mode, seed=args.seed,
+                    seeds=tuple(range(args.seed, args.seed + args.samples)))
+    text = json.dumps(result, indent=1)
+    if args.out:
+        tmp = f"{args.out}.tmp"
+        with open(tmp, "w") as f:
+            f.write(text + "\n")
+        os.replace(tmp, args.out)
+    print(text)
+    print(format_report(result))
+    return 0
+
+
+def _quickstart(args) -> int:
+    from ..training.quickstart import quickstart
+
+    quickstart(args.out, minutes=args.minutes, template=args.template, masks=args.masks, seed=args.seed,
+               n_sentences=args.sentences, device=args.device, rig=args.rig, rig_map=args.rig_map)
+    return 0
+
+
+def _rig_arguments(p) -> None:
+    p.add_argument("--rig", help="an ARKit-named blendshape rig (.glb/.gltf morph targets or .npz; at least jawOpen, "
+                                 "eyeBlinkLeft, eyeBlinkRight) driven by the speech curves: the data set's meshes "
+                                 "are that rig's (masks derived from its shapes unless --masks)")
+    p.add_argument("--rig-map", help="mapping file {\"rig target\": \"ARKit name\"} for a rig named otherwise")
+
+
+def add_parsers(sub) -> None:
+    p = sub.add_parser("make-dataset", help="write the built-in SpeechFace data set (plain folder format)")
+    p.add_argument("--out", required=True)
+    p.add_argument("--sentences", type=int, default=None, help="use the first N built-in sentences (default all)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--template", help="a user template OBJ (default: procedural faces)")
+    p.add_argument("--masks", help="the template's (or rig's) mask folder")
+    _rig_arguments(p)
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(fn=_make_dataset)
+
+    p = sub.add_parser("train", help="train stage 1 or 2 on a plain-folder data set")
+    p.add_argument("--data", required=True)
+    p.add_argument("--stage", type=int, choices=(1, 2), required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--config", help="TOML config (default: the released values)")
+    p.add_argument("--model", help="start from this model.safetensors (stage 2: the stage-1 model)")
+    p.add_argument("--resume", help="continue from a checkpoint.safetensors bit for bit")
+    p.add_argument("--minutes", type=float, default=None, help="stop after this much training time")
+    p.add_argument("--device", default=None)
+    p.set_defaults(fn=_train)
+
+    p = sub.add_parser("evaluate", help="LVE, FDD and disentanglement of a model on a split")
+    p.add_argument("--model", required=True)
+    p.add_argument("--data", required=True)
+    p.add_argument("--split", default="test")
+    p.add_argument("--mode", choices=("audio", "reconstruct"), default="audio")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--samples", type=int, default=3,
+                   help="sampled animations per sequence for the blink and brow rates (seeds seed, seed+1, ...)")
+    p.add_argument("--out", help="also write the numbers to this JSON file")
+    p.set_defaults(fn=_evaluate)
+
+    p = sub.add_parser("quickstart", help="data set + both stages + evaluation + animation in a time budget")
+    p.add_argument("--out", required=True)
+    p.add_argument("--minutes", type=float, default=10.0)
+    p.add_argument("--template")
+    p.add_argument("--masks")
+    _rig_arguments(p)
+    p.add_argument("--sentences", type=int, default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default=None)
+    p.set_defaults(fn=_quickstart)

@@ -1,0 +1,1 @@
+"""Evaluation of a trained model: ``evaluate`` (the report), ``metrics`` and ``plots``."""

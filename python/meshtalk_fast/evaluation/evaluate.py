@@ -1,0 +1,323 @@
+"""Evaluation: LVE and FDD on held-out sequences, and the disentanglement check.
+
+``mode="audio"`` animates from speech alone (codes sampled from the prior, the released inference);
+``mode="reconstruct"`` encodes the ground-truth meshes with the audio (stage-1 quality).
+"""
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import statistics
+from typing import Dict, List, Optional, Sequence
+
+import torch
+
+from ..ops.vertex_losses import lip_vertex_error
+from ..models.meshtalk import MeshTalk
+from .metrics import (BROW_EVENT_LEVEL, EYE_EVENT_LEVEL, event_signals, event_spans, lip_vertex_error_l2,
+                      region_error, upper_face_dynamics_deviation)
+from ..training.batches import Clip
+
+__all__ = ["animate_clip", "reconstruct_clip", "evaluate", "disentanglement", "mean_disentanglement",
+           "code_sensitivity", "upper_face", "report", "format_report", "on_model_device"]
+
+
+def on_model_device(model: MeshTalk, clip: Clip) -> Clip:
+    """``clip`` with its tensors on the model's device (the clip itself when they are there already):
+    evaluation runs where the model is, e.g. the trainer's validation of a model training on CUDA
+    while the clips stay in host memory."""
+    device = next(model.parameters()).device
+    if clip.geom.device == device:
+        return clip
+    return dataclasses.replace(clip, template=clip.template.to(device), geom=clip.geom.to(device),
+                               audio=clip.audio.to(device))
+
+
+@torch.no_grad()
+def _codes(model: MeshTalk, clip: Clip):
+    clip = on_model_device(model, clip)
+    audio_code = model.encode_speech(clip.audio)[:, :clip.frames]
+    expression_code = model.encode_expression(clip.geom[None], clip.template)
+    return expression_code, audio_code
+
+
+@torch.no_grad()
+def animate_clip(model: MeshTalk, clip: Clip, seed: int = 0, argmax: bool = False) -> torch.Tensor:
+    """Speech -> meshes ``[T, V, 3]`` on the model's device, with codes sampled from the prior (Gumbel,
+    seeded; the generator lives on the model's device, so CUDA and CPU draw different noise)."""
+    clip = on_model_device(model, clip)
+    one_hot = model.sample(model.encode_speech(clip.audio)[:, :clip.frames], argmax=argmax,
+                           generator=torch.Generator(device=clip.audio.device).manual_seed(seed))
+    return model.decode(clip.template, one_hot)[0]
+
+
+@torch.no_grad()
+def reconstruct_clip(model: MeshTalk, clip: Clip) -> torch.Tensor:
+    """Ground-truth meshes + speech -> argmax codes -> meshes ``[T, V, 3]`` on the model's device."""
+    clip = on_model_device(model, clip)
+    expression_code, audio_code = _codes(model, clip)
+    one_hot = model.quantize(model.fuse(expression_code, audio_code), argmax=True)
+    return model.decode(clip.template, one_hot)[0]
+
+
+@torch.no_grad()
+def evaluate(model: MeshTalk, clips: Sequence[Clip], lips: torch.Tensor, upper_face: torch.Tensor,
+             mode: str = "audio", seed: int = 0) -> Dict[str, float]:
+    """Frame-weighted LVE, LVE of the unmoving template, and FDD over ``clips``. ``lve``: the squared-maximum
+    convention (FaceFormer, CodeTalker, torchmetrics); ``lve_l2``: the MeshTalk paper's L2 maximum."""
+    if not clips:
+        raise ValueError("clips must hold at least one sequence to evaluate, got none")
+    was_training = model.training
+    model.eval()
+    totals = {"lve": 0.0, "lve_static": 0.0, "lve_l2": 0.0, "lve_l2_static": 0.0, "fdd": 0.0}
+    frames = 0
+    for i, clip in enumerate(clips):
+        clip = on_model_device(model, clip)
+        lips, upper_face = lips.to(clip.geom.device), upper_face.to(clip.geom.device)
+        pred = animate_clip(model, clip, seed + i) if mode == "audio" else reconstruct_clip(model, clip)
+        static = clip.template.expand_as(clip.geom)
+        n = clip.frames
+        totals["lve"] += float(lip_vertex_error(pred, clip.geom, lips, backend="torch")) * n
+        totals["lve_static"] += float(lip_vertex_error(static, clip.geom, lips, backend="torch")) * n
+        totals["lve_l2"] += float(lip_vertex_error_l2(pred, clip.geom, lips)) * n
+        totals["lve_l2_static"] += float(lip_vertex_error_l2(static, clip.geom, lips)) * n
+        totals["fdd"] += float(upper_face_dynamics_deviation(pred, clip.geom, clip.template, upper_face)) * n
+        frames += n
+    model.train(was_training)
+    out = {k: v / frames for k, v in totals.items()}
+    out["frames"] = frames
+    return out
+
+
+@torch.no_grad()
+def disentanglement(model: MeshTalk, a: Clip, b: Clip, mouth: torch.Tensor, upper_face: torch.Tensor) -> Dict[str, float]:
+    """Swap codes between sequences ``a`` and ``b`` and measure where the face changes.
+
+    expression_ratio = upper-face change / mouth change when a's expression code is replaced by b's
+    (> 1: expression drives the upper face); audio_ratio = mouth change / upper-face change when a's
+    audio is replaced by b's (> 1: audio drives the mouth). Changes are mask-weighted mean vertex
+    distances over all frames.
+    """
+    was_training = model.training
+    model.eval()
+    a, b = on_model_device(model, a), on_model_device(model, b)
+    T = min(a.frames, b.frames)
+    ea, aa = (x[:, :T] for x in _codes(model, a))
+    eb, ab = (x[:, :T] for x in _codes(model, b))
+
+    def decode(expression_code, audio_code):
+        one_hot = model.quantize(model.fuse(expression_code, audio_code), argmax=True)
+        return model.decode(a.template, one_hot)[0]
+
+    base = decode(ea, aa)
+
+    def change(other, mask):
+        d = (other - base).norm(dim=-1)  # [T, V]
+        w = mask.to(d)
+        return float((d * w).sum() / (w.sum() * d.shape[0]))
+
+    swap_e, swap_a = decode(eb, aa), decode(ea, ab)
+    out = {"expression_swap_upper": change(swap_e, upper_face), "expression_swap_mouth": change(swap_e, mouth),
+           "audio_swap_mouth": change(swap_a, mouth), "audio_swap_upper": change(swap_a, upper_face)}
+    eps = 1e-12
+    out["expression_ratio"] = out["expression_swap_upper"] / (out["expression_swap_mouth"] + eps)
+    out["audio_ratio"] = out["audio_swap_mouth"] / (out["audio_swap_upper"] + eps)
+    model.train(was_training)
+    return out
+
+
+@torch.no_grad()
+def code_sensitivity(model: MeshTalk, clips: Sequence[Clip]) -> float:
+    """Does the decoded face depend on the codes? Each clip is decoded from its own argmax codes and
+    from the same codes rotated by half its length in time (so every frame gets another frame's
+    codes); the mean vertex distance between the two, over the mean distance between the true meshes
+    under the same rotation. About 1: the face moves with the codes as much as the real face moves;
+    0: the decoder ignores the codes or every frame has the same codes (collapsed training, whose LVE
+    gain over the unmoving template is only a mean pose)."""
+    if not clips:
+        raise ValueError("clips must hold at least one sequence, got none")
+    was_training = model.training
+    model.eval()
+    moved = real = 0.0
+    for clip in clips:
+        if clip.frames < 2:
+            raise ValueError(f"sequence {clip.name!r} must have at least 2 frames to rotate, got {clip.frames}")
+        shift = clip.frames // 2
+        clip = on_model_device(model, clip)
+        expression_code, audio_code = _codes(model, clip)
+        one_hot = model.quantize(model.fuse(expression_code, audio_code), argmax=True)
+        own = model.decode(clip.template, one_hot)[0]
+        other = model.decode(clip.template, one_hot.roll(shift, 1))[0]
+        moved += float((own - other).norm(dim=-1).mean()) * clip.frames
+        real += float((clip.geom - clip.geom.roll(shift, 0)).norm(dim=-1).mean()) * clip.frames
+    model.train(was_training)
+    if real == 0.0:
+        raise ValueError("the sequences' meshes never move, so code sensitivity is undefined")
+    return moved / real
+
+
+@torch.no_grad()
+def mean_disentanglement(model: MeshTalk, clips: Sequence[Clip], mouth: torch.Tensor, upper_face: torch.Tensor,
+                         pairs: int = 8) -> Dict[str, float]:
+    """``disentanglement`` averaged over up to ``pairs`` pairs of distinct sequences (clip i with clip i + 1
+    of another name): the changes are averaged first, then the ratios are taken (one lucky pair cannot
+    make the ratio)."""
+    usable = [(a, b) for a, b in zip(clips, clips[1:]) if a.name != b.name][:pairs]
+    if not usable:
+        raise ValueError("clips must hold at least two distinct sequences to swap codes between, got "
+                         f"{len(clips)}")
+    parts = [disentanglement(model, a, b, mouth, upper_face) for a, b in usable]
+    out = {k: sum(p[k] for p in parts) / len(parts) for k in parts[0] if not k.endswith("ratio")}
+    eps = 1e-12
+    out["expression_ratio"] = out["expression_swap_upper"] / (out["expression_swap_mouth"] + eps)
+    out["audio_ratio"] = out["audio_swap_mouth"] / (out["audio_swap_upper"] + eps)
+    out["pairs"] = len(parts)
+    return out
+
+
+def _events(signals: Sequence[torch.Tensor], threshold: float) -> List[list]:
+    return [event_spans(s, threshold) for s in signals]
+
+
+def _lift(a: Sequence[torch.Tensor], b: Sequence[torch.Tensor]) -> Optional[float]:
+    """P(a and b) / (P(a) P(b)) over frames of paired boolean sequences: 1 when a and b are independent,
+    large when they happen together (None when either never happens)."""
+    x, y = torch.cat(list(a)).float(), torch.cat(list(b)).float()
+    pa, pb = float(x.mean()), float(y.mean())
+    if pa == 0 or pb == 0:
+        return None
+    return float((x * y).mean()) / (pa * pb)
+
+
+def _inside(spans, n: int) -> torch.Tensor:
+    m = torch.zeros(n, dtype=torch.bool)
+    for s, e in spans:
+        m[s:e] = True
+    return m
+
+
+@torch.no_grad()
+def upper_face(model: MeshTalk, clips: Sequence[Clip], eye_keypoints: Optional[torch.Tensor],
+               forehead: Optional[torch.Tensor], seeds: Sequence[int] = (0, 1, 2)) -> Dict[str, object]:
+    """Does the model reconstruct and sample the upper face? Blinks are read from the eye keypoints
+    (``region_motion`` "max": the lids' largest displacement), brow raises from the forehead mask
+    (``region_motion`` "mean"), each measured from its sequence's resting level (``above_rest``: a model's
+    constant offset is not an event); an event is a run above ``EYE_EVENT_LEVEL`` / ``BROW_EVENT_LEVEL``
+    of the ground truth's ``event_scale``.
+
+    - ``eyelid_error_ratio`` / ``brow_error_ratio``: reconstruction (codes from the true meshes) error
+      inside the true events (per frame the largest vertex distance over the region), over the unmoving
+      template's error on the same frames (0 = perfect, 1 = no better than never blinking);
+    - ``blink_rate`` / ``brow_rate`` (events per minute) of speech-only animations (codes sampled from the
+      prior, one per seed), their ratios to the ground truth's (``*_rate_gt``);
+    - ``blink_closure_ratio``: the median peak of sampled blinks over the ground truth's median peak;
+    - ``blink_timing_lift``: how much more often two seeds blink at the same frame than chance (1: blink
+      timing does not follow the speech, as in the data; large: it does); ``blink_gt_lift`` the same
+      between sampled and true blinks.
+    A missing or empty mask, or data without such events, gives None for its numbers and names the
+    reason in ``missing``: a rate is never computed from nothing.
+    """
+    if not clips:
+        raise ValueError("clips must hold at least one sequence, got none")
+    if not seeds:
+        raise ValueError("seeds must hold at least one seed, got none")
+    was_training = model.training
+    model.eval()
+    fps = model.config.fps
+    minutes = sum(c.frames for c in clips) / fps / 60.0
+    out: Dict[str, object] = {"missing": []}
+    regions = {"blink": (eye_keypoints, "max", EYE_EVENT_LEVEL, "eyelid"),
+               "brow": (forehead, "mean", BROW_EVENT_LEVEL, "brow")}
+    usable = {}
+    for name, (mask, reduce, level, err) in regions.items():
+        keys = [f"{err}_error_ratio", f"{name}_rate", f"{name}_rate_gt", f"{name}_rate_ratio"]
+        keys += ["blink_closure_ratio", "blink_timing_lift", "blink_gt_lift"] if name == "blink" else []
+        mask_name = "eye_keypoints" if name == "blink" else "forehead"
+        if mask is None or not bool((mask > 0).any()):
+            out["missing"].append(f"{mask_name} mask is missing or empty: no {name} numbers")
+            out.update({k: None for k in keys})
+            continue
+        gt, scale = event_signals([(c.geom, c.template) for c in clips], mask, reduce)
+        if scale is None:
+            out["missing"].append(f"the ground truth has no {name} events (its {mask_name} region never moves)")
+            out.update({k: None for k in keys})
+            continue
+        usable[name] = (mask, reduce, level * scale, err, gt)
+    recon = [reconstruct_clip(model, c) for c in clips] if usable else []
+    # one speech-only animation per (seed, clip), shared by the blink and brow numbers
+    animations = {s: [animate_clip(model, c, seed=s + 1000 * i) for i, c in enumerate(clips)]
+                  for s in (seeds if usable else ())}
+    for name, (mask, reduce, threshold, err, gt) in usable.items():
+        gt_events = _events(gt, threshold)
+        inside = [_inside(ev, c.frames) for ev, c in zip(gt_events, clips)]
+        model_err = torch.cat([region_error(r, c.geom, mask)[m] for r, c, m in zip(recon, clips, inside)])
+        static_err = torch.cat([region_error(c.template.expand_as(c.geom), c.geom, mask)[m]
+                                for c, m in zip(clips, inside)])
+        out[f"{err}_error_ratio"] = float(model_err.sum() / static_err.sum()) if static_err.numel() else None
+        n_gt = sum(len(e) for e in gt_events)
+        out[f"{name}_rate_gt"] = n_gt / minutes
+        sampled = {s: event_signals([(g, c.template) for g, c in zip(animations[s], clips)], mask, reduce)[0]
+                   for s in seeds}
+        events = {s: _events(sig, threshold) for s, sig in sampled.items()}
+        rate = sum(len(e) for ev in events.values() for e in ev) / (minutes * len(seeds))
+        out[f"{name}_rate"] = rate
+        out[f"{name}_rate_ratio"] = rate / out[f"{name}_rate_gt"] if n_gt else None
+        if name == "blink":
+            peaks = [float(sig[a:b].max()) for s in seeds for sig, ev in zip(sampled[s], events[s]) for a, b in ev]
+            gt_peaks = [float(sig[a:b].max()) for sig, ev in zip(gt, gt_events) for a, b in ev]
+            out["blink_closure_ratio"] = (statistics.median(peaks) / statistics.median(gt_peaks)
+                                          if peaks and gt_peaks else None)
+            masks = {s: [_inside(e, c.frames) for e, c in zip(events[s], clips)] for s in seeds}
+            lifts = [_lift(masks[a], masks[b]) for a, b in itertools.combinations(seeds, 2)]
+            lifts = [v for v in lifts if v is not None]
+            out["blink_timing_lift"] = sum(lifts) / len(lifts) if lifts else None
+            gt_lifts = [v for v in (_lift(masks[s], inside) for s in seeds) if v is not None]
+            out["blink_gt_lift"] = sum(gt_lifts) / len(gt_lifts) if gt_lifts else None
+    model.train(was_training)
+    return out
+
+
+@torch.no_grad()
+def report(model: MeshTalk, clips: Sequence[Clip], masks, mode: str = "audio", seed: int = 0,
+           seeds: Sequence[int] = (0, 1, 2), pairs: int = 8) -> Dict[str, object]:
+    """Every number the quick start and ``meshtalk-fast evaluate`` print, from one place: LVE in both
+    conventions with the unmoving template's and their ratio, FDD, the disentanglement ratios (averaged
+    over ``pairs`` pairs), code sensitivity and the upper-face numbers (``upper_face``). ``masks``: a
+    ``data.FaceMasks`` (mouth, eye_keypoints, forehead, lips, upper_face are read)."""
+    result: Dict[str, object] = dict(evaluate(model, clips, masks.lips, masks.upper_face, mode=mode, seed=seed))
+    result["lve_ratio"] = result["lve"] / result["lve_static"]
+    result["lve_l2_ratio"] = result["lve_l2"] / result["lve_l2_static"]
+    if len({c.name for c in clips}) > 1:
+        swap = mean_disentanglement(model, clips, masks.mouth, masks.upper_face, pairs=pairs)
+        result["disentanglement_expression"] = swap["expression_ratio"]
+        result["disentanglement_audio"] = swap["audio_ratio"]
+        result.update({f"swap_{k}": v for k, v in swap.items() if not k.endswith("ratio")})
+    else:
+        result["disentanglement_expression"] = result["disentanglement_audio"] = None
+    result["code_sensitivity"] = code_sensitivity(model, clips)
+    result.update(upper_face(model, clips, masks.eye_keypoints, masks.forehead, seeds=seeds))
+    return result
+
+
+def format_report(r: Dict[str, object]) -> str:
+    """The report as the few lines a person reads (the JSON has everything)."""
+    def f(key, spec=".3g"):
+        v = r.get(key)
+        return "n/a" if v is None else format(v, spec)
+
+    lines = [
+        f"lip-sync: LVE {f('lve')} vs {f('lve_static')} for the unmoving template (ratio {f('lve_ratio', '.3f')}; "
+        f"squared-max convention of FaceFormer/CodeTalker); MeshTalk's L2-max LVE {f('lve_l2')} vs "
+        f"{f('lve_l2_static')}; FDD {f('fdd')}",
+        f"disentanglement: swapping expression codes changes the upper face {f('disentanglement_expression', '.2f')}x "
+        f"more than the mouth; swapping audio changes the mouth {f('disentanglement_audio', '.2f')}x more than the "
+        f"upper face",
+        f"upper face, reconstructed: eyelid error in blinks {f('eyelid_error_ratio', '.2f')}, brow error in raises "
+        f"{f('brow_error_ratio', '.2f')} of the unmoving template's",
+        f"upper face, sampled from speech: {f('blink_rate', '.1f')} blinks/min (data {f('blink_rate_gt', '.1f')}, "
+        f"ratio {f('blink_rate_ratio', '.2f')}), closing to {f('blink_closure_ratio', '.2f')} of the data's; "
+        f"{f('brow_rate', '.1f')} brow raises/min (data {f('brow_rate_gt', '.1f')}, ratio {f('brow_rate_ratio', '.2f')});"
+        f" blink timing vs another seed {f('blink_timing_lift', '.2f')}x chance",
+    ]
+    lines += [f"not measured: {m}" for m in r.get("missing", [])]
+    return "\n".join(lines)

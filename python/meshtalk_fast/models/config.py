@@ -1,0 +1,74 @@
+"""``MeshTalkConfig``: the sizes and the audio framing of a model (what our model file stores as JSON)."""
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+
+from ..base.checks import check_choice, check_positive_int
+
+__all__ = ["MeshTalkConfig", "CONFIG_LIMITS"]
+
+# Sane upper limits of the integer sizes (the C core's limits: csrc/core/weights.cpp, frame_clock.cpp;
+# fps is held to the data sets' 1000, stricter than the core's 16000). Every other size: 2^20.
+CONFIG_LIMITS = {"n_vertices": 1 << 24, "fps": 1000}
+
+
+@dataclasses.dataclass
+class MeshTalkConfig:
+    """Sizes of the model. Defaults are the released ones (the hidden sizes were hard-coded there)."""
+
+    n_vertices: int = 6172
+    heads: int = 16
+    classes: int = 128
+    expression_dim: int = 128
+    audio_dim: int = 128
+    fusion_hidden: int = 256
+    context_hidden: int = 64
+    fps: int = 30               # video frame rate the model was trained for
+    clock: str = "released"     # audio frame clock the model was trained with ("released" | "exact")
+    lookahead: int = 8000       # audio samples after the frame centre in its window (8000: centred, released)
+    framing: str = "window"     # "window": log-mel per 1 s window (released); "stream": one log-mel of the
+                                # whole utterance read at one position per frame (~17x less encoder work)
+    expression_input: str = "mesh"  # what the expression encoder reads: "mesh" (released) or "offset"
+                                    # (mesh - template: identity removed; see models.ExpressionEncoder)
+    expression_heads: int = 0       # heads whose logits the fusion computes from the expression code alone
+                                    # (0: released, every head sees both codes); see models.FusionMlp
+    expression_std: str = "data"    # what the expression encoder's stddev buffer was set from when the model
+                                    # was made for training (quickstart.initial_model): "data" (released: the
+                                    # per-vertex std of the training meshes), "motion" (of mesh - template) or
+                                    # "upper" (each vertex's largest motion on the upper-face mask, ~infinite
+                                    # elsewhere: the encoder reads the upper face only; quickstart.motion_range)
+    audio_heads: str = "fused"       # what the fusion computes the non-expression heads from: "fused" (released:
+                                     # both codes) or "audio" (the audio code alone); see models.FusionMlp
+    prior_expression: str = "audio"  # what the prior draws the expression heads from: "audio" (released: every
+                                     # head sees the speech) or "free" (neither the speech nor the other heads:
+                                     # blinks independent of speech; models.ContextModel free_heads)
+
+    def validate(self) -> "MeshTalkConfig":
+        for f in dataclasses.fields(self):
+            if f.name not in ("clock", "lookahead", "framing", "expression_input", "expression_heads",
+                              "expression_std", "prior_expression", "audio_heads"):
+                setattr(self, f.name, check_positive_int(f.name, getattr(self, f.name), CONFIG_LIMITS.get(f.name, 1 << 20)))
+        check_choice("clock", self.clock, ("released", "exact"))
+        check_choice("framing", self.framing, ("window", "stream"))
+        check_choice("expression_input", self.expression_input, ("mesh", "offset"))
+        check_choice("expression_std", self.expression_std, ("data", "motion", "upper"))
+        check_choice("prior_expression", self.prior_expression, ("audio", "free"))
+        check_choice("audio_heads", self.audio_heads, ("fused", "audio"))
+        k = self.expression_heads
+        if isinstance(k, bool) or not isinstance(k, int) or not 0 <= k < self.heads:
+            raise ValueError(f"expression_heads must be an integer in [0, heads={self.heads}), got {k!r}")
+        for name, value, released in (("prior_expression", self.prior_expression, "audio"),
+                                      ("audio_heads", self.audio_heads, "fused")):
+            if value != released and k == 0:
+                raise ValueError(f"{name} = {value!r} needs expression heads (expression_heads > 0), got 0")
+        if isinstance(self.lookahead, bool) or not isinstance(self.lookahead, int) or not 0 <= self.lookahead <= 16000:
+            raise ValueError(f"lookahead must be an integer in [0, 16000] samples, got {self.lookahead!r}")
+        return self
+
+    def windows(self, audio: torch.Tensor) -> torch.Tensor:
+        """``audio [L]`` -> this model's audio windows ``[T, 16000]`` (its fps, clock and look-ahead)."""
+        from ..ops.frame_clock import audio_windows
+
+        return audio_windows(audio, self.fps, self.clock, self.lookahead)

@@ -1,0 +1,305 @@
+"""The quick start: make the built-in data set, train both stages in a time budget, evaluate on
+held-out sentences and a held-out voice, animate a held-out utterance, write everything to one folder.
+
+``meshtalk-fast quickstart --out DIR [--minutes N] [--template T.obj --masks DIR]``
+
+Outputs: ``DIR/data/`` (the data set), ``DIR/model.safetensors``, ``DIR/metrics.json`` (``lve``,
+``lve_static``, ``fdd``, the disentanglement numbers, ``code_sensitivity``), ``DIR/metrics.jsonl`` +
+``training_curves.png`` (the training log), ``DIR/checkpoint.safetensors`` (resumable) and ``DIR/heldout/``
+(the animated held-out utterance: ``meshes.npz``, plus the other export formats when available).
+With ``--rig character.glb`` (an ARKit-named blendshape rig) the data set is that rig driven by the
+speech curves (``data.arkit_rig``), so the model animates that character, and ``heldout/`` also holds
+its weights: ``blendshapes.csv``, ``blendshapes.json`` and ``rig_animation.glb`` (``rig_export``).
+A warning is printed when the codes collapsed (code sensitivity below ``COLLAPSED``): then the LVE
+gain is a mean pose, not lip-sync (benchmarks/RESULTS.md, "Why the codes collapse").
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Dict, List, Optional
+
+import torch
+
+from ..base.checks import check_tensor
+from ..models.meshtalk import MeshTalk
+from . import TrainConfig
+from .batches import Clip
+
+__all__ = ["quickstart", "quickstart_config", "normalisation", "motion_normalisation", "motion_range",
+           "initial_model"]
+
+# Budget split of the training time between the two stages (the rest of the quick start, data and
+# evaluation, comes on top and takes about a minute on a 2-core CPU).
+STAGE1_SHARE = 0.65
+# Below this code sensitivity (evaluate.code_sensitivity) the quick start warns that the codes collapsed:
+# with the released stage-1 choices the 8-minute quick-start model measured 0.0, a freshly initialised one
+# 7e-4, with quickstart_config's 0.67 (RESULTS.md); a face that moves with its codes as much as the real
+# face measures about 1.
+COLLAPSED = 0.05
+# Seeds of the speech-only animations the upper-face rates are measured on (evaluate.upper_face).
+EVAL_SEEDS = (0, 1, 2)
+# What the quick start aims for (issue #13), checked and printed at the end: key -> (op, bound); "~"
+# means within a factor `bound` of 1.
+TARGETS = {"lve_ratio": ("<=", 0.20), "eyelid_error_ratio": ("<=", 0.25), "brow_error_ratio": ("<=", 0.25),
+           "disentanglement_expression": (">=", 5.0), "disentanglement_audio": (">=", 5.0),
+           "blink_rate_ratio": ("~", 1.5), "brow_rate_ratio": ("~", 1.5), "blink_closure_ratio": (">=", 0.7)}
+
+
+def quickstart_config(seed: int = 0) -> TrainConfig:
+    """The released configuration, with what a 10-minute CPU budget needs (each measured in
+    benchmarks/RESULTS.md, "What makes the codes train" and "The upper face"):
+
+    - the authors' lr (1e-3 rather than the release's 1e-4), shorter crops, the drift-free frame clock and
+      the streaming framing of the audio encoder (one log-mel per utterance: ~10x less encoder work);
+    - argmax codes in stage 1 (``stage1.codes``): at initialisation the Gumbel noise swamps the logits, so
+      sampled codes are noise the decoder learns to ignore;
+    - the identity-free expression input (``model.expression_input = "offset"``) of the upper face alone,
+      each vertex normalised by its largest motion (``model.expression_std = "upper"``): a blink (in ~4 %
+      of frames) and a brow raise (~20 %) both peak at 1, and the expression codes cannot carry the mouth;
+    - the code-usage term (``stage1.diversity``, weight 1), without which the modality-crossing terms
+      push every frame to one class within ~150 steps (at weight 0.1 the same happened at step ~920);
+    - no weight decay on the decoder: under Adam it shrinks the code columns (each used by a few frames)
+      to zero within ~100 steps at this lr;
+    - a cosine lr schedule (to 10 %) over each stage's share of the budget: at a constant 1e-3, stage 1
+      diverged at step ~1000;
+    - the upper face: 4 of the 16 heads computed from the expression code alone
+      (``model.expression_heads``) and the other 12 from the audio code alone (``model.audio_heads =
+      "audio"``), so the expression reaches the face only through the 4 heads (with the whole face as the
+      expression input and fused heads, swapping expression codes moved the mouth 4-5x more than the upper
+      face); a weak code-usage term of their own (``stage1.expression_diversity`` 0.2: the upper face has a
+      few states); half of each batch's crops around a blink or brow raise (``stage1.event_crops``); the
+      eyelid (landmark) term x20, as the paper's "crucial" eyelid term, and a brow term (x5); the
+      keep-audio crossing term x3, which keeps the lip-sync from paying for the rest; Adam's second-moment
+      decay 0.99 instead of 0.999 (``stage1.adam_beta2``): when the blinks are learnt (a sudden drop of the
+      eyelid term around step 200-400) the gradients jump, and the audio codes collapsed in one run with
+      0.999; the eyelid and brow terms reach the expression heads only (``stage1.upper_face_codes =
+      "expression"``): on the audio heads they collapsed the audio codes in the quick start with beta2 0.99
+      alone (code sensitivity 0.62 -> 0.15);
+    - the prior draws the expression heads free of the speech (``model.prior_expression = "free"``), as
+      the data draws its blinks: with the speech reaching them, the blinks of two seeds coincided 4.6-8.4x
+      more often than chance (they followed the speech).
+
+    The price of the upper-face-only expression input: an expression of the lower face that the speech
+    does not predict (a smile) cannot be carried by these codes. The released choices
+    (``expression_std = "data"``, ``audio_heads = "fused"``) keep that possibility (README, "Training").
+    """
+    cfg = TrainConfig(seed=seed)
+    cfg.model.clock, cfg.model.framing, cfg.model.expression_input = "exact", "stream", "offset"
+    cfg.model.expression_heads, cfg.model.expression_std = 4, "upper"
+    cfg.model.audio_heads, cfg.model.prior_expression = "audio", "free"
+    cfg.stage1.lr, cfg.stage1.batch_size, cfg.stage1.segment_frames = 1e-3, 8, 16
+    cfg.stage1.codes, cfg.stage1.diversity, cfg.stage1.weight_decay = "argmax", 1.0, 0.0
+    cfg.stage1.expression_diversity, cfg.stage1.event_crops = 0.2, 0.5
+    cfg.stage1.landmarks_weight, cfg.stage1.brow_weight, cfg.stage1.mouth_weight = 20.0, 5.0, 3.0
+    cfg.stage1.adam_beta2, cfg.stage1.upper_face_codes = 0.99, "expression"
+    cfg.stage1.schedule = cfg.stage2.schedule = "cosine"  # over the time budget (Trainer._lr)
+    cfg.stage2.lr, cfg.stage2.batch_size, cfg.stage2.segment_frames = 1e-3, 8, 32
+    cfg.stage1.steps = cfg.stage2.steps = 1_000_000  # the time budget ends each stage
+    cfg.log_every, cfg.val_every, cfg.checkpoint_every = 10, 100, 100
+    return cfg.validate()
+
+
+def normalisation(clips: List[Clip]) -> tuple:
+    """Per-vertex mean and standard deviation ``[V, 3]`` over all training frames (std floored at 1 %
+    of its median so vertices that never move do not blow up)."""
+    frames = torch.cat([c.geom for c in clips])
+    mean, std = frames.mean(0), frames.std(0)
+    return mean, std.clamp(min=0.01 * float(std.median()) + 1e-8)
+
+
+def motion_normalisation(clips: List[Clip]) -> torch.Tensor:
+    """Per-vertex standard deviation ``[V, 3]`` of the motion ``mesh - template`` over all training frames
+    (floored at 5 % of the largest, so vertices that never move are not amplified into noise): the
+    expression encoder's normaliser for the offset input (``MeshTalk(expression_stddev=...)``)."""
+    motion = torch.cat([c.geom - c.template for c in clips])
+    std = motion.std(0)
+    return std.clamp(min=0.05 * float(std.max()) + 1e-8)
+
+
+def motion_range(clips: List[Clip]) -> torch.Tensor:
+    """Per-vertex largest motion ``max |mesh - template|`` ``[V, 3]`` over all training frames (floored at
+    5 % of the largest, as ``motion_normalisation``): the expression encoder's normaliser for
+    ``expression_std = "upper"``. Unlike the std it does not depend on how often a vertex moves: a blink
+    (in ~4 % of frames) and a brow raise (in ~20 %) both peak at 1, where the std made the rare blink ~5x
+    louder than the brow raise and the codes learnt the blinks only (RESULTS.md, "The upper face")."""
+    largest = torch.stack([(c.geom - c.template).abs().amax(0) for c in clips]).amax(0)
+    return largest.clamp(min=0.05 * float(largest.max()) + 1e-8)
+
+
+def initial_model(train: List[Clip], config: TrainConfig, upper_face: Optional[torch.Tensor] = None) -> MeshTalk:
+    """A fresh model for training on ``train``: the normalisers from the data (``normalisation``, and
+    ``motion_normalisation`` for the expression encoder when ``config.model.expression_std`` is "motion",
+    ``motion_range`` when "upper"), the initial weights drawn from ``config.seed``. ``upper_face [V]`` (the
+    data's upper-face mask weights) is needed for "upper": the range is divided by the mask weight, so the
+    expression encoder reads the upper face alone (a vertex of weight 0 gets a normaliser 10^6 times its
+    own, its input ~0)."""
+    mean, std = normalisation(train)
+    expression_std = None
+    if config.model.expression_std == "motion":
+        expression_std = motion_normalisation(train)
+    if config.model.expression_std == "upper":
+        expression_std = motion_range(train)
+        if upper_face is None or not bool((torch.as_tensor(upper_face) > 0).any()):
+            raise ValueError("model.expression_std = 'upper' needs the data's upper-face mask with weights > 0 "
+                             f"(upper_face), got {'none' if upper_face is None else 'an empty mask'}")
+        weight = torch.as_tensor(upper_face, dtype=torch.float32)
+        check_tensor("upper_face", weight, shape=(expression_std.shape[0],), what=f"[V={expression_std.shape[0]}]")
+        expression_std = expression_std / weight.clamp(min=1e-6)[:, None]
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        return MeshTalk(train[0].template.shape[0], mean=mean, stddev=std, expression_stddev=expression_std,
+                        **config.model_kwargs())
+
+
+def quickstart(out_dir: str, minutes: float = 10.0, template: Optional[str] = None, masks: Optional[str] = None,
+               seed: int = 0, n_sentences: Optional[int] = None, device: Optional[str] = None,
+               progress: bool = True, rig: Optional[str] = None, rig_map: Optional[str] = None) -> Dict[str, float]:
+    from ..data import make_dataset
+    from ..evaluation.evaluate import format_report, report
+    from .setup import dataset_options, folder_clips, folder_masks, training_masks
+    from .trainer import Trainer
+
+    if not minutes > 0:
+        raise ValueError(f"minutes must be > 0, got {minutes}")
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    t_start = time.perf_counter()
+    kwargs, arkit_rig = dataset_options(seed, n_sentences, template, masks, rig, rig_map,
+                                        report=lambda text: print(text, flush=True))
+    os.makedirs(out_dir, exist_ok=True)
+    data_dir = os.path.join(out_dir, "data")
+    if not os.path.isfile(os.path.join(data_dir, "dataset.json")):
+        print(f"making the built-in data set in {data_dir} ...", flush=True)
+        make_dataset(data_dir, progress=False, **kwargs)
+    config = quickstart_config(seed)
+    train, val, test = (folder_clips(data_dir, split, config, required=False) for split in ("train", "val", "test"))
+    fm = folder_masks(data_dir)
+    masks_t = training_masks(fm)
+    model = initial_model(train, config, fm.upper_face)
+    print(f"data: {len(train)} train, {len(val)} val, {len(test)} test sequences; "
+          f"{train[0].template.shape[0]} vertices ({time.perf_counter() - t_start:.0f} s)", flush=True)
+    trainer = Trainer(model, train, masks_t, config, out_dir, val_clips=val[:4], device=device, progress=progress)
+    budget = 60.0 * minutes
+    trainer.fit(1, max_seconds=STAGE1_SHARE * budget)
+    trainer.fit(2, max_seconds=(1 - STAGE1_SHARE) * budget)
+    model = trainer.model.cpu().eval()
+
+    print("evaluating on the held-out sentences and voice ...", flush=True)
+    result = report(model, test, fm, mode="audio", seed=seed, seeds=EVAL_SEEDS)
+    log = [json.loads(line) for line in open(os.path.join(out_dir, "metrics.jsonl"))]
+    metrics = {**result, "test_frames": result["frames"], "minutes": minutes, "seed": seed,
+               "stage1_steps": max((r["step"] for r in log if r["stage"] == 1 and r["split"] == "train"), default=0),
+               "stage2_steps": trainer.step}
+
+    held = _preview_clip(test, fm)
+    heldout_dir = os.path.join(out_dir, "heldout")
+    os.makedirs(heldout_dir, exist_ok=True)
+    geom = _write_heldout(heldout_dir, held, model, data_dir, fm, seed)
+    if arkit_rig is not None:
+        metrics["rig_residual_mean"] = _write_rig_weights(heldout_dir, rig, arkit_rig, geom, model.config.fps)
+    metrics["seconds_total"] = time.perf_counter() - t_start
+    tmp = os.path.join(out_dir, "metrics.json.tmp")
+    with open(tmp, "w") as f:
+        json.dump(metrics, f, indent=1)
+    os.replace(tmp, os.path.join(out_dir, "metrics.json"))
+    print(format_report(metrics), flush=True)
+    print(_verdict(metrics), flush=True)
+    print(f"wrote {out_dir}/model.safetensors, metrics.json, training_curves.png, heldout/ (preview.mp4, "
+          f"upper_face.png, meshes.npz)", flush=True)
+    if metrics["code_sensitivity"] < COLLAPSED:
+        print(f"WARNING: the decoded face hardly depends on the codes (code sensitivity "
+              f"{metrics['code_sensitivity']:.3f}; about 1 when it moves as much as the real face): the codes "
+              f"collapsed in stage 1, so the LVE gain is a mean pose rather than lip-sync. A longer budget "
+              f"(--minutes) or another seed may help; see benchmarks/RESULTS.md, 'Why the codes collapse'.",
+              flush=True)
+    return metrics
+
+
+def _preview_clip(clips: List[Clip], masks) -> Clip:
+    """The held-out sequence to show: the one with the most blinks, then brow raises, in its ground truth
+    (a preview of a face that never blinks in the data shows nothing of the upper face); the last one when
+    the data has neither."""
+    from ..evaluation.metrics import BROW_EVENT_LEVEL, EYE_EVENT_LEVEL, event_signals, event_spans
+
+    counts = [[0, 0] for _ in clips]
+    for k, (mask, reduce, level) in enumerate(((masks.eye_keypoints, "max", EYE_EVENT_LEVEL),
+                                               (masks.forehead, "mean", BROW_EVENT_LEVEL))):
+        if not bool((mask > 0).any()):
+            continue
+        signals, scale = event_signals([(c.geom, c.template) for c in clips], mask, reduce)
+        for i, sig in enumerate(signals if scale is not None else []):
+            counts[i][k] = len(event_spans(sig, level * scale))
+    best = max(range(len(clips)), key=lambda i: (counts[i], i))
+    return clips[best]
+
+
+def _verdict(m: Dict[str, object]) -> str:
+    """One line: which of the targets (TARGETS) the run met."""
+    parts = []
+    for key, (op, bound) in TARGETS.items():
+        v = m.get(key)
+        ok = v is not None and (v <= bound if op == "<=" else v >= bound if op == ">=" else 1 / bound <= v <= bound)
+        shown = "n/a" if v is None else f"{v:.3g}"
+        parts.append(f"{key} {shown} ({'ok' if ok else 'MISSED'}: {op} {bound})")
+    return "targets: " + "; ".join(parts)
+
+
+def _write_rig_weights(folder: str, rig_path: str, arkit_rig, geom: torch.Tensor, fps: int) -> float:
+    """The held-out animation as the rig's weights (``rig_export``'s three files); returns the mean residual."""
+    from ..animation.rig import residual_line, rig_outputs, solve_rig
+
+    basis = arkit_rig.basis
+    weights, residual = solve_rig(geom, basis, 0.0, "auto")
+    for name, write in rig_outputs(rig_path, basis, arkit_rig.index, weights, residual, fps, 0.0).items():
+        write(os.path.join(folder, name))
+    print(f"heldout/ blendshapes.csv, blendshapes.json, rig_animation.glb: {residual_line(residual)}", flush=True)
+    return float(residual.mean())
+
+
+def _write_heldout(folder: str, clip: Clip, model: MeshTalk, data_dir: str, masks, seed: int) -> torch.Tensor:
+    """The held-out utterance animated from its speech alone: ``meshes.npz`` (sampled vertices of seed
+    ``seed`` and the ground truth), ``speech.wav``, ``preview.mp4`` (ground truth | sampled side by side,
+    the speech as its soundtrack, the eye openings painted dark so blinks show) and ``upper_face.png``
+    (eye closure and brow height above their resting levels over time: ground truth vs the sampled
+    animations of ``EVAL_SEEDS``)."""
+    import numpy as np
+    import soundfile as sf
+
+    from ..data import load_folder_template
+    from ..evaluation.evaluate import animate_clip
+    from ..evaluation.metrics import BROW_EVENT_LEVEL, EYE_EVENT_LEVEL, event_signals
+    from ..evaluation.plots import plot_upper_face
+    from ..base.tempfiles import temp_path
+    from ..io.render import eye_colours, save_preview_mp4
+
+    faces = load_folder_template(data_dir)[1]
+    samples = [animate_clip(model, clip, seed=s) for s in EVAL_SEEDS]
+    geom = samples[EVAL_SEEDS.index(seed)] if seed in EVAL_SEEDS else animate_clip(model, clip, seed=seed)
+    with temp_path(folder, "meshes", suffix=".npz") as tmp:
+        np.savez(tmp, vertices=geom.numpy(), faces=faces.numpy(), fps=model.config.fps,
+                 ground_truth=clip.geom.numpy())
+        os.replace(tmp, os.path.join(folder, "meshes.npz"))
+    with temp_path(folder, "speech", suffix=".wav") as tmp:
+        sf.write(tmp, clip.audio.numpy(), 16000)
+        os.replace(tmp, os.path.join(folder, "speech.wav"))
+    signals = {"eye closure": (masks.eye_keypoints, "max", EYE_EVENT_LEVEL),
+               "brow height": (masks.forehead, "mean", BROW_EVENT_LEVEL)}
+    truth, sampled, thresholds = {}, {}, {}
+    for name, (mask, reduce, level) in signals.items():
+        if not bool((mask > 0).any()):
+            continue
+        (gt,), scale = event_signals([(clip.geom, clip.template)], mask, reduce)
+        truth[name] = gt.tolist()
+        sampled[name] = [x.tolist() for x in event_signals([(g, clip.template) for g in samples], mask, reduce)[0]]
+        if scale is not None:
+            thresholds[name] = level * scale
+    if truth:
+        plot_upper_face(os.path.join(folder, "upper_face.png"), model.config.fps, truth, sampled, thresholds,
+                        title=f"held-out {clip.name}: ground truth vs speech-only samples")
+    with temp_path(folder, "preview", suffix=".mp4") as tmp:
+        save_preview_mp4(tmp, [clip.geom, geom], faces, model.config.fps, clip.audio, size=(384, 384),
+                         colours=eye_colours(clip.template, masks.eye_keypoints),
+                         labels=["ground truth", f"sampled from speech (seed {seed})"])
+        os.replace(tmp, os.path.join(folder, "preview.mp4"))
+    return geom
