@@ -1,6 +1,6 @@
 """Fused log-mel: raw 16 kHz samples -> ``log(max(mel, 1e-10))`` in one kernel, one tile of frames per program.
 
-Semantics are those of ``meshtalk_fast.audio.torch_log_mel`` (torchaudio's ``MelSpectrogram(16000,
+Semantics are those of ``meshtalk_fast.ops.mel.torch_log_mel`` (torchaudio's ``MelSpectrogram(16000,
 n_fft=2048, win_length=800, hop_length=160, n_mels=80)``, center=True, reflect padding, power 2, HTK
 filterbank, no normalisation). Only the 800 non-zero window taps are computed: frame t's power at bin k
 is ``|sum_{m<800} w[m] x[t*160 - 400 + m] e^{-2 pi i k m / 2048}|^2`` (the zero padding of the window
@@ -32,7 +32,7 @@ rounding of every product operand (no GPU was available to measure it on tensor 
 (emulated) is off by 0.1, which is why it is not offered.
 
 Module-level imports are triton/torch/math only; ``triton_log_mel`` reads the reference window and
-filterbank from ``meshtalk_fast.audio`` (imported when first called) so both paths share one definition.
+filterbank from ``meshtalk_fast.ops.mel`` (imported when first called) so both paths share one definition.
 """
 from __future__ import annotations
 
@@ -124,7 +124,7 @@ def _constants(device: torch.device, taps_pad: int, bins_pad: int) -> Tuple[torc
     """The fp32 basis and the ``[bins_pad, 128]`` filterbank, built once per (device, dtype, padding)."""
     key = (device, torch.float32, taps_pad, bins_pad)
     if key not in _CONSTANTS:
-        from meshtalk_fast.audio import hann_window, mel_filterbank
+        from meshtalk_fast.ops.mel import hann_window, mel_filterbank
 
         basis = dft_basis(hann_window(WIN_LENGTH, torch.float64), taps_pad, bins_pad)
         fb = torch.zeros(bins_pad, MEL_PAD, dtype=torch.float64)
@@ -174,9 +174,9 @@ def triton_log_mel(x: torch.Tensor, **launch) -> torch.Tensor:
     or float64 for float64 input (computed in fp32). ``launch`` forwards tile sizes / precision to
     ``log_mel_2d``.
     """
-    from meshtalk_fast.audio import _check_log_mel_input
+    from meshtalk_fast.ops.mel import check_log_mel_input
 
-    _check_log_mel_input(x)
+    check_log_mel_input(x)
     lead, sig_len = x.shape[:-1], x.shape[-1]
     flat = x.reshape(-1, sig_len)
     if flat.dtype == torch.float64:

@@ -1,7 +1,7 @@
 """Fused masked vertex losses (all K terms and every gradient in one pass) and the lip vertex error.
 
 ``triton_masked_vertex_losses(preds, target, masks, pred_index, distance) -> Tensor[K]`` has the contract
-of ``meshtalk_fast.losses.torch_masked_vertex_losses``: loss k = sum_{n,v} m_k[v] d(pred_{p(k)}[n,v] -
+of ``meshtalk_fast.ops.vertex_losses.torch_masked_vertex_losses``: loss k = sum_{n,v} m_k[v] d(pred_{p(k)}[n,v] -
 target[n,v]) / norm_k, norm_k = N * sum_v m_k[v] * (3 for "squared", 1 for "l2").
 
 One forward pass (``_losses_fwd_kernel``), one program per ``BLOCK_R`` (frame, vertex) rows:
@@ -243,7 +243,7 @@ def triton_masked_vertex_losses(preds, target: torch.Tensor, masks: torch.Tensor
 
     ``block_rows`` (a power of two) overrides ``default_block_rows(device)``.
     """
-    from meshtalk_fast.losses import check_loss_inputs
+    from meshtalk_fast.ops.vertex_losses import check_loss_inputs
 
     # values (finiteness) are checked on the losses below: see the module docstring
     plist, target, masks, index = check_loss_inputs(preds, target, masks, pred_index, distance, check_values=False)
@@ -360,7 +360,7 @@ def triton_lip_vertex_error(pred: torch.Tensor, target: torch.Tensor, lip_mask: 
     (fp64 for float64). Differentiable in pred and target. Unlike the reference, NaN/inf inputs are
     refused (ValueError) instead of propagating into the metric.
     """
-    from meshtalk_fast._checks import check_finite, check_tensor, shape_str
+    from meshtalk_fast.base.checks import check_finite, check_tensor, shape_str
 
     check_tensor("pred", pred, what="[..., V, 3]")
     check_tensor("target", target, what="[..., V, 3]")

@@ -151,15 +151,17 @@ std::vector<TensorSpec> model_tensors(const ModelSpec& s) {
 
 std::string config_json(const ModelSpec& s) {
   // json.dumps(..., sort_keys=True): keys sorted, ", " and ": " separators.
-  return "{\"audio_dim\": " + std::to_string(s.audio_dim) + ", \"classes\": " + std::to_string(s.classes) +
+  return "{\"audio_dim\": " + std::to_string(s.audio_dim) + ", \"audio_heads\": \"fused\"" +
+         ", \"classes\": " + std::to_string(s.classes) +
          ", \"clock\": " + json_string(s.clock) + ", \"context_hidden\": " + std::to_string(s.context_hidden) +
          ", \"expression_dim\": " + std::to_string(s.expression_dim) +
-         // the runtime has no expression encoder: its files carry the released input and fusion
+         // the runtime has no expression encoder: its files carry the released input and fusion (and the
+         // released prior: a "free" one differs only by zeros in its weights)
          ", \"expression_heads\": 0, \"expression_input\": \"mesh\", \"expression_std\": \"data\", "
          "\"fps\": " + std::to_string(s.fps) +
          ", \"framing\": " + json_string(s.framing) + ", \"fusion_hidden\": " + std::to_string(s.fusion_hidden) +
          ", \"heads\": " + std::to_string(s.heads) + ", \"lookahead\": " + std::to_string(s.lookahead) +
-         ", \"n_vertices\": " + std::to_string(s.n_vertices) + "}";
+         ", \"n_vertices\": " + std::to_string(s.n_vertices) + ", \"prior_expression\": \"audio\"}";
 }
 
 std::map<std::string, std::string> model_metadata(const ModelSpec& s) {

@@ -49,7 +49,8 @@ def _train(args) -> int:
     device = _setup_distributed() or args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     train = folder_clips(args.data, "train", config)
     val = folder_clips(args.data, "val", config) if has_split(args.data, "val") else []
-    masks = training_masks(folder_masks(args.data))
+    fm = folder_masks(args.data)
+    masks = training_masks(fm)
     if args.model:
         model = MeshTalk.load(args.model)
     elif args.stage == 2 and not args.resume:
