@@ -15,7 +15,7 @@ from ..base.checks import check_choice, check_finite, check_tensor, shape_str
 from ..base.dispatch import Inputs, resolve
 
 __all__ = ["torch_masked_vertex_losses", "masked_vertex_losses", "step1_losses", "torch_lip_vertex_error",
-           "lip_vertex_error", "check_loss_inputs"]
+           "lip_vertex_error", "check_loss_inputs", "check_lve_inputs"]
 
 Preds = Union[torch.Tensor, Sequence[torch.Tensor]]
 
@@ -144,9 +144,10 @@ def step1_losses(recon: torch.Tensor, keep_audio: torch.Tensor, keep_expression:
     return out
 
 
-def torch_lip_vertex_error(pred: torch.Tensor, target: torch.Tensor, lip_mask: torch.Tensor) -> torch.Tensor:
-    """LVE: per frame the maximum over lip vertices of the squared L2 error, averaged over frames.
-    ``pred, target [..., V, 3]``, ``lip_mask [V]`` (non-zero = lip vertex) -> scalar."""
+def check_lve_inputs(pred: torch.Tensor, target: torch.Tensor, lip_mask: torch.Tensor) -> torch.Tensor:
+    """The lip vertex error's input rules, shared by the reference and the Triton kernel: ``pred, target
+    [..., V, 3]`` of one shape, finite, at least one frame; ``lip_mask [V]`` selecting at least one vertex.
+    Returns the selection ``lip_mask != 0`` (bool ``[V]``)."""
     check_tensor("pred", pred, what="[..., V, 3]")
     check_tensor("target", target, what="[..., V, 3]")
     if pred.shape != target.shape or target.dim() < 2 or target.shape[-1] != 3:
@@ -154,13 +155,22 @@ def torch_lip_vertex_error(pred: torch.Tensor, target: torch.Tensor, lip_mask: t
                          f"and {shape_str(target.shape)}")
     V = target.shape[-2]
     check_tensor("lip_mask", lip_mask, floating=False, what=f"[V={V}]")
-    check_finite("pred", pred)
-    check_finite("target", target)
     if lip_mask.shape != (V,):
         raise ValueError(f"lip_mask must have shape [V={V}], got {shape_str(lip_mask.shape)}")
+    if target.numel() == 0:
+        raise ValueError(f"pred and target must hold at least one frame, got shape {shape_str(target.shape)}")
+    check_finite("pred", pred)
+    check_finite("target", target)
     sel = lip_mask != 0
     if not bool(sel.any()):
         raise ValueError("lip_mask must select at least one vertex, got none")
+    return sel
+
+
+def torch_lip_vertex_error(pred: torch.Tensor, target: torch.Tensor, lip_mask: torch.Tensor) -> torch.Tensor:
+    """LVE: per frame the maximum over lip vertices of the squared L2 error, averaged over frames.
+    ``pred, target [..., V, 3]``, ``lip_mask [V]`` (non-zero = lip vertex) -> scalar."""
+    sel = check_lve_inputs(pred, target, lip_mask)
     d = (pred - target).square().sum(-1)[..., sel]  # [..., V_lip]
     return d.amax(dim=-1).mean()
 
