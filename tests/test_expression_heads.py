@@ -5,7 +5,9 @@
   heads, their masked weights stay exactly zero through training, and every sampler (reference,
   incremental, C++ core) draws the same expression codes whatever the audio;
 - ``stage1.upper_face_codes = "split"``: the eyelid term reaches only the first half of the expression
-  heads, the brow term only the second half.
+  heads, the brow term only the second half;
+- ``expression_groups = 2``: two expression encoders, each reading its own region (eyes, forehead) and
+  feeding its own half of the expression heads; nothing of one group reaches the other's heads.
 """
 import pytest
 import torch
@@ -219,3 +221,81 @@ def test_relaxed_expression_codes_warm_up_then_turn_hard():
     cfg.stage1.relaxed_expression, cfg.model.expression_heads = 0.2, 0
     with pytest.raises(ValueError, match="relaxed_expression > 0 needs model.expression_heads > 0"):
         cfg.validate()
+
+
+def test_expression_groups_keep_eyes_and_brows_apart():
+    """``expression_groups = 2`` with ``expression_std = "upper"``: group 0's encoder reads the eye region
+    only and computes the first half of the expression heads, group 1 the forehead and the second half, so
+    a blink moves only the eye heads' logits and a brow raise only the brow heads'; the stage-1 gradient of
+    the eyelid term reaches group 0's parameters only (``upper_face_codes = "split"``). Saved and loaded,
+    the model keeps its groups."""
+    from meshtalk_fast.models.encoders import GroupedExpressionEncoder, group_heads
+    from meshtalk_fast.training import align
+    from meshtalk_fast.training.objectives import Stage1Objective
+    from meshtalk_fast.training.quickstart import initial_model
+
+    assert group_heads(4, 2) == [(0, 2), (2, 4)] and group_heads(3, 2) == [(0, 2), (2, 3)]
+    template = torch.zeros(V, 3)
+    geom = torch.zeros(30, V, 3)
+    geom[3:5, 0, 1] = -4.0                        # a blink
+    geom[10:20, 3, 1] = 2.0                       # a brow raise
+    geom[:, -1, 1] = torch.linspace(0, 1, 30)     # the mouth
+    clip = align("s", template, geom, torch.zeros(16000), 30, "exact")
+    cfg = TrainConfig()
+    cfg.model.expression_input, cfg.model.expression_std, cfg.model.expression_groups = "offset", "upper", 2
+    cfg.model.heads, cfg.model.classes, cfg.model.expression_heads, cfg.model.audio_dim = H, C, K, A
+    cfg.model.audio_heads = "audio"
+    model = initial_model([clip], cfg, EYE + BROW, (EYE, BROW)).eval()
+    enc = model.encoder.expression_encoder
+    assert isinstance(enc, GroupedExpressionEncoder) and len(enc.groups) == 2
+    fuse, audio = model.encoder.fusion_model, torch.randn(1, 30, A)
+    with torch.no_grad():
+        base = fuse(enc(geom[None], template[None]), audio)
+        blink, brow = geom.clone(), geom.clone()
+        blink[:, 1, 1] -= 3.0
+        brow[:, 2, 1] += 1.0
+        after_blink = fuse(enc(blink[None], template[None]), audio)
+        after_brow = fuse(enc(brow[None], template[None]), audio)
+        mouth = geom.clone()
+        mouth[:, -1, 1] += 3.0
+        assert torch.allclose(enc(mouth[None], template[None]), enc(geom[None], template[None]), atol=1e-5)
+    # (the other region's vertices reach an encoder divided by 10^6: "unchanged" is to 1e-5)
+    assert torch.allclose(after_blink[..., 1:, :], base[..., 1:, :], atol=1e-5)   # eyes: head 0 only
+    assert not torch.allclose(after_blink[..., 0, :], base[..., 0, :], atol=1e-3)
+    assert torch.allclose(after_brow[..., 0, :], base[..., 0, :], atol=1e-5)      # brows: head 1 only
+    assert torch.equal(after_brow[..., 2:, :], base[..., 2:, :])                  # audio heads: exactly
+    assert not torch.allclose(after_brow[..., 1, :], base[..., 1, :], atol=1e-3)
+
+    # the eyelid term's gradient reaches group 0 only (the brow term is off)
+    model.train()
+    objective = Stage1Objective(model.encoder, model.vertex_unet, EYE, EYE, EYE, codes="argmax",
+                                weights={"recon": 0.0, "mouth": 0.0, "eye": 0.0, "landmarks": 1.0},
+                                upper_face_codes="split")
+    batch = geom[None].repeat(2, 1, 1, 1) + 0.1 * torch.randn(2, 30, V, 3)
+    terms = objective(template[None].repeat(2, 1, 1), batch, torch.Generator().manual_seed(0),
+                      windows=torch.randn(2, 30, 16000))
+    terms["total"].backward()
+    grads = [sum(float(p.grad.abs().sum()) for p in g.parameters() if p.grad is not None) for g in enc.groups]
+    mlp_grads = [sum(float(p.grad.abs().sum()) for p in m.parameters() if p.grad is not None)
+                 for m in fuse.expression_mlp]
+    assert grads[0] > 0 and grads[1] == 0 and mlp_grads[0] > 0 and mlp_grads[1] == 0
+
+    with pytest.raises(ValueError, match=r"needs 2 region masks \(regions\), got none"):
+        initial_model([clip], cfg, EYE + BROW)
+    with pytest.raises(ValueError, match=r"regions\[1\] mask with weights > 0"):
+        initial_model([clip], cfg, EYE + BROW, (EYE, torch.zeros(V)))
+    with pytest.raises(ValueError, match="expression_groups = 2 needs at least 2 expression heads"):
+        mf.MeshTalk(V, heads=H, classes=C, expression_heads=1, expression_groups=2)
+
+
+def test_expression_groups_save_and_load(tmp_path):
+    model = _model(expression_groups=2, audio_heads="audio")
+    path = str(tmp_path / "m.safetensors")
+    model.save(path)
+    loaded = mf.MeshTalk.load(path)
+    assert loaded.config.expression_groups == 2
+    for (name, a), (_, b) in zip(model.state_dict().items(), loaded.state_dict().items()):
+        assert torch.equal(a, b), name
+    geom, template = torch.randn(1, 6, V, 3), torch.randn(1, V, 3)
+    torch.testing.assert_close(loaded.encode_expression(geom, template), model.encode_expression(geom, template),
+                               rtol=0, atol=0)

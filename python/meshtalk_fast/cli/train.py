@@ -56,7 +56,7 @@ def _train(args) -> int:
     elif args.stage == 2 and not args.resume:
         raise ValueError("--stage 2 needs --model (the stage-1 model.safetensors) or --resume")
     else:
-        model = initial_model(train, config, fm.upper_face)
+        model = initial_model(train, config, fm.upper_face, (fm.eye, fm.forehead))
     trainer = Trainer(model, train, masks, config, args.out, val_clips=val[:8], device=device)
     if args.resume:
         trainer.resume(args.resume)

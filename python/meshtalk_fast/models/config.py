@@ -44,11 +44,14 @@ class MeshTalkConfig:
     prior_expression: str = "audio"  # what the prior draws the expression heads from: "audio" (released: every
                                      # head sees the speech) or "free" (neither the speech nor the other heads:
                                      # blinks independent of speech; models.ContextModel free_heads)
+    expression_groups: int = 1       # expression encoders, each with its own normaliser and its own share of the
+                                     # expression heads (1: released; 2: the quick start's eyes and brows);
+                                     # see models.GroupedExpressionEncoder
 
     def validate(self) -> "MeshTalkConfig":
         for f in dataclasses.fields(self):
             if f.name not in ("clock", "lookahead", "framing", "expression_input", "expression_heads",
-                              "expression_std", "prior_expression", "audio_heads"):
+                              "expression_std", "prior_expression", "audio_heads", "expression_groups"):
                 setattr(self, f.name, check_positive_int(f.name, getattr(self, f.name), CONFIG_LIMITS.get(f.name, 1 << 20)))
         check_choice("clock", self.clock, ("released", "exact"))
         check_choice("framing", self.framing, ("window", "stream"))
@@ -63,6 +66,12 @@ class MeshTalkConfig:
                                       ("audio_heads", self.audio_heads, "fused")):
             if value != released and k == 0:
                 raise ValueError(f"{name} = {value!r} needs expression heads (expression_heads > 0), got 0")
+        g = self.expression_groups
+        if isinstance(g, bool) or not isinstance(g, int) or g < 1:
+            raise ValueError(f"expression_groups must be an integer >= 1, got {g!r}")
+        if g > 1 and (k < g or self.expression_dim % g):
+            raise ValueError(f"expression_groups = {g} needs at least {g} expression heads and an expression_dim "
+                             f"it divides, got expression_heads={k}, expression_dim={self.expression_dim}")
         if isinstance(self.lookahead, bool) or not isinstance(self.lookahead, int) or not 0 <= self.lookahead <= 16000:
             raise ValueError(f"lookahead must be an integer in [0, 16000] samples, got {self.lookahead!r}")
         return self

@@ -14,7 +14,7 @@ from torch import nn
 from ..ops.mel import N_MELS, WIN_LENGTH, hann_window, mel_filterbank, torch_log_mel
 from ..base.checks import check_choice, check_tensor
 
-__all__ = ["MelSpectrogram", "AudioEncoder", "ExpressionEncoder", "FusionMlp", "MultimodalEncoder",
+__all__ = ["MelSpectrogram", "AudioEncoder", "ExpressionEncoder", "GroupedExpressionEncoder", "group_heads", "FusionMlp", "MultimodalEncoder",
            "LEAKY_SLOPE"]
 
 LEAKY_SLOPE = 0.2
@@ -137,6 +137,41 @@ class ExpressionEncoder(nn.Module):
         return self.code(x)
 
 
+class GroupedExpressionEncoder(nn.Module):
+    """``expression_groups = G > 1`` (ours): G expression encoders of ``latent_dim / G`` dimensions each,
+    every one with its own normaliser ``stddev[g]`` (``[G, V, 3]``), their codes concatenated in group
+    order. Made for the upper face: with a region mask folded into each normaliser (the quick start's eye
+    region and forehead; ``training.quickstart.initial_model``) group 0 reads the eyes and group 1 the
+    brows, and each feeds its own expression heads (``FusionMlp``). One shared encoder learnt either the
+    blinks or the brows in a 10-minute budget, never both: the stronger of the two terms took its hidden
+    layers over (benchmarks/RESULTS.md, "What the expression heads read")."""
+
+    def __init__(self, latent_dim: int, n_vertices: int, mean: Optional[torch.Tensor], stddev: Optional[torch.Tensor],
+                 input: str, groups: int):
+        super().__init__()
+        if groups < 2 or latent_dim % groups:
+            raise ValueError(f"expression groups must be >= 2 and divide latent_dim={latent_dim}, got {groups}")
+        if stddev is not None:
+            check_tensor("stddev", stddev, shape=(groups, n_vertices, 3), what=f"[G={groups}, V={n_vertices}, 3]")
+        self.n_vertices, self.input = n_vertices, input
+        self.groups = nn.ModuleList([
+            ExpressionEncoder(latent_dim // groups, n_vertices, mean, None if stddev is None else stddev[g],
+                              input=input) for g in range(groups)])
+
+    def forward(self, geom: torch.Tensor, template: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """``geom [B, T, V, 3]`` (``template [B, V, 3]`` for the offset input) -> ``code [B, T, latent_dim]``."""
+        return torch.cat([encoder(geom, template) for encoder in self.groups], dim=-1)
+
+
+def group_heads(expression_heads: int, groups: int) -> list:
+    """How ``expression_heads`` split over ``groups`` (the first groups get the remainder): ``[(lo, hi)]``.
+    The same split as the stage-1 objective's ``upper_face_codes = "split"`` (eyelid term on the first
+    ceil(k/2) heads)."""
+    sizes = [expression_heads // groups + (g < expression_heads % groups) for g in range(groups)]
+    bounds = [sum(sizes[:g]) for g in range(groups + 1)]
+    return [(bounds[g], bounds[g + 1]) for g in range(groups)]
+
+
 class FusionMlp(nn.Module):
     """[expression code, audio code] -> ``[B, T, heads, classes]`` log-probabilities.
 
@@ -147,7 +182,9 @@ class FusionMlp(nn.Module):
     both codes (k = 0, released), the rare upper-face events (blinks in ~3 % of frames) never win a class
     of their own in a short run; with the k heads computed by the shared MLP, what the eyelid term teaches
     them moved the audio heads' hidden layers too and the lip-sync broke (benchmarks/RESULTS.md, "The
-    upper face"). k = 0 keeps the released parameters exactly.
+    upper face"). k = 0 keeps the released parameters exactly. ``expression_groups = G > 1`` splits the
+    expression code and the k heads into G groups (``group_heads``), one MLP each
+    (``expression_mlp.g``): group g's heads read group g's part of the code alone.
 
     ``audio_heads = "audio"`` (ours; "fused" as released) is the mirror image: the released MLP reads the
     audio code alone (its expression inputs are fed zeros, so the parameters keep their released names and
@@ -156,25 +193,34 @@ class FusionMlp(nn.Module):
     """
 
     def __init__(self, classes: int = 128, heads: int = 16, expression_dim: int = 128, audio_dim: int = 128,
-                 hidden: int = 256, expression_heads: int = 0, audio_heads: str = "fused"):
+                 hidden: int = 256, expression_heads: int = 0, audio_heads: str = "fused", expression_groups: int = 1):
         super().__init__()
         if not 0 <= expression_heads < heads:
             raise ValueError(f"expression_heads must be in [0, heads={heads}), got {expression_heads}")
+        if expression_groups > 1 and (expression_heads < expression_groups or expression_dim % expression_groups):
+            raise ValueError(f"expression_groups={expression_groups} needs at least as many expression heads and "
+                             f"an expression_dim it divides, got expression_heads={expression_heads}, "
+                             f"expression_dim={expression_dim}")
         check_choice("audio_heads", audio_heads, ("fused", "audio"))
         if audio_heads == "audio" and not expression_heads:
             raise ValueError("audio_heads='audio' needs expression heads to carry the expression "
                              "(expression_heads > 0), got 0")
         self.classes, self.heads, self.expression_heads = classes, heads, expression_heads
-        self.audio_heads = audio_heads
+        self.audio_heads, self.expression_groups = audio_heads, expression_groups
         self.mlp = nn.Sequential(
             nn.Linear(expression_dim + audio_dim, hidden), nn.LeakyReLU(LEAKY_SLOPE),
             nn.Linear(hidden, hidden), nn.LeakyReLU(LEAKY_SLOPE),
             nn.Linear(hidden, heads * classes))
-        if expression_heads:
-            self.expression_mlp = nn.Sequential(
-                nn.Linear(expression_dim, hidden), nn.LeakyReLU(LEAKY_SLOPE),
-                nn.Linear(hidden, hidden), nn.LeakyReLU(LEAKY_SLOPE),
-                nn.Linear(hidden, expression_heads * classes))
+        def mlp(inputs: int, outputs: int) -> nn.Sequential:
+            return nn.Sequential(nn.Linear(inputs, hidden), nn.LeakyReLU(LEAKY_SLOPE),
+                                 nn.Linear(hidden, hidden), nn.LeakyReLU(LEAKY_SLOPE),
+                                 nn.Linear(hidden, outputs * classes))
+
+        if expression_heads and expression_groups == 1:
+            self.expression_mlp = mlp(expression_dim, expression_heads)
+        elif expression_heads:
+            self.expression_mlp = nn.ModuleList([mlp(expression_dim // expression_groups, hi - lo)
+                                                 for lo, hi in group_heads(expression_heads, expression_groups)])
 
     def forward(self, expression_code: torch.Tensor, audio_code: torch.Tensor) -> torch.Tensor:
         """``expression_code [B, T, E]``, ``audio_code [B, T, A]`` -> ``[B, T, heads, classes]``."""
@@ -182,8 +228,12 @@ class FusionMlp(nn.Module):
         seen = torch.zeros_like(expression_code) if self.audio_heads == "audio" else expression_code
         logits = self.mlp(torch.cat([seen, audio_code], dim=-1)).view(B, T, self.heads, self.classes)
         k = self.expression_heads
-        if k:
+        if k and self.expression_groups == 1:
             alone = self.expression_mlp(expression_code).view(B, T, k, self.classes)
+        if k and self.expression_groups > 1:
+            parts = expression_code.chunk(self.expression_groups, dim=-1)
+            alone = torch.cat([mlp(part) for mlp, part in zip(self.expression_mlp, parts)], -1).view(B, T, k, self.classes)
+        if k:
             logits = torch.cat([alone, logits[:, :, k:]], dim=2)
         return F.log_softmax(logits, dim=-1)
 
@@ -194,12 +244,16 @@ class MultimodalEncoder(nn.Module):
     def __init__(self, classes: int = 128, heads: int = 16, expression_dim: int = 128, audio_dim: int = 128,
                  n_vertices: int = 6172, mean: Optional[torch.Tensor] = None,
                  stddev: Optional[torch.Tensor] = None, fusion_hidden: int = 256, expression_input: str = "mesh",
-                 expression_heads: int = 0, audio_heads: str = "fused"):
+                 expression_heads: int = 0, audio_heads: str = "fused", expression_groups: int = 1):
         super().__init__()
         self.audio_encoder = AudioEncoder(audio_dim)
-        self.expression_encoder = ExpressionEncoder(expression_dim, n_vertices, mean, stddev, input=expression_input)
+        if expression_groups == 1:
+            self.expression_encoder = ExpressionEncoder(expression_dim, n_vertices, mean, stddev, input=expression_input)
+        else:
+            self.expression_encoder = GroupedExpressionEncoder(expression_dim, n_vertices, mean, stddev,
+                                                               expression_input, expression_groups)
         self.fusion_model = FusionMlp(classes, heads, expression_dim, audio_dim, fusion_hidden, expression_heads,
-                                      audio_heads)
+                                      audio_heads, expression_groups)
 
     def forward(self, geom: torch.Tensor, audio: torch.Tensor, template: Optional[torch.Tensor] = None):
         """``geom [B, T, V, 3], audio [B, T, 16000]`` (``template [B, V, 3]`` for the offset input)

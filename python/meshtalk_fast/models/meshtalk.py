@@ -29,7 +29,8 @@ class MeshTalk(nn.Module):
 
     Randomly initialised as the release initialises. ``mean``/``stddev`` (``[V, 3]``) normalise
     vertices in the expression encoder and the decoder (zeros/ones when None). ``expression_stddev``
-    (``[V, 3]``, default ``stddev``) is the expression encoder's own normaliser: with the offset input,
+    (``[V, 3]``, or ``[G, V, 3]`` with ``expression_groups = G > 1``; default ``stddev``) is the expression
+    encoder's own normaliser: with the offset input,
     the per-vertex std of the motion (``mesh - template``) makes a rare, local motion such as a blink as
     loud in the encoder's input as the ever-present mouth motion (benchmarks/RESULTS.md, "The upper face").
     """
@@ -44,7 +45,12 @@ class MeshTalk(nn.Module):
         self.config = MeshTalkConfig(n_vertices=n_vertices, heads=heads, classes=classes, **config).validate()
         c = self.config
         for name, value in (("mean", mean), ("stddev", stddev), ("expression_stddev", expression_stddev)):
-            if value is not None:
+            if value is None:
+                continue
+            if name == "expression_stddev" and c.expression_groups > 1:  # one normaliser per group
+                g = c.expression_groups
+                check_tensor(name, torch.as_tensor(value), shape=(g, c.n_vertices, 3), what=f"[G={g}, V, 3]")
+            else:
                 check_tensor(name, torch.as_tensor(value), shape=(c.n_vertices, 3), what="[V, 3]")
         mean = None if mean is None else torch.as_tensor(mean, dtype=torch.float32)
         stddev = None if stddev is None else torch.as_tensor(stddev, dtype=torch.float32)
@@ -53,9 +59,11 @@ class MeshTalk(nn.Module):
                 raise ValueError(f"{name} must be > 0 everywhere, got min {float(torch.as_tensor(value).min())}")
         expression_stddev = stddev if expression_stddev is None else torch.as_tensor(expression_stddev,
                                                                                      dtype=torch.float32)
+        if expression_stddev is not None and c.expression_groups > 1 and expression_stddev.ndim == 2:
+            expression_stddev = expression_stddev.expand(c.expression_groups, -1, -1)
         self.encoder = MultimodalEncoder(c.classes, c.heads, c.expression_dim, c.audio_dim, c.n_vertices,
                                          mean, expression_stddev, c.fusion_hidden, c.expression_input,
-                                         c.expression_heads, c.audio_heads)
+                                         c.expression_heads, c.audio_heads, c.expression_groups)
         self.vertex_unet = VertexUnet(c.classes, c.heads, c.n_vertices, mean, stddev)
         self.context_model = ContextModel(c.classes, c.heads, c.audio_dim, c.context_hidden,
                                           free_heads=c.expression_heads if c.prior_expression == "free" else 0)

@@ -12,6 +12,7 @@ from torch import nn
 
 from ..ops.vertex_losses import masked_vertex_losses, step1_losses
 from ..models import MultimodalEncoder, VertexUnet
+from ..models.encoders import group_heads
 from ..models.quantize import code_statistics, quantize
 
 __all__ = ["Stage1Objective", "Stage2Objective", "frozen_codes", "encode_audio_inputs"]
@@ -104,8 +105,9 @@ class Stage1Objective(nn.Module):
         if self.upper_face_codes == "expression":
             eyes = brows = self.vertex_unet(template[:, None], live_heads(one_hot, 0, k))
         elif self.upper_face_codes == "split":
-            eyes = self.vertex_unet(template[:, None], live_heads(one_hot, 0, (k + 1) // 2))
-            brows = self.vertex_unet(template[:, None], live_heads(one_hot, (k + 1) // 2, k))
+            (eye_lo, eye_hi), (brow_lo, brow_hi) = group_heads(k, 2)  # as the grouped expression encoder's
+            eyes = self.vertex_unet(template[:, None], live_heads(one_hot, eye_lo, eye_hi))
+            brows = self.vertex_unet(template[:, None], live_heads(one_hot, brow_lo, brow_hi))
         keep_audio = self._reconstruct(template, fuse(expression_code.roll(shift, 0), audio_code), generator)
         keep_expression = self._reconstruct(template, fuse(expression_code, audio_code.roll(shift, 0)), generator)
         # The losses in float32 whatever the autocast around this call (the trainer's bf16 autocast on

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence
 
 import torch
 
@@ -128,25 +128,39 @@ def motion_range(clips: List[Clip]) -> torch.Tensor:
     return largest.clamp(min=0.05 * float(largest.max()) + 1e-8)
 
 
-def initial_model(train: List[Clip], config: TrainConfig, upper_face: Optional[torch.Tensor] = None) -> MeshTalk:
+def initial_model(train: List[Clip], config: TrainConfig, upper_face: Optional[torch.Tensor] = None,
+                  regions: Optional[Sequence[torch.Tensor]] = None) -> MeshTalk:
     """A fresh model for training on ``train``: the normalisers from the data (``normalisation``, and
     ``motion_normalisation`` for the expression encoder when ``config.model.expression_std`` is "motion",
     ``motion_range`` when "upper"), the initial weights drawn from ``config.seed``. ``upper_face [V]`` (the
     data's upper-face mask weights) is needed for "upper": the range is divided by the mask weight, so the
     expression encoder reads the upper face alone (a vertex of weight 0 gets a normaliser 10^6 times its
-    own, its input ~0)."""
+    own, its input ~0). With ``config.model.expression_groups = G > 1`` and "upper", ``regions`` (G masks
+    ``[V]``, the quick start's eye region and forehead) take the upper-face mask's place, one per group: each
+    group's encoder reads its own region."""
     mean, std = normalisation(train)
     expression_std = None
     if config.model.expression_std == "motion":
         expression_std = motion_normalisation(train)
     if config.model.expression_std == "upper":
         expression_std = motion_range(train)
-        if upper_face is None or not bool((torch.as_tensor(upper_face) > 0).any()):
-            raise ValueError("model.expression_std = 'upper' needs the data's upper-face mask with weights > 0 "
-                             f"(upper_face), got {'none' if upper_face is None else 'an empty mask'}")
-        weight = torch.as_tensor(upper_face, dtype=torch.float32)
-        check_tensor("upper_face", weight, shape=(expression_std.shape[0],), what=f"[V={expression_std.shape[0]}]")
-        expression_std = expression_std / weight.clamp(min=1e-6)[:, None]
+        groups = config.model.expression_groups
+        if groups == 1:
+            masks = {"upper_face": upper_face}
+        elif regions is None or len(regions) != groups:
+            raise ValueError(f"model.expression_std = 'upper' with expression_groups = {groups} needs {groups} "
+                             f"region masks (regions), got {'none' if regions is None else len(regions)}")
+        else:
+            masks = {f"regions[{g}]": m for g, m in enumerate(regions)}
+        ranges = []
+        for name, mask in masks.items():
+            if mask is None or not bool((torch.as_tensor(mask) > 0).any()):
+                raise ValueError(f"model.expression_std = 'upper' needs the data's {name.replace('_', '-')} mask "
+                                 f"with weights > 0 ({name}), got {'none' if mask is None else 'an empty mask'}")
+            weight = torch.as_tensor(mask, dtype=torch.float32)
+            check_tensor(name, weight, shape=(expression_std.shape[0],), what=f"[V={expression_std.shape[0]}]")
+            ranges.append(expression_std / weight.clamp(min=1e-6)[:, None])
+        expression_std = ranges[0] if groups == 1 else torch.stack(ranges)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
         return MeshTalk(train[0].template.shape[0], mean=mean, stddev=std, expression_stddev=expression_std,
@@ -176,7 +190,7 @@ def quickstart(out_dir: str, minutes: float = 10.0, template: Optional[str] = No
     train, val, test = (folder_clips(data_dir, split, config, required=False) for split in ("train", "val", "test"))
     fm = folder_masks(data_dir)
     masks_t = training_masks(fm)
-    model = initial_model(train, config, fm.upper_face)
+    model = initial_model(train, config, fm.upper_face, (fm.eye, fm.forehead))
     print(f"data: {len(train)} train, {len(val)} val, {len(test)} test sequences; "
           f"{train[0].template.shape[0]} vertices ({time.perf_counter() - t_start:.0f} s)", flush=True)
     trainer = Trainer(model, train, masks_t, config, out_dir, val_clips=val[:4], device=device, progress=progress)
