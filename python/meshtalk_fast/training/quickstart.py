@@ -69,14 +69,18 @@ def quickstart_config(seed: int = 0) -> TrainConfig:
       "audio"``), so the expression reaches the face only through the 4 heads (with the whole face as the
       expression input and fused heads, swapping expression codes moved the mouth 4-5x more than the upper
       face); a weak code-usage term of their own (``stage1.expression_diversity`` 0.2: the upper face has a
-      few states); half of each batch's crops around a blink or brow raise (``stage1.event_crops``); the
-      eyelid (landmark) term x20, as the paper's "crucial" eyelid term, and a brow term (x5); the
+      few states); the expression code and the 4 heads split in two groups (``model.expression_groups =
+      2``), each with an encoder of its own, one reading the eye region and feeding heads 0-1, the other
+      the forehead and heads 2-3 (one shared encoder learnt either the blinks or the brows, whichever term
+      was stronger); half of each batch's crops around a blink or brow raise (``stage1.event_crops``); the
+      eyelid (landmark) term x20, as the paper's "crucial" eyelid term, and a brow term x20 (x40 broke the
+      lip-sync); the
       keep-audio crossing term x3, which keeps the lip-sync from paying for the rest; Adam's second-moment
       decay 0.99 instead of 0.999 (``stage1.adam_beta2``): when the blinks are learnt (a sudden drop of the
       eyelid term around step 200-400) the gradients jump, and the audio codes collapsed in one run with
-      0.999; the eyelid and brow terms reach the expression heads only (``stage1.upper_face_codes =
-      "expression"``): on the audio heads they collapsed the audio codes in the quick start with beta2 0.99
-      alone (code sensitivity 0.62 -> 0.15);
+      0.999; the eyelid term reaches the eye group's heads only and the brow term the brow group's
+      (``stage1.upper_face_codes = "split"``): on the audio heads they collapsed the audio codes in the
+      quick start with beta2 0.99 alone (code sensitivity 0.62 -> 0.15);
     - the prior draws the expression heads free of the speech (``model.prior_expression = "free"``), as
       the data draws its blinks: with the speech reaching them, the blinks of two seeds coincided 4.6-8.4x
       more often than chance (they followed the speech).
@@ -88,12 +92,12 @@ def quickstart_config(seed: int = 0) -> TrainConfig:
     cfg = TrainConfig(seed=seed)
     cfg.model.clock, cfg.model.framing, cfg.model.expression_input = "exact", "stream", "offset"
     cfg.model.expression_heads, cfg.model.expression_std = 4, "upper"
-    cfg.model.audio_heads, cfg.model.prior_expression = "audio", "free"
+    cfg.model.audio_heads, cfg.model.prior_expression, cfg.model.expression_groups = "audio", "free", 2
     cfg.stage1.lr, cfg.stage1.batch_size, cfg.stage1.segment_frames = 1e-3, 8, 16
     cfg.stage1.codes, cfg.stage1.diversity, cfg.stage1.weight_decay = "argmax", 1.0, 0.0
     cfg.stage1.expression_diversity, cfg.stage1.event_crops = 0.2, 0.5
-    cfg.stage1.landmarks_weight, cfg.stage1.brow_weight, cfg.stage1.mouth_weight = 20.0, 5.0, 3.0
-    cfg.stage1.adam_beta2, cfg.stage1.upper_face_codes = 0.99, "expression"
+    cfg.stage1.landmarks_weight, cfg.stage1.brow_weight, cfg.stage1.mouth_weight = 20.0, 20.0, 3.0
+    cfg.stage1.adam_beta2, cfg.stage1.upper_face_codes = 0.99, "split"
     cfg.stage1.schedule = cfg.stage2.schedule = "cosine"  # over the time budget (Trainer._lr)
     cfg.stage2.lr, cfg.stage2.batch_size, cfg.stage2.segment_frames = 1e-3, 8, 32
     cfg.stage1.steps = cfg.stage2.steps = 1_000_000  # the time budget ends each stage
