@@ -151,7 +151,8 @@ std::vector<TensorSpec> model_tensors(const ModelSpec& s) {
 
 std::string config_json(const ModelSpec& s) {
   // json.dumps(..., sort_keys=True): keys sorted, ", " and ": " separators.
-  return "{\"audio_dim\": " + std::to_string(s.audio_dim) + ", \"audio_heads\": \"fused\"" +
+  return "{\"audio_context_ms\": " + std::to_string(s.audio_context_ms) +
+         ", \"audio_dim\": " + std::to_string(s.audio_dim) + ", \"audio_heads\": \"fused\"" +
          ", \"classes\": " + std::to_string(s.classes) +
          ", \"clock\": " + json_string(s.clock) + ", \"context_hidden\": " + std::to_string(s.context_hidden) +
          ", \"expression_dim\": " + std::to_string(s.expression_dim) +
