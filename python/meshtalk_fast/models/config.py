@@ -32,6 +32,7 @@ class MeshTalkConfig:
     lookahead: Optional[int] = None  # audio samples after the frame centre in its window, in [0, window];
                                      # None: centred, half the window (8000 released; 4800 at 600 ms). Set
                                      # on construction (__post_init__), so a config always holds an integer
+                                     # (dataclasses.replace(c, audio_context_ms=600) keeps c's: give both)
     framing: str = "window"     # "window": log-mel per 1 s window (released); "stream": one log-mel of the
                                 # whole utterance read at one position per frame (~17x less encoder work)
     expression_input: str = "mesh"  # what the expression encoder reads: "mesh" (released) or "offset"
