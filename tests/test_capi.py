@@ -112,6 +112,7 @@ CONFIGS = [
     dict(n_vertices=4, heads=2, classes=3, audio_dim=5, context_hidden=3, fps=25, clock="exact", framing="stream",
          lookahead=4000),
     dict(n_vertices=6, heads=4, classes=2, fps=60, lookahead=0),
+    dict(n_vertices=5, heads=2, classes=3, audio_context_ms=600),  # 9600-sample window, look-ahead 4800 (300 ms)
 ]
 SAMPLE_COUNTS = [0, 1, 533, 534, 8000, 15999, 16000, 16001, 48000, 123457, 960000]
 
@@ -124,7 +125,7 @@ def _expected_facts(config: mf.MeshTalkConfig) -> dict:
     """What the C API must report, computed the Python way."""
     facts = dict(n_vertices=config.n_vertices, heads=config.heads, classes=config.classes,
                  audio_dim=config.audio_dim, fps=config.fps, clock=config.clock, framing=config.framing,
-                 lookahead=config.lookahead,
+                 window=config.window_samples, lookahead=config.lookahead,
                  latency=config.lookahead + _ceil_div(16000, config.fps),
                  latency4=config.lookahead + _ceil_div(5 * 16000, config.fps),
                  latency8=config.lookahead + _ceil_div(9 * 16000, config.fps))

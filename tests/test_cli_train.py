@@ -74,6 +74,25 @@ def test_quickstart_smoke(dataset, tmp_path, capsys):
         (metrics["code_sensitivity"] < COLLAPSED)
 
 
+def test_quickstart_with_the_600ms_audio_context(dataset, tmp_path, capsys):
+    """``--audio-context-ms 600`` (model.audio_context_ms): the quick start trains, evaluates and animates a
+    model reading 600 ms windows, centred (look-ahead 4800 samples), and its file says so."""
+    import shutil
+
+    out = tmp_path / "qs600"
+    shutil.copytree(dataset, out / "data")
+    assert cli.main(["quickstart", "--out", str(out), "--minutes", "0.05", "--audio-context-ms", "600"]) == 0
+    model = mf.MeshTalk.load(out / "model.safetensors", audio_context_ms=600)
+    assert (model.config.audio_context_ms, model.config.lookahead) == (600, 4800)
+    assert model.encoder.audio_encoder.receptive_field == 61
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["stage1_steps"] >= 1 and metrics["lve_static"] > 0
+    assert (out / "heldout" / "meshes.npz").is_file()
+    with pytest.raises(SystemExit):
+        cli.main(["quickstart", "--out", str(out), "--audio-context-ms", "500"])
+    assert "invalid choice: 500" in capsys.readouterr().err
+
+
 def test_train_errors(dataset, tmp_path, capsys):
     assert cli.main(["train", "--data", str(dataset), "--stage", "2", "--out", str(tmp_path)]) == 2
     assert "--stage 2 needs --model" in capsys.readouterr().err

@@ -19,7 +19,13 @@ constexpr int64_t kMaxStreamSamples = int64_t(1) << 40;
 
 inline float leaky(float v) { return v > 0.0f ? v : v * kLeakySlope; }
 
-int64_t block_dilation(int64_t i) { return 2 * (i % 3 + 1); }
+// The dilations of the six blocks per audio context (python ops/frame_clock.py AUDIO_CONTEXTS): the
+// receptive field 5 + 4 * sum is one window's mel frames, 101 (1000 ms, released) or 61 (600 ms).
+int64_t block_dilation(int64_t context_ms, int64_t i) {
+  static const int64_t released[kAudioBlocks] = {2, 4, 6, 2, 4, 6};
+  static const int64_t short_context[kAudioBlocks] = {1, 2, 4, 1, 2, 4};
+  return context_ms == 600 ? short_context[i] : released[i];
+}
 
 AudioEncoderWeights::Conv load_conv(const TensorSource& src, const std::string& key, int64_t in, int64_t dilation,
                                     GemmBackend backend) {
@@ -66,7 +72,7 @@ void conv_layer(const AudioEncoderWeights::Conv& conv, const float* x, int64_t i
   });
 }
 
-// Time-major mel [F, 80] (F >= 101) -> conv-stack outputs [F - 100, 128], in a or b (each [F - 4, 128]).
+// Time-major mel [F, 80] (F >= R) -> conv-stack outputs [F - R + 1, 128], in a or b (each [F - 4, 128]).
 const float* conv_stack(const AudioEncoderWeights& w, const float* mel, int64_t F, float* a, float* b,
                         ThreadPool* pool) {
   int64_t rows = F - (kAudioKernel - 1);
@@ -88,7 +94,7 @@ void project(const Linear& code, const float* x, int64_t m, float* out) {
   gemm(m, x, C, code.weight, out, A, true);
 }
 
-// Per-thread memory of the window framing.
+// Per-thread memory of the window framing (sized for the largest window, 1 s).
 struct WindowScratch {
   MelScratch mel_scratch;
   std::vector<float> mel = std::vector<float>(kReceptiveField * kMelBins);
@@ -96,8 +102,8 @@ struct WindowScratch {
 };
 
 void encode_window(const AudioEncoderWeights& w, const float* window, float* code, WindowScratch& s) {
-  log_mel_time_major(*w.mel, window, kWindowSamples, s.mel.data(), s.mel_scratch);
-  const float* x = conv_stack(w, s.mel.data(), kReceptiveField, s.a.data(), s.b.data(), nullptr);
+  log_mel_time_major(*w.mel, window, w.window_samples(), s.mel.data(), s.mel_scratch);
+  const float* x = conv_stack(w, s.mel.data(), w.receptive_field(), s.a.data(), s.b.data(), nullptr);
   project(w.code, x, 1, code);  // the mean over the one output position is that position
 }
 
@@ -144,15 +150,18 @@ size_t AudioEncoderWeights::nbytes() const {
 }
 
 std::shared_ptr<const AudioEncoderWeights> AudioEncoderWeights::load(const TensorSource& src, int64_t audio_dim,
-                                                                     GemmBackend backend, const std::string& prefix) {
+                                                                     GemmBackend backend, const std::string& prefix,
+                                                                     int64_t context_ms) {
   if (audio_dim < 1 || audio_dim > (int64_t(1) << 20))
     throw_mismatch("config audio_dim", "an integer in [1, 1048576]", std::to_string(audio_dim));
+  check_audio_context(context_ms);
   auto w = std::make_shared<AudioEncoderWeights>();
   w->audio_dim = audio_dim;
+  w->context_ms = context_ms;
   w->backend = backend;
   w->input = load_conv(src, prefix + "convert_dimensions", kMelBins, 1, backend);
   for (int64_t i = 0; i < kAudioBlocks; ++i)
-    w->blocks[i] = load_conv(src, prefix + "convs." + std::to_string(i), C, block_dilation(i), backend);
+    w->blocks[i] = load_conv(src, prefix + "convs." + std::to_string(i), C, block_dilation(context_ms, i), backend);
   const std::vector<float> code = src.get(prefix + "code.weight", {audio_dim, C});
   w->code = Linear{WeightMatrix(code.data(), audio_dim, C, C, backend), src.get(prefix + "code.bias", {audio_dim})};
   const std::string wkey = prefix + "melspec.spectrogram.window", fkey = prefix + "melspec.mel_scale.fb";
@@ -176,11 +185,13 @@ std::shared_ptr<const AudioEncoderWeights> AudioEncoderWeights::load(const Tenso
 void encode_windows(const AudioEncoderWeights& w, const float* windows, int64_t N, int64_t ldw, float* codes,
                     const AudioEncodeOptions& options) {
   if (N < 0) throw_mismatch("encode_windows: window count N", "N >= 0", std::to_string(N));
-  if (ldw < kWindowSamples)
-    throw_mismatch("encode_windows: row stride ldw", ">= 16000", std::to_string(ldw));
+  const int64_t W = w.window_samples();
+  if (ldw < W)
+    throw_mismatch("encode_windows: row stride ldw", ">= " + std::to_string(W), std::to_string(ldw));
   if (N > 0 && (!windows || !codes)) throw_mismatch("encode_windows: windows and codes", "non-null", "a null pointer");
   if (N > std::numeric_limits<int64_t>::max() / 4 / ldw)
-    throw_mismatch("encode_windows: windows [N, 16000]", "addressable in 64 bits", "N=" + std::to_string(N));
+    throw_mismatch("encode_windows: windows [N, " + std::to_string(W) + "]", "addressable in 64 bits",
+                   "N=" + std::to_string(N));
   const int threads = resolve_thread_count(options.threads);
   if (N == 0) return;
   const int64_t tasks = std::min<int64_t>(threads, N);
@@ -192,8 +203,10 @@ void encode_windows(const AudioEncoderWeights& w, const float* windows, int64_t 
 void encode_stream(const AudioEncoderWeights& w, const float* mel, int64_t B, int64_t F, const int64_t* positions,
                    int64_t Pb, int64_t T, float* codes, const AudioEncodeOptions& options) {
   if (B < 1) throw_mismatch("encode_stream: mel batch B", "B >= 1", std::to_string(B));
-  if (F < kReceptiveField)
-    throw_mismatch("encode_stream: mel frames F", "F >= 101 (one conv-stack output)", std::to_string(F));
+  const int64_t R = w.receptive_field();
+  if (F < R)
+    throw_mismatch("encode_stream: mel frames F", "F >= " + std::to_string(R) + " (one conv-stack output)",
+                   std::to_string(F));
   if (T < 0) throw_mismatch("encode_stream: positions length T", "T >= 0", std::to_string(T));
   if (Pb != 1 && Pb != B)
     throw_mismatch("encode_stream: positions batch", "1 or B=" + std::to_string(B), std::to_string(Pb));
@@ -202,11 +215,12 @@ void encode_stream(const AudioEncoderWeights& w, const float* mel, int64_t B, in
   if (F > std::numeric_limits<int64_t>::max() / 4 / C / B || T > std::numeric_limits<int64_t>::max() / 4 / B / C)
     throw_mismatch("encode_stream: sizes", "addressable in 64 bits", "B=" + std::to_string(B) + ", F=" +
                                                                           std::to_string(F) + ", T=" + std::to_string(T));
-  const int64_t last = F - kReceptiveField;
+  const int64_t last = F - R;
   for (int64_t i = 0; i < Pb * T; ++i)
     if (positions[i] < 0 || positions[i] > last)
       throw_mismatch("encode_stream: positions[" + std::to_string(i / T) + ", " + std::to_string(i % T) + "]",
-                     "in [0, F - 101 = " + std::to_string(last) + "]", std::to_string(positions[i]));
+                     "in [0, F - " + std::to_string(R) + " = " + std::to_string(last) + "]",
+                     std::to_string(positions[i]));
   const int threads = resolve_thread_count(options.threads);
   if (T == 0) return;
   ThreadPool pool(threads);
@@ -281,7 +295,7 @@ struct AudioStreamEncoder::WindowWork {
   int64_t capacity = 0;                  // samples held per stream
   int64_t start = 0;                     // first sample held
   std::vector<float> samples;            // [batch, capacity]
-  std::vector<float> windows;            // [kFrames * batch, 16000]
+  std::vector<float> windows;            // [kFrames * batch, W]
   std::vector<float> codes;              // [kFrames * batch, A]
   std::vector<WindowScratch> scratch;    // one per thread
 };
@@ -296,6 +310,12 @@ AudioStreamEncoder::AudioStreamEncoder(std::shared_ptr<const AudioEncoderWeights
   if (clock_.fps < 1 || clock_.fps > kSampleRate / 2)
     throw_mismatch("frame clock fps", "an integer in [1, 8000]", std::to_string(clock_.fps));
   clock_.validate();
+  if (clock_.window != w_->window_samples())
+    throw_mismatch("AudioStreamEncoder: audio context mismatch: frame clock window",
+                   std::to_string(w_->window_samples()) + " samples (the weights' audio_context_ms=" +
+                       std::to_string(w_->context_ms) + ")",
+                   std::to_string(clock_.window) + " samples (audio_context_ms=" +
+                       std::to_string(clock_.audio_context_ms()) + ")");
   const int nthreads = resolve_thread_count(threads);
   pool_ = std::make_unique<ThreadPool>(nthreads);
   const int64_t A = w_->audio_dim, period = std::max<int64_t>(1, kSampleRate / clock_.fps - 1);
@@ -303,9 +323,9 @@ AudioStreamEncoder::AudioStreamEncoder(std::shared_ptr<const AudioEncoderWeights
     window_ = std::make_unique<WindowWork>();
     // Held: the window of the next frame to encode, and the samples that may arrive before the
     // utterance is known to have that frame (at most 16000 / fps + 2), plus one piece of input.
-    window_->capacity = kWindowSamples + kSampleRate / clock_.fps + 2 + 4096;
+    window_->capacity = clock_.window + kSampleRate / clock_.fps + 2 + 4096;
     window_->samples.assign(static_cast<size_t>(batch * window_->capacity), 0.0f);
-    window_->windows.assign(static_cast<size_t>(WindowWork::kFrames * batch * kWindowSamples), 0.0f);
+    window_->windows.assign(static_cast<size_t>(WindowWork::kFrames * batch * clock_.window), 0.0f);
     window_->codes.assign(static_cast<size_t>(WindowWork::kFrames * batch * A), 0.0f);
     window_->scratch.resize(static_cast<size_t>(nthreads));
   } else {
@@ -418,7 +438,7 @@ void AudioStreamEncoder::push_window(const float* samples, int64_t n, int64_t ld
     // frames whose window is complete and which the utterance is known to have
     int64_t stop = emitted_;
     const int64_t known = clock_.num_frames(samples_);
-    while (stop < known && clock_.window_start(stop) + kWindowSamples <= samples_) ++stop;
+    while (stop < known && clock_.window_start(stop) + clock_.window <= samples_) ++stop;
     encode_ready_windows(stop, sink);
     const int64_t keep_from = std::min(samples_, std::max(ww.start, clock_.window_start(emitted_)));
     if (keep_from > ww.start) {
@@ -440,17 +460,18 @@ void AudioStreamEncoder::encode_ready_windows(int64_t stop, const CodeSink& sink
     for (int64_t f = 0; f < count; ++f) {
       const int64_t s = clock_.window_start(emitted_ + f);
       for (int64_t b = 0; b < batch_; ++b) {
-        float* dst = ww.windows.data() + (f * batch_ + b) * kWindowSamples;
+        const int64_t W = clock_.window;
+        float* dst = ww.windows.data() + (f * batch_ + b) * W;
         const float* row = ww.samples.data() + b * ww.capacity;
-        // samples [s, s + 16000): zeros outside the utterance [0, samples_)
-        const int64_t lo = std::max<int64_t>(s, 0), hi = std::min(s + kWindowSamples, samples_);
+        // samples [s, s + W): zeros outside the utterance [0, samples_)
+        const int64_t lo = std::max<int64_t>(s, 0), hi = std::min(s + W, samples_);
         if (hi > lo && lo < ww.start)
           throw Error(ErrorCode::kInvalidArgument, "AudioStreamEncoder: internal error, window samples dropped");
-        std::fill(dst, dst + kWindowSamples, 0.0f);
+        std::fill(dst, dst + W, 0.0f);
         if (hi > lo) std::memcpy(dst + (lo - s), row + (lo - ww.start), static_cast<size_t>(hi - lo) * sizeof(float));
       }
     }
-    encode_windows_with(*w_, ww.windows.data(), count * batch_, kWindowSamples, ww.codes.data(), *pool_, ww.scratch);
+    encode_windows_with(*w_, ww.windows.data(), count * batch_, clock_.window, ww.codes.data(), *pool_, ww.scratch);
     for (int64_t f = 0; f < count; ++f) {
       ++emitted_;
       if (sink) sink(emitted_ - 1, ww.codes.data() + f * batch_ * A);

@@ -96,10 +96,13 @@ GemmBackend gemm_of(int32_t gemm) {
 
 // The size of mt_model_params before `weights` was added: still accepted (weights = F32).
 constexpr size_t kModelParamsV1 = offsetof(mt_model_params, weights);
+// ... and before `audio_context_ms` was added: still accepted (audio_context_ms = 0, the file's).
+constexpr size_t kModelParamsV2 = offsetof(mt_model_params, audio_context_ms);
 
 struct LoadOptions {
   GemmBackend backend = GemmBackend::kBuiltin;
   WeightStorage storage = WeightStorage::kF32;
+  int64_t audio_context_ms = 0;  // 0: the file's
 };
 
 WeightStorage storage_of(int32_t weights) {
@@ -125,7 +128,7 @@ const char* weights_enum_name(WeightStorage storage) {
 LoadOptions options_of(const mt_model_params* params) {
   LoadOptions o;
   if (params == nullptr) return o;
-  if (params->struct_size != kModelParamsV1)
+  if (params->struct_size != kModelParamsV1 && params->struct_size != kModelParamsV2)
     check_struct_size(params->struct_size, sizeof(mt_model_params), "params");
   o.backend = gemm_of(params->gemm);
   if (params->struct_size == kModelParamsV1) return o;
@@ -134,6 +137,11 @@ LoadOptions options_of(const mt_model_params* params) {
   if (!why.empty())
     throw ApiError(MT_ERR_INVALID_ARGUMENT, std::string("params->weights: ") + weights_enum_name(o.storage) +
                                                 " cannot run here: " + why + " (MT_WEIGHTS_F32)");
+  if (params->struct_size == kModelParamsV2) return o;
+  if (params->audio_context_ms != 0 && !audio_context_supported(params->audio_context_ms))
+    throw ApiError(MT_ERR_INVALID_ARGUMENT, "params->audio_context_ms: expected 0 (the file's), 1000 or 600, found " +
+                                                std::to_string(params->audio_context_ms));
+  o.audio_context_ms = params->audio_context_ms;
   return o;
 }
 
@@ -187,6 +195,7 @@ mt_model_params mt_model_default_params(void) {
   p.struct_size = sizeof(mt_model_params);
   p.gemm = MT_GEMM_BUILTIN;
   p.weights = MT_WEIGHTS_F32;
+  p.audio_context_ms = 0;
   return p;
 }
 
@@ -197,7 +206,7 @@ mt_status mt_model_load(const char* path, const mt_model_params* params, mt_mode
     require(out_model, "out_model", "a pointer to receive the model");
     const meshtalk::capi::LoadOptions o = meshtalk::capi::options_of(params);
     const meshtalk::SafetensorsFile file = meshtalk::SafetensorsFile::open(path);
-    *out_model = meshtalk::capi::new_handle(meshtalk::Model::load(file, o.backend, o.storage));
+    *out_model = meshtalk::capi::new_handle(meshtalk::Model::load(file, o.backend, o.storage, o.audio_context_ms));
   });
 }
 
@@ -209,7 +218,7 @@ mt_status mt_model_load_from_memory(const void* data, size_t size, const mt_mode
     require(out_model, "out_model", "a pointer to receive the model");
     const meshtalk::capi::LoadOptions o = meshtalk::capi::options_of(params);
     const meshtalk::SafetensorsFile file = meshtalk::SafetensorsFile::from_memory(data, size, "<memory>");
-    *out_model = meshtalk::capi::new_handle(meshtalk::Model::load(file, o.backend, o.storage));
+    *out_model = meshtalk::capi::new_handle(meshtalk::Model::load(file, o.backend, o.storage, o.audio_context_ms));
   });
 }
 
@@ -239,7 +248,7 @@ mt_status mt_model_get_info(const mt_model* model, mt_model_info* info) {
     out.clock = m.frames.clock == meshtalk::Clock::kExact ? MT_CLOCK_EXACT : MT_CLOCK_RELEASED;
     out.framing = m.frames.framing == meshtalk::Framing::kStream ? MT_FRAMING_STREAM : MT_FRAMING_WINDOW;
     out.gemm = m.backend == meshtalk::GemmBackend::kBlas ? MT_GEMM_BLAS : MT_GEMM_BUILTIN;
-    out.window_samples = meshtalk::kWindowSamples;
+    out.window_samples = m.frames.window;
     out.lookahead_samples = m.frames.lookahead;
     out.latency_samples = m.frames.latency_samples(0);
     out.weight_bytes = static_cast<uint64_t>(m.nbytes());

@@ -15,11 +15,21 @@ int64_t floor_div(int64_t a, int64_t b) { return a >= 0 ? a / b : -((-a + b - 1)
 const char* clock_name(Clock clock) noexcept { return clock == Clock::kExact ? "exact" : "released"; }
 const char* framing_name(Framing framing) noexcept { return framing == Framing::kStream ? "stream" : "window"; }
 
+bool audio_context_supported(int64_t ms) noexcept { return ms == 1000 || ms == 600; }
+
+void check_audio_context(int64_t ms) {
+  if (!audio_context_supported(ms))
+    throw_mismatch("config audio_context_ms", "1000 or 600 (ms of audio per frame)", std::to_string(ms));
+}
+
 void FrameClock::validate() const {
   if (fps < 1 || fps > kSampleRate)
     throw_mismatch("config fps", "an integer in [1, " + std::to_string(kSampleRate) + "]", std::to_string(fps));
-  if (lookahead < 0 || lookahead > kWindowSamples)
-    throw_mismatch("config lookahead", "an integer in [0, " + std::to_string(kWindowSamples) + "] samples",
+  if (window != context_window_samples(1000) && window != context_window_samples(600))
+    throw_mismatch("frame clock window", "16000 or 9600 samples (an audio context of 1000 or 600 ms)",
+                   std::to_string(window));
+  if (lookahead < 0 || lookahead > window)
+    throw_mismatch("config lookahead", "an integer in [0, " + std::to_string(window) + "] samples",
                    std::to_string(lookahead));
 }
 
@@ -41,8 +51,8 @@ int64_t FrameClock::centre(int64_t k) const {
 }
 
 int64_t FrameClock::stream_position(int64_t k) const {
-  const int64_t w = centre(k) + lookahead - kWindowSamples / 2;
-  return floor_div(w + kStreamPad + kHopLength / 2, kHopLength) - (kReceptiveField - 1) / 2;
+  const int64_t w = centre(k) + lookahead - window / 2;
+  return floor_div(w + kStreamPad + kHopLength / 2, kHopLength) - (receptive_field() - 1) / 2;
 }
 
 int64_t FrameClock::latency_samples(int64_t extra_frames) const {

@@ -49,6 +49,7 @@ FrameClock read_frame_clock(const SafetensorsFile& file) {
   FrameClock c;
   const std::string where = "safetensors '" + file.label() + "': metadata 'config' entry ";
   c.fps = read_config_integer(file, "fps");
+  c.window = context_window_samples(read_model_config(file).audio_context_ms);
   c.lookahead = read_config_integer(file, "lookahead");
   const std::string clock = read_config_string(file, "clock");
   const std::string framing = read_config_string(file, "framing");
@@ -72,7 +73,11 @@ size_t Model::nbytes() const {
   return (context ? context->nbytes() : 0) + (decoder ? decoder->nbytes() : 0) + (audio ? audio->nbytes() : 0);
 }
 
-std::shared_ptr<const Model> Model::load(const SafetensorsFile& file, GemmBackend backend, WeightStorage storage) {
+std::shared_ptr<const Model> Model::load(const SafetensorsFile& file, GemmBackend backend, WeightStorage storage,
+                                         int64_t expected_audio_context_ms) {
+  if (expected_audio_context_ms != 0 && !audio_context_supported(expected_audio_context_ms))
+    throw_mismatch("expected audio_context_ms", "0 (the file's), 1000 or 600",
+                   std::to_string(expected_audio_context_ms));
   if (backend == GemmBackend::kBlas && !blas_available())
     throw_mismatch("gemm backend", "builtin (this core was built without BLAS)", "blas");
   const std::string why = storage_unavailable_reason(storage, backend);
@@ -81,22 +86,37 @@ std::shared_ptr<const Model> Model::load(const SafetensorsFile& file, GemmBacken
   auto model = std::make_shared<Model>();
   model->backend = backend;
   model->storage = storage;
-  try {
+  // A wrong shape or dtype, or a config value out of range, is a problem of the file here.
+  auto file_errors = [&](const auto& body) {
+    try {
+      body();
+    } catch (const Error& e) {
+      if (e.code() != ErrorCode::kInvalidArgument) throw;
+      const std::string what = e.what();
+      throw Error(ErrorCode::kInvalidFormat, what.compare(0, label.size(), label) == 0 ? what : label + ": " + what);
+    }
+  };
+  file_errors([&] {
     check_metadata(file, "format", kFormatName);
     check_metadata(file, "format_version", kFormatVersion);
     model->config = read_model_config(file);
     model->frames = read_frame_clock(file);
+  });
+  // What the caller asked for, not a problem of the file: kInvalidArgument naming both.
+  if (expected_audio_context_ms != 0 && model->config.audio_context_ms != expected_audio_context_ms)
+    throw Error(ErrorCode::kInvalidArgument,
+                label + ": audio context mismatch: expected audio_context_ms=" +
+                    std::to_string(expected_audio_context_ms) + " (asked for), found " +
+                    std::to_string(model->config.audio_context_ms) + " ms in the model file's config (its audio "
+                    "encoder reads " + std::to_string(model->frames.window) + "-sample windows)");
+  file_errors([&] {
     check_context_layers(file, model->config.dilations.size());
     const FileSource source(file);
     model->context = ContextWeights::load(source, model->config, "context_model.", backend, storage);
     model->decoder = DecoderWeights::load(source, model->config, backend, "vertex_unet.", storage);
-    model->audio = AudioEncoderWeights::load(source, model->config.audio_dim, backend, "encoder.audio_encoder.");
-  } catch (const Error& e) {
-    // A wrong shape or dtype, or a config value out of range, is a problem of the file here.
-    if (e.code() != ErrorCode::kInvalidArgument) throw;
-    const std::string what = e.what();
-    throw Error(ErrorCode::kInvalidFormat, what.compare(0, label.size(), label) == 0 ? what : label + ": " + what);
-  }
+    model->audio = AudioEncoderWeights::load(source, model->config.audio_dim, backend, "encoder.audio_encoder.",
+                                             model->config.audio_context_ms);
+  });
   return model;
 }
 

@@ -7,6 +7,7 @@
 #include <limits>
 #include <utility>
 
+#include "meshtalk/frame_clock.hpp"
 #include "meshtalk/status.hpp"
 
 namespace meshtalk {
@@ -128,6 +129,7 @@ void ModelConfig::validate() const {
   if (heads * classes > kMax || heads * context_hidden > kMax)
     throw_mismatch("config heads * classes and heads * context_hidden", "at most " + std::to_string(kMax),
                    std::to_string(heads * classes) + " and " + std::to_string(heads * context_hidden));
+  check_audio_context(audio_context_ms);
 }
 
 ModelConfig read_model_config(const SafetensorsFile& file) {
@@ -143,6 +145,7 @@ ModelConfig read_model_config(const SafetensorsFile& file) {
   c.n_vertices = config_int(cfg, "n_vertices", where);
   c.context_hidden = config_int(cfg, "context_hidden", where);
   c.audio_dim = config_int(cfg, "audio_dim", where);
+  if (cfg.count("audio_context_ms")) c.audio_context_ms = config_int(cfg, "audio_context_ms", where);
   c.validate();
   return c;
 }

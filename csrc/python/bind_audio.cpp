@@ -111,13 +111,16 @@ class PyStreamingMel {
   std::vector<float> frames_;
 };
 
-meshtalk::FrameClock frame_clock(int64_t fps, const std::string& clock, int64_t lookahead) {
+// lookahead -1: centred (window / 2).
+meshtalk::FrameClock frame_clock(int64_t fps, const std::string& clock, int64_t lookahead,
+                                 int64_t window = meshtalk::kWindowSamples) {
   if (clock != "released" && clock != "exact") bad_argument("clock", "'released' or 'exact'", "'" + clock + "'");
   if (fps < 1 || fps > 8000) bad_argument("fps", "an integer in [1, 8000]", std::to_string(fps));
   meshtalk::FrameClock c;
   c.fps = fps;
   c.clock = clock == "released" ? meshtalk::Clock::kReleased : meshtalk::Clock::kExact;
-  c.lookahead = lookahead;
+  c.window = window;
+  c.lookahead = lookahead == -1 ? window / 2 : lookahead;
   c.validate();
   return c;
 }
@@ -126,7 +129,7 @@ class PyAudioStreamEncoder {
  public:
   PyAudioStreamEncoder(const PyAudioEncoderWeights& w, int64_t batch, int64_t fps, const std::string& clock,
                        int64_t lookahead, const std::string& framing, int64_t threads)
-      : enc_(w.w, batch, frame_clock(fps, clock, lookahead), parse_framing(framing), threads) {}
+      : enc_(w.w, batch, frame_clock(fps, clock, lookahead, w.w->window_samples()), parse_framing(framing), threads) {}
 
   py::array_t<float> push(const py::handle& samples) {
     py::array a = stream_samples(samples, enc_.batch());
@@ -175,8 +178,9 @@ class PyAudioStreamEncoder {
 };
 
 py::array encode_windows_py(const PyAudioEncoderWeights& weights, const py::handle& windows, int64_t threads) {
-  py::array a = float_array(windows, "windows", 2, "[N, 16000]");
-  expect_shape(a, "windows", {-1, meshtalk::kWindowSamples});
+  const int64_t W = weights.w->window_samples();
+  py::array a = float_array(windows, "windows", 2, "[N, " + std::to_string(W) + "]");
+  expect_shape(a, "windows", {-1, W});
   const int64_t N = a.shape(0), A = weights.w->audio_dim;
   py::array_t<float> out({N, A});
   const float* wd = static_cast<const float*>(a.data());
@@ -185,7 +189,7 @@ py::array encode_windows_py(const PyAudioEncoderWeights& weights, const py::hand
   options.threads = threads;
   {
     py::gil_scoped_release release;
-    meshtalk::encode_windows(*weights.w, wd, N, meshtalk::kWindowSamples, od, options);
+    meshtalk::encode_windows(*weights.w, wd, N, W, od, options);
   }
   return std::move(out);
 }
@@ -249,23 +253,30 @@ void bind_audio(py::module_& m) {
       .def_property_readonly("closed", [](const PyStreamingMel& s) { return s.core().closed(); });
 
   py::class_<PyAudioEncoderWeights>(m, "AudioEncoderWeights", "The AudioEncoder laid out for the core (a copy).")
-      .def(py::init([](int64_t audio_dim, const py::dict& tensors, const std::string& gemm) {
+      .def(py::init([](int64_t audio_dim, const py::dict& tensors, const std::string& gemm, int64_t audio_context_ms) {
              const meshtalk::GemmBackend be = parse_backend(gemm);
              std::vector<py::object> keep;
              const meshtalk::BufferSource src = buffer_source(tensors, &keep);
              py::gil_scoped_release release;
-             return PyAudioEncoderWeights{meshtalk::AudioEncoderWeights::load(src, audio_dim, be)};
+             return PyAudioEncoderWeights{meshtalk::AudioEncoderWeights::load(src, audio_dim, be, "encoder.audio_encoder.",
+                                                                              audio_context_ms)};
            }),
-           py::arg("audio_dim"), py::arg("tensors"), py::arg("gemm") = "builtin",
+           py::arg("audio_dim"), py::arg("tensors"), py::arg("gemm") = "builtin", py::arg("audio_context_ms") = 1000,
            "From float32 arrays keyed like MeshTalk.state_dict() ('encoder.audio_encoder.code.weight', ...); the "
-           "melspec buffers are used when both are given, else the standard window and filterbank.")
+           "melspec buffers are used when both are given, else the standard window and filterbank. "
+           "audio_context_ms (1000 or 600, the model config's) sets the dilations.")
       .def_static("from_file", [](const std::filesystem::path& path, const std::string& gemm) {
              const meshtalk::GemmBackend be = parse_backend(gemm);
              return load_from_file(path, [&](const meshtalk::TensorSource& src, const meshtalk::ModelConfig& c) {
-               return PyAudioEncoderWeights{meshtalk::AudioEncoderWeights::load(src, c.audio_dim, be)};
+               return PyAudioEncoderWeights{meshtalk::AudioEncoderWeights::load(src, c.audio_dim, be,
+                                                                                "encoder.audio_encoder.",
+                                                                                c.audio_context_ms)};
              });
            }, py::arg("path"), py::arg("gemm") = "builtin", "From a file written by MeshTalk.save.")
       .def_property_readonly("audio_dim", [](const PyAudioEncoderWeights& w) { return w.w->audio_dim; })
+      .def_property_readonly("audio_context_ms", [](const PyAudioEncoderWeights& w) { return w.w->context_ms; })
+      .def_property_readonly("window_samples", [](const PyAudioEncoderWeights& w) { return w.w->window_samples(); })
+      .def_property_readonly("receptive_field", [](const PyAudioEncoderWeights& w) { return w.w->receptive_field(); })
       .def_property_readonly("nbytes", [](const PyAudioEncoderWeights& w) { return w.w->nbytes(); })
       .def_property_readonly("mel_from_weights", [](const PyAudioEncoderWeights& w) { return w.w->mel_from_weights; })
       .def_property_readonly("mel_window", [](const PyAudioEncoderWeights& w) {
@@ -279,14 +290,16 @@ void bind_audio(py::module_& m) {
       });
 
   m.def("encode_windows", &encode_windows_py, py::arg("weights"), py::arg("windows"), py::arg("threads") = 0,
-        "Window framing: windows float32 [N, 16000] -> audio codes [N, A] (log-mel included).");
+        "Window framing: windows float32 [N, W] (W = weights.window_samples: 16000, or 9600 at 600 ms) -> audio "
+        "codes [N, A] (log-mel included).");
   m.def("encode_stream", &encode_stream_py, py::arg("weights"), py::arg("mel"), py::arg("positions"),
         py::arg("threads") = 0,
         "Stream framing: the conv stack over mel float32 [B, 80, F] read at positions [T] or [B, T] (ints in "
-        "[0, F - 101]) -> audio codes [B, T, A].");
+        "[0, F - R], R = weights.receptive_field: 101, or 61 at 600 ms) -> audio codes [B, T, A].");
   py::module_ testing = m.attr("_testing").cast<py::module_>();  // made by module.cpp first
-  testing.def("clock_frames", [](int64_t samples, int64_t fps, const std::string& clock, int64_t lookahead) {
-          const meshtalk::FrameClock c = frame_clock(fps, clock, lookahead);
+  testing.def("clock_frames", [](int64_t samples, int64_t fps, const std::string& clock, int64_t lookahead,
+                                 int64_t window) {
+          const meshtalk::FrameClock c = frame_clock(fps, clock, lookahead, window);
           if (samples < 0 || samples > (int64_t(1) << 32))
             bad_argument("samples", "an integer in [0, 2^32]", std::to_string(samples));
           const int64_t T = c.num_frames(samples);
@@ -296,18 +309,20 @@ void bind_audio(py::module_& m) {
             positions.mutable_at(k) = c.stream_position(k);
           }
           return py::make_tuple(T, centres, positions);
-        }, py::arg("samples"), py::arg("fps") = 30, py::arg("clock") = "released", py::arg("lookahead") = 8000,
-        "The core's frame clock: (T, centres [T], stream positions [T]) for an utterance of `samples` samples.");
+        }, py::arg("samples"), py::arg("fps") = 30, py::arg("clock") = "released", py::arg("lookahead") = -1,
+        py::arg("window") = meshtalk::kWindowSamples,
+        "The core's frame clock (lookahead -1: centred in the window of `window` samples, 16000 or 9600): (T, centres [T], stream positions [T]) for an utterance of `samples` samples.");
 
   py::class_<PyAudioStreamEncoder>(m, "AudioStreamEncoder",
                                    "PCM in, audio codes out, for `batch` lockstep streams: push(samples [B, n]) -> "
                                    "codes of the frames completed [B, T_new, A]; close() -> the rest. Their "
-                                   "concatenation equals MeshTalk.encode_speech with the same framing and clock. "
+                                   "concatenation equals MeshTalk.encode_speech with the same framing and clock "
+                                   "(the window: the weights' audio context; lookahead -1: centred in it). "
                                    "Not thread-safe.")
       .def(py::init<const PyAudioEncoderWeights&, int64_t, int64_t, const std::string&, int64_t, const std::string&,
                     int64_t>(),
            py::arg("weights"), py::arg("batch") = 1, py::arg("fps") = 30, py::arg("clock") = "released",
-           py::arg("lookahead") = 8000, py::arg("framing") = "window", py::arg("threads") = 1)
+           py::arg("lookahead") = -1, py::arg("framing") = "window", py::arg("threads") = 1)
       .def("push", &PyAudioStreamEncoder::push, py::arg("samples"))
       .def("close", &PyAudioStreamEncoder::close)
       .def("reset", &PyAudioStreamEncoder::reset, "Start a new, empty stream.")

@@ -72,7 +72,8 @@ class PySession {
 
 void bind_session(py::module_& m) {
   py::class_<PyCoreModel>(m, "CoreModel", "A MeshTalk.save file loaded as the C API's model (weights, frame clock).")
-      .def_static("from_file", [](const std::filesystem::path& path, const std::string& weights) {
+      .def_static("from_file", [](const std::filesystem::path& path, const std::string& weights,
+                                  int64_t audio_context_ms) {
              // weights: "f32" (exact, default) | "bf16" | "int8", as mt_model_params.weights.
              meshtalk::WeightStorage storage = meshtalk::WeightStorage::kF32;
              if (weights == "bf16") storage = meshtalk::WeightStorage::kBF16;
@@ -80,21 +81,30 @@ void bind_session(py::module_& m) {
              else if (weights != "f32")
                throw py::value_error("weights must be 'f32', 'bf16' or 'int8', got '" + weights + "'");
              const meshtalk::SafetensorsFile file = meshtalk::SafetensorsFile::open(path.string());
-             return PyCoreModel{meshtalk::Model::load(file, meshtalk::GemmBackend::kBuiltin, storage)};
-           }, py::arg("path"), py::arg("weights") = "f32")
-      .def_static("from_bytes", [](const py::bytes& image) {
+             return PyCoreModel{meshtalk::Model::load(file, meshtalk::GemmBackend::kBuiltin, storage, audio_context_ms)};
+           }, py::arg("path"), py::arg("weights") = "f32", py::arg("audio_context_ms") = 0,
+           "audio_context_ms: 0 accepts the file's, 1000 or 600 requires it (as mt_model_params.audio_context_ms).")
+      .def_static("from_bytes", [](const py::bytes& image, int64_t audio_context_ms) {
              // A MeshTalk.save file image in memory (as mt_model_load_from_memory): validated, then copied.
              char* data = nullptr;
              Py_ssize_t size = 0;
              if (PyBytes_AsStringAndSize(image.ptr(), &data, &size) != 0) throw py::error_already_set();
              const meshtalk::SafetensorsFile file =
                  meshtalk::SafetensorsFile::from_memory(data, static_cast<size_t>(size), "<memory>");
-             return PyCoreModel{meshtalk::Model::load(file)};
-           }, py::arg("image"))
+             return PyCoreModel{meshtalk::Model::load(file, meshtalk::GemmBackend::kBuiltin,
+                                                      meshtalk::WeightStorage::kF32, audio_context_ms)};
+           }, py::arg("image"), py::arg("audio_context_ms") = 0)
       .def_property_readonly("weights", [](const PyCoreModel& c) {
              return std::string(meshtalk::weight_storage_name(c.m->storage));
            })
-      .def_property_readonly("nbytes", [](const PyCoreModel& c) { return c.m->nbytes(); });
+      .def_property_readonly("nbytes", [](const PyCoreModel& c) { return c.m->nbytes(); })
+      .def_property_readonly("audio_context_ms", [](const PyCoreModel& c) { return c.m->config.audio_context_ms; })
+      .def_property_readonly("window_samples", [](const PyCoreModel& c) { return c.m->frames.window; })
+      .def_property_readonly("lookahead_samples", [](const PyCoreModel& c) { return c.m->frames.lookahead; })
+      .def("latency_samples", [](const PyCoreModel& c, int64_t smoothing_delay) {
+             return c.m->frames.latency_samples(smoothing_delay);
+           }, py::arg("smoothing_delay") = 0,
+           "As mt_model_latency_samples: lookahead + (1 + smoothing_delay) frames, rounded up to samples.");
   py::class_<PySession>(m, "Session",
                         "One speaker's stream as mt_session: push(samples float32 [n]) -> frames [k, V, 3] ready; "
                         "finish() -> the rest; reset().")

@@ -14,6 +14,7 @@ struct ModelSpec {
   int64_t n_vertices = 5, heads = 3, classes = 4, context_hidden = 2, audio_dim = 6;
   int64_t expression_dim = 7, fusion_hidden = 9;
   int64_t fps = 30, lookahead = 8000;
+  int64_t audio_context_ms = 1000;  // 1000 (released) or 600; set lookahead with it (4800: centred at 600)
   std::string clock = "released", framing = "window";
   std::string dtype = "F32";  // of every tensor: F32, F16, BF16 or F8_E4M3
   bool core_only = false;     // only the tensors the C++ core reads (context_model.*, vertex_unet.*,

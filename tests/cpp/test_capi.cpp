@@ -307,6 +307,63 @@ TEST(latency_samples) {
   mt_model_free(model);
 }
 
+// The 600 ms audio context (config audio_context_ms = 600): a 9600-sample window, look-ahead 300 ms
+// centred; the latency is the look-ahead plus the frames, as for 1 s. The caller may require a context
+// (mt_model_params.audio_context_ms): the other one is refused naming both.
+TEST(audio_context_600ms_window_latency_and_mismatch) {
+  ModelSpec spec = core_f16();
+  spec.audio_context_ms = 600;
+  spec.lookahead = 4800;
+  const std::vector<uint8_t> bytes = meshtalk_test::model_image(spec);
+  mt_model* model = nullptr;
+  CHECK_EQ(mt_model_load_from_memory(bytes.data(), bytes.size(), nullptr, &model), MT_OK);
+  if (!model) return;
+  const mt_model_info info = info_of(model);
+  CHECK_EQ(info.window_samples, 9600);
+  CHECK_EQ(info.lookahead_samples, 4800);
+  CHECK_EQ(info.latency_samples, 4800 + 534);  // 300 ms + one frame
+  int64_t latency = -1;
+  CHECK_EQ(mt_model_latency_samples(model, nullptr, &latency), MT_OK);
+  CHECK_EQ(latency, 4800 + 534);
+  mt_session_params sp = mt_session_default_params();
+  sp.smoothing = 1;
+  CHECK_EQ(mt_model_latency_samples(model, &sp, &latency), MT_OK);
+  CHECK_EQ(latency, 4800 + 2667);
+  mt_model_free(model);
+  model = nullptr;
+
+  mt_model_params params = mt_model_default_params();
+  CHECK_EQ(params.audio_context_ms, 0);
+  params.audio_context_ms = 600;  // asked for what the file has
+  CHECK_EQ(mt_model_load_from_memory(bytes.data(), bytes.size(), &params, &model), MT_OK);
+  mt_model_free(model);
+  params.audio_context_ms = 1000;  // asked for the released context: refused, naming both
+  CHECK_EQ(mt_model_load_from_memory(bytes.data(), bytes.size(), &params, &model), MT_ERR_INVALID_ARGUMENT);
+  CHECK(model == nullptr);
+  CHECK_CONTAINS(last_error(), "audio context mismatch: expected audio_context_ms=1000 (asked for), found 600 ms "
+                               "in the model file's config");
+  const std::vector<uint8_t> released = meshtalk_test::model_image(core_f16());
+  params.audio_context_ms = 600;
+  CHECK_EQ(mt_model_load_from_memory(released.data(), released.size(), &params, &model), MT_ERR_INVALID_ARGUMENT);
+  CHECK_CONTAINS(last_error(), "expected audio_context_ms=600 (asked for), found 1000 ms");
+  params.audio_context_ms = 700;
+  CHECK_EQ(mt_model_load_from_memory(released.data(), released.size(), &params, &model), MT_ERR_INVALID_ARGUMENT);
+  CHECK_CONTAINS(last_error(), "params->audio_context_ms: expected 0 (the file's), 1000 or 600, found 700");
+  params.audio_context_ms = 600;
+  params.struct_size = 12;  // the header before audio_context_ms: the file's context is accepted
+  CHECK_EQ(mt_model_load_from_memory(released.data(), released.size(), &params, &model), MT_OK);
+  mt_model_free(model);
+  // A file without the key (written before the option) is a 1 s model; a context the core does not
+  // know, or a look-ahead beyond the 600 ms window, is a bad file.
+  std::string no_key = meshtalk_test::config_json(core_f16());
+  no_key.replace(no_key.find("\"audio_context_ms\": 1000, "), 26, "");
+  CHECK_EQ(load_status(with_config(core_f16(), no_key)), MT_OK);
+  expect_refused(with_config(spec, config_with(spec, "audio_context_ms", "500")), MT_ERR_INVALID_FORMAT,
+                 {"config audio_context_ms: expected 1000 or 600 (ms of audio per frame), found 500"});
+  expect_refused(with_config(spec, config_with(spec, "lookahead", "9601")), MT_ERR_INVALID_FORMAT,
+                 {"config lookahead: expected an integer in [0, 9600] samples, found 9601"});
+}
+
 // ------------------------------------------------------------------------------------------- arguments
 
 TEST(null_and_bad_arguments_are_named) {
@@ -674,7 +731,7 @@ TEST(long_messages_are_cut_on_a_character_boundary) {
 namespace {
 
 // `test_capi --model PATH KEY=VALUE...`: the info of a model file written by Python equals the
-// values Python computed (keys: n_vertices heads classes audio_dim fps clock framing lookahead
+// values Python computed (keys: n_vertices heads classes audio_dim fps clock framing window lookahead
 // latency latency4 latency8 frames:N).
 int check_python_model(int argc, char** argv) {
   mt_model* model = nullptr;
@@ -699,6 +756,7 @@ int check_python_model(int argc, char** argv) {
     else if (key == "fps") got = std::to_string(info.fps);
     else if (key == "clock") got = info.clock == MT_CLOCK_EXACT ? "exact" : "released";
     else if (key == "framing") got = info.framing == MT_FRAMING_STREAM ? "stream" : "window";
+    else if (key == "window") got = std::to_string(info.window_samples);
     else if (key == "lookahead") got = std::to_string(info.lookahead_samples);
     else if (key == "latency") got = std::to_string(info.latency_samples);
     else if (key == "latency4" || key == "latency8") {

@@ -20,7 +20,8 @@ using meshtalk_test::ModelSpec;
 int usage() {
   std::fprintf(stderr,
                "usage: mt_write_test_model OUT [--vertices N] [--heads N] [--classes N] [--hidden N] [--audio-dim N]\n"
-               "         [--fps N] [--lookahead N] [--clock S] [--framing S] [--dtype S] [--core-only] [--seed N]\n"
+               "         [--fps N] [--lookahead N] [--audio-context-ms 1000|600] [--clock S] [--framing S] [--dtype S]\n"
+               "         [--core-only] [--seed N]\n"
                "       mt_write_test_model --seeds DIR\n");
   return 2;
 }
@@ -95,6 +96,7 @@ int main(int argc, char** argv) {
       else if (flag == "--audio-dim") spec.audio_dim = std::stoll(value);
       else if (flag == "--fps") spec.fps = std::stoll(value);
       else if (flag == "--lookahead") spec.lookahead = std::stoll(value);
+      else if (flag == "--audio-context-ms") spec.audio_context_ms = std::stoll(value);
       else if (flag == "--clock") spec.clock = value;
       else if (flag == "--framing") spec.framing = value;
       else if (flag == "--dtype") spec.dtype = value;

@@ -3,9 +3,12 @@
 //   log-mel (mel.hpp) -> Conv1d 80 -> 128 (kernel 5) + leaky 0.2 -> six blocks Conv1d 128 -> 128
 //   (kernel 5, dilations 2, 4, 6, 2, 4, 6), each x = (crop(x) + leaky(conv(x))) / 2 -> Linear 128 -> A.
 // The receptive field is exactly 101 mel frames: conv-stack output j sees mel frames j .. j + 100.
+// A model with the 600 ms audio context (config audio_context_ms = 600) has the dilations 1, 2, 4, 1, 2, 4:
+// a receptive field of exactly 61 mel frames, one 9600-sample window (same tensor shapes). Below, R is the
+// weights' receptive_field() (101 or 61) and W their window_samples() (16000 or 9600).
 //
 // Two framings (MeshTalkConfig.framing):
-//   window  the released one: each video frame's 1 s window (16000 samples -> 101 mel frames) is
+//   window  the released one: each video frame's window (W samples -> R mel frames) is
 //           encoded on its own -> one code (encode_windows; MeshTalk.encode_audio);
 //   stream  one log-mel of the utterance padded with 16000 zeros on both sides, the conv stack run once
 //           over it and read at one position per video frame (encode_stream; MeshTalk.encode_speech).
@@ -52,33 +55,38 @@ struct AudioEncoderWeights {
   std::shared_ptr<const MelFilters> mel;    // the melspec buffers of the weights, or the standard ones
   bool mel_from_weights = false;            // whether the weights held the melspec buffers
   Conv input;                               // convert_dimensions: 80 -> 128
-  Conv blocks[kAudioBlocks];                // convs.0 .. convs.5: dilations 2, 4, 6, 2, 4, 6
+  Conv blocks[kAudioBlocks];                // convs.0 .. convs.5: dilations 2, 4, 6, 2, 4, 6 (600 ms: 1, 2, 4, 1, 2, 4)
   Linear code;                              // [A, 128]
+  int64_t context_ms = kReleasedContextMs;  // the audio context the dilations are those of: 1000 or 600
 
   size_t nbytes() const;
+  int64_t window_samples() const noexcept { return context_window_samples(context_ms); }  // 16000 or 9600
+  int64_t receptive_field() const noexcept { return context_mel_frames(context_ms); }     // 101 or 61
   // Keys "<prefix>convert_dimensions.weight" [128, 80, 5], "<prefix>convs.{i}.weight" [128, 128, 5] and
   // biases, "<prefix>code.weight" [A, 128], and, when present, "<prefix>melspec.spectrogram.window"
-  // [800] and "<prefix>melspec.mel_scale.fb" [1025, 80] (both or neither).
+  // [800] and "<prefix>melspec.mel_scale.fb" [1025, 80] (both or neither). context_ms: the model's audio
+  // context (1000 or 600, else kInvalidArgument), which sets the dilations.
   static std::shared_ptr<const AudioEncoderWeights> load(const TensorSource& source, int64_t audio_dim,
                                                          GemmBackend backend = GemmBackend::kBuiltin,
-                                                         const std::string& prefix = "encoder.audio_encoder.");
+                                                         const std::string& prefix = "encoder.audio_encoder.",
+                                                         int64_t context_ms = kReleasedContextMs);
 };
 
 struct AudioEncodeOptions {
   int64_t threads = 0;  // 0: every core this process may use
 };
 
-// Window framing: windows [N, 16000] (row n at windows + n * ldw, ldw >= 16000) -> codes [N, A].
+// Window framing: windows [N, W] (row n at windows + n * ldw, ldw >= W) -> codes [N, A].
 void encode_windows(const AudioEncoderWeights& weights, const float* windows, int64_t N, int64_t ldw, float* codes,
                     const AudioEncodeOptions& options);
 
-// Stream framing: mel [B, 80, F] (F >= 101) read at positions [Pb, T] (Pb = 1: the same positions for
-// every sequence, or Pb = B), each in [0, F - 101] -> codes [B, T, A].
+// Stream framing: mel [B, 80, F] (F >= R) read at positions [Pb, T] (Pb = 1: the same positions for
+// every sequence, or Pb = B), each in [0, F - R] -> codes [B, T, A].
 void encode_stream(const AudioEncoderWeights& weights, const float* mel, int64_t B, int64_t F,
                    const int64_t* positions, int64_t Pb, int64_t T, float* codes, const AudioEncodeOptions& options);
 
 // The conv stack fed one mel frame at a time, for `batch` streams in lockstep. Pushing mel frame m
-// (all streams) completes conv-stack output j = m - 100 once m >= 100.
+// (all streams) completes conv-stack output j = m - (R - 1) once m >= R - 1.
 class StreamingConvStack {
  public:
   StreamingConvStack(std::shared_ptr<const AudioEncoderWeights> weights, int64_t batch = 1);
@@ -104,9 +112,9 @@ class StreamingConvStack {
 // PCM in, one audio code per video frame out, for `batch` streams in lockstep. The codes delivered by
 // push and close, in order, equal MeshTalk.encode_speech on the whole utterance with the same framing and
 // clock (bit for bit equal to this core's batched path): frame k comes out as soon as its inputs are in
-// (window framing: its whole window; stream framing: the 101 mel frames of its position) and the
+// (window framing: its whole window; stream framing: the R mel frames of its position) and the
 // utterance is known to have a frame k (clock.frames(samples) > k).
-//   window  keeps the last ~16000 samples; per frame: one window's mel and the conv stack
+//   window  keeps the last ~W samples; per frame: one window's mel and the conv stack
 //           (encode_windows, on `threads` threads when several frames are ready at once);
 //   stream  StreamingMel -> StreamingConvStack -> code; starts with 16000 zeros already pushed, close()
 //           pushes the 16000 zeros of the end. Both framings use the weights' melspec buffers (the
@@ -117,7 +125,8 @@ class AudioStreamEncoder {
   // sink(k, codes): frame k's codes [batch, A] (row b = stream b), valid during the call.
   using CodeSink = std::function<void(int64_t frame, const float* codes)>;
 
-  // clock: fps, clock and lookahead (its framing field is not read: `framing` is); fps in [1, 8000].
+  // clock: fps, clock, lookahead and window (its framing field is not read: `framing` is); fps in [1, 8000];
+  // its window must be the weights' (else kInvalidArgument: "audio context mismatch ...").
   AudioStreamEncoder(std::shared_ptr<const AudioEncoderWeights> weights, int64_t batch, const FrameClock& clock,
                      Framing framing, int64_t threads = 1);
   ~AudioStreamEncoder();

@@ -153,9 +153,15 @@ typedef struct mt_model_params {
   int32_t weights;      /* an mt_weights; default MT_WEIGHTS_F32. BF16 and INT8 need the builtin GEMM
                            and a CPU with AVX2+FMA or AVX-512 (else MT_ERR_INVALID_ARGUMENT, naming
                            the mode that runs: MT_WEIGHTS_F32) */
+  int32_t audio_context_ms; /* the audio context the caller expects the model to have: 0 (default) accepts
+                           the file's; 1000 (released: a 1 s window, look-ahead 500 ms centred) or 600 (a
+                           600 ms window, look-ahead 300 ms centred) requires it: a file of the other context
+                           is refused with MT_ERR_INVALID_ARGUMENT, "audio context mismatch: expected
+                           audio_context_ms=<asked> (asked for), found <file's> ms ...". The struct of the
+                           header before this field (12 bytes) is accepted as 0 */
 } mt_model_params;
 
-/* Defaults: gemm = MT_GEMM_BUILTIN, weights = MT_WEIGHTS_F32. Thread-safe. */
+/* Defaults: gemm = MT_GEMM_BUILTIN, weights = MT_WEIGHTS_F32, audio_context_ms = 0. Thread-safe. */
 MT_API mt_model_params mt_model_default_params(void);
 
 /* Loads the safetensors file at `path` written by MeshTalk.save (Python) and prepares its weights.
@@ -199,8 +205,10 @@ typedef struct mt_model_info {
   int32_t clock;             /* an mt_clock */
   int32_t framing;           /* an mt_framing */
   int32_t gemm;              /* the mt_gemm_backend the weights were prepared for */
-  int64_t window_samples;    /* audio a frame's code is computed from: 16000 (1 s) */
-  int64_t lookahead_samples; /* samples after a frame's centre in its window (8000 released) */
+  int64_t window_samples;    /* audio a frame's code is computed from: the model's audio context, 16000
+                                (1 s, released) or 9600 (600 ms) */
+  int64_t lookahead_samples; /* samples after a frame's centre in its window (8000 released; 4800 for a
+                                600 ms model trained centred) */
   int64_t latency_samples;   /* lookahead_samples + one frame (16000 / fps, rounded up): the audio a
                                 frame waits for in a session without smoothing, compute time not
                                 included. See mt_model_latency_samples for a session's latency. */

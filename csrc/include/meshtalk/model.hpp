@@ -35,11 +35,17 @@ struct Model {
   // tensor), naming the file, the item, the expected and the found value; a kBlas backend in a build
   // without BLAS, or a storage this CPU cannot run (storage_unavailable_reason), throws kInvalidArgument.
   // storage: the prior's and the decoder's weights (weights.hpp); the audio encoder stays float32.
+  // expected_audio_context_ms: 0 accepts the file's audio context; 1000 or 600 requires it (the two
+  // contexts have the same tensor shapes, only the encoder's dilations differ): another throws
+  // kInvalidArgument "<file>: audio context mismatch: expected audio_context_ms=<asked> (asked for), found
+  // <file's> ms in the model file's config"; a value other than 0, 1000 or 600 throws kInvalidArgument.
   static std::shared_ptr<const Model> load(const SafetensorsFile& file, GemmBackend backend = GemmBackend::kBuiltin,
-                                           WeightStorage storage = WeightStorage::kF32);
+                                           WeightStorage storage = WeightStorage::kF32,
+                                           int64_t expected_audio_context_ms = 0);
 };
 
-// The frame clock of a MeshTalk.save file's config. Throws kInvalidFormat naming the file and the key.
+// The frame clock of a MeshTalk.save file's config (its window from "audio_context_ms", 1000 when absent).
+// Throws kInvalidFormat naming the file and the key.
 FrameClock read_frame_clock(const SafetensorsFile& file);
 
 }  // namespace meshtalk

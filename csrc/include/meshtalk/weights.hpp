@@ -27,13 +27,16 @@ struct ModelConfig {
   int64_t context_hidden = 64;
   int64_t audio_dim = 128;
   std::vector<int64_t> dilations{1, 2, 4, 8};  // of the context layers (kernel 2 each)
+  int64_t audio_context_ms = 1000;  // audio per frame: 1000 (released) or 600 (frame_clock.hpp); absent from
+                                    // the files written before the option: 1000
 
   // Throws kInvalidArgument naming the field unless every size is in [1, 2^20] (n_vertices:
-  // [1, 2^24]) and there is at least one dilation.
+  // [1, 2^24]), there is at least one dilation and audio_context_ms is 1000 or 600.
   void validate() const;
 };
 
-// The "config" JSON of a file written by MeshTalk.save (a flat object; unknown keys are ignored).
+// The "config" JSON of a file written by MeshTalk.save (a flat object; unknown keys are ignored;
+// "audio_context_ms" is optional, 1000 when absent).
 // Throws kInvalidFormat naming the file when it is missing or malformed.
 ModelConfig read_model_config(const SafetensorsFile& file);
 

@@ -231,15 +231,17 @@ def audio_encoder_weights(model, gemm: str = "builtin"):
     key = (_state_key(encoder), gemm)
     hit = entries.get("audio_encoder")
     if hit is None or hit[0] != key:
-        weights = _core.AudioEncoderWeights(model.config.audio_dim, _arrays(encoder, "encoder.audio_encoder."), gemm)
+        weights = _core.AudioEncoderWeights(model.config.audio_dim, _arrays(encoder, "encoder.audio_encoder."), gemm,
+                                            audio_context_ms=model.config.audio_context_ms)
         entries["audio_encoder"] = hit = (key, weights)
     return hit[1]
 
 
 def cpp_encode_audio(model, windows: torch.Tensor, threads: Optional[int] = None) -> torch.Tensor:
-    """Window framing: ``windows [B, T, 16000]`` -> ``audio_code [B, T, A]``."""
+    """Window framing: ``windows [B, T, W]`` (W = ``config.window_samples``) -> ``audio_code [B, T, A]``."""
     B, T = windows.shape[:2]
-    codes = _core.encode_windows(audio_encoder_weights(model), _f32(windows).reshape(-1, 16000).numpy(),
+    W = model.config.window_samples
+    codes = _core.encode_windows(audio_encoder_weights(model), _f32(windows).reshape(-1, W).numpy(),
                                  threads=_n_threads(threads))
     return _as_dtype(torch.from_numpy(codes).view(B, T, -1), windows.dtype)
 

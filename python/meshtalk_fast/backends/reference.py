@@ -32,7 +32,7 @@ def torch_sample(model, audio_code: torch.Tensor, argmax: bool = False,
 
 
 def torch_encode_audio(model, windows: torch.Tensor) -> torch.Tensor:
-    """``windows [B, T, 16000]`` -> ``audio_code [B, T, A]`` (the AudioEncoder per window)."""
+    """``windows [B, T, W]`` -> ``audio_code [B, T, A]`` (the AudioEncoder per window; W = ``config.window_samples``)."""
     return model.encoder.audio_encoder(windows)
 
 

@@ -88,7 +88,7 @@ def _demo(args) -> int:
     times = {}
     with torch.no_grad(), tqdm(total=4, desc="demo", unit="stage") as bar:
         t0 = time.perf_counter()
-        windows = mf.audio_windows(audio, model.config.fps, model.config.clock)[None]
+        windows = model.config.windows(audio)[None]  # its fps, clock, look-ahead and audio context
         code = model.encode_audio(windows)
         times["encode_audio_s"] = time.perf_counter() - t0
         bar.update()

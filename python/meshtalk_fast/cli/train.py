@@ -92,7 +92,8 @@ def _quickstart(args) -> int:
     from ..training.quickstart import quickstart
 
     quickstart(args.out, minutes=args.minutes, template=args.template, masks=args.masks, seed=args.seed,
-               n_sentences=args.sentences, device=args.device, rig=args.rig, rig_map=args.rig_map)
+               n_sentences=args.sentences, device=args.device, rig=args.rig, rig_map=args.rig_map,
+               audio_context_ms=args.audio_context_ms)
     return 0
 
 
@@ -145,4 +146,7 @@ def add_parsers(sub) -> None:
     p.add_argument("--sentences", type=int, default=None)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default=None)
+    p.add_argument("--audio-context-ms", type=int, choices=(1000, 600), default=1000,
+                   help="audio per frame (model.audio_context_ms): 1000 (released, look-ahead 500 ms) or 600 "
+                        "(the seed's 600 ms window, look-ahead 300 ms)")
     p.set_defaults(fn=_quickstart)

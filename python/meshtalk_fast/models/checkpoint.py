@@ -11,16 +11,17 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Dict, Mapping, Union
+from typing import Dict, Mapping, Optional, Union
 
 import torch
 from torch import nn
 
 from ..base.checks import check_regular_file, shape_str
 from ..base.tempfiles import temp_path
+from ..ops.frame_clock import check_audio_context
 from .config import MeshTalkConfig
 
-__all__ = ["save_model", "load_model", "atomic_save_file", "read_config", "inspect_model_file", "saved_state",
+__all__ = ["save_model", "load_model", "check_audio_context_of", "atomic_save_file", "read_config", "inspect_model_file", "saved_state",
            "check_state", "CheckpointError", "FORMAT_NAME", "FORMAT_VERSION", "file_metadata", "model_image"]
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -229,12 +230,28 @@ def read_config(path: PathLike, model_class: type) -> MeshTalkConfig:
     return inspect_model_file(path, model_class)[0]
 
 
-def load_model(path: PathLike, map_location: str = "cpu", *, model_class: type) -> nn.Module:
+def check_audio_context_of(config: MeshTalkConfig, audio_context_ms: Optional[int], source: str) -> None:
+    """The caller's ``audio_context_ms`` (None: any) against the one of a model (``config``, read from
+    ``source``). The two contexts have the same parameter shapes (only the encoder's dilations differ), so a
+    mismatch would run silently on the wrong windows: a clear error instead."""
+    if audio_context_ms is None:
+        return
+    check_audio_context(audio_context_ms)
+    if config.audio_context_ms != audio_context_ms:
+        raise CheckpointError(f"{source}: audio context mismatch: expected audio_context_ms={audio_context_ms} "
+                              f"(asked for), found {config.audio_context_ms} ms in the model file's config "
+                              f"(its audio encoder reads {config.window_samples}-sample windows)")
+
+
+def load_model(path: PathLike, map_location: str = "cpu", *, model_class: type,
+               audio_context_ms: Optional[int] = None) -> nn.Module:
     """Load a file written by ``save_model`` into a ``model_class`` (``MeshTalk.load`` passes itself; strict;
-    checked by ``inspect_model_file`` before any allocation)."""
+    checked by ``inspect_model_file`` before any allocation). ``audio_context_ms`` (None: the file's): the
+    audio context the caller expects; a file of another context raises ``CheckpointError``."""
     from safetensors.torch import load_file
 
     config, _ = inspect_model_file(path, model_class)
+    check_audio_context_of(config, audio_context_ms, os.fspath(path))
     state = load_file(os.fspath(path), device="cpu")
     model = model_class(**config.__dict__)
     check_state(saved_state(model), state, os.fspath(path), config)

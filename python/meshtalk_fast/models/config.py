@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Optional
 
 import torch
 
 from ..base.checks import check_choice, check_positive_int
+from ..ops.frame_clock import AUDIO_CONTEXTS, check_audio_context, context_mel_frames, context_window
 
 __all__ = ["MeshTalkConfig", "CONFIG_LIMITS"]
 
@@ -27,7 +29,10 @@ class MeshTalkConfig:
     context_hidden: int = 64
     fps: int = 30               # video frame rate the model was trained for
     clock: str = "released"     # audio frame clock the model was trained with ("released" | "exact")
-    lookahead: int = 8000       # audio samples after the frame centre in its window (8000: centred, released)
+    lookahead: Optional[int] = None  # audio samples after the frame centre in its window, in [0, window];
+                                     # None: centred, half the window (8000 released; 4800 at 600 ms). Set
+                                     # on construction (__post_init__), so a config always holds an integer
+                                     # (dataclasses.replace(c, audio_context_ms=600) keeps c's: give both)
     framing: str = "window"     # "window": log-mel per 1 s window (released); "stream": one log-mel of the
                                 # whole utterance read at one position per frame (~17x less encoder work)
     expression_input: str = "mesh"  # what the expression encoder reads: "mesh" (released) or "offset"
@@ -47,11 +52,31 @@ class MeshTalkConfig:
     expression_groups: int = 1       # expression encoders, each with its own normaliser and its own share of the
                                      # expression heads (1: released; 2: the quick start's eyes and brows);
                                      # see models.GroupedExpressionEncoder
+    audio_context_ms: int = 1000     # audio per frame: 1000 (released: a 1 s window, 101 x 80 log-mel, look-ahead
+                                     # 500 ms centred) or 600 (the seed's a_t: a 600 ms window, 61 x 80 log-mel
+                                     # -- the seed's "60 x 80" is one frame short of any odd receptive field --,
+                                     # look-ahead 300 ms centred); the audio encoder's dilations follow it
+                                     # (ops.frame_clock.AUDIO_CONTEXTS), so its receptive field is the window
+
+    def __post_init__(self):
+        if self.lookahead is None and self.audio_context_ms in AUDIO_CONTEXTS:
+            self.lookahead = context_window(self.audio_context_ms) // 2
+
+    @property
+    def window_samples(self) -> int:
+        """Samples of one frame's audio window: 16000 (1000 ms) or 9600 (600 ms)."""
+        return context_window(self.audio_context_ms)
+
+    @property
+    def mel_window(self) -> int:
+        """Mel frames of one window, the audio encoder's receptive field: 101 (1000 ms) or 61 (600 ms)."""
+        return context_mel_frames(self.audio_context_ms)
 
     def validate(self) -> "MeshTalkConfig":
         for f in dataclasses.fields(self):
             if f.name not in ("clock", "lookahead", "framing", "expression_input", "expression_heads",
-                              "expression_std", "prior_expression", "audio_heads", "expression_groups"):
+                              "expression_std", "prior_expression", "audio_heads", "audio_context_ms",
+                              "expression_groups"):
                 setattr(self, f.name, check_positive_int(f.name, getattr(self, f.name), CONFIG_LIMITS.get(f.name, 1 << 20)))
         check_choice("clock", self.clock, ("released", "exact"))
         check_choice("framing", self.framing, ("window", "stream"))
@@ -72,12 +97,18 @@ class MeshTalkConfig:
         if g > 1 and (k < g or self.expression_dim % g):
             raise ValueError(f"expression_groups = {g} needs at least {g} expression heads and an expression_dim "
                              f"it divides, got expression_heads={k}, expression_dim={self.expression_dim}")
-        if isinstance(self.lookahead, bool) or not isinstance(self.lookahead, int) or not 0 <= self.lookahead <= 16000:
-            raise ValueError(f"lookahead must be an integer in [0, 16000] samples, got {self.lookahead!r}")
+        check_audio_context(self.audio_context_ms)
+        if self.lookahead is None:
+            self.lookahead = self.window_samples // 2
+        W = self.window_samples
+        if isinstance(self.lookahead, bool) or not isinstance(self.lookahead, int) or not 0 <= self.lookahead <= W:
+            raise ValueError(f"lookahead must be an integer in [0, {W}] samples (audio_context_ms="
+                             f"{self.audio_context_ms}), got {self.lookahead!r}")
         return self
 
     def windows(self, audio: torch.Tensor) -> torch.Tensor:
-        """``audio [L]`` -> this model's audio windows ``[T, 16000]`` (its fps, clock and look-ahead)."""
+        """``audio [L]`` -> this model's audio windows ``[T, window_samples]`` (its fps, clock, look-ahead and
+        audio context)."""
         from ..ops.frame_clock import audio_windows
 
-        return audio_windows(audio, self.fps, self.clock, self.lookahead)
+        return audio_windows(audio, self.fps, self.clock, self.lookahead, self.window_samples)

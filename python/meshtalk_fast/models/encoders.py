@@ -13,6 +13,7 @@ from torch import nn
 
 from ..ops.mel import N_MELS, WIN_LENGTH, hann_window, mel_filterbank, torch_log_mel
 from ..base.checks import check_choice, check_tensor
+from ..ops.frame_clock import AUDIO_CONTEXTS, check_audio_context, context_mel_frames, context_window
 
 __all__ = ["MelSpectrogram", "AudioEncoder", "ExpressionEncoder", "GroupedExpressionEncoder", "group_heads", "FusionMlp", "MultimodalEncoder",
            "LEAKY_SLOPE"]
@@ -41,33 +42,39 @@ class MelSpectrogram(nn.Module):
 
 
 class AudioEncoder(nn.Module):
-    """1 s audio window -> ``latent_dim`` code: log-mel, a dilated conv stack, mean, linear.
+    """One frame's audio window -> ``latent_dim`` code: log-mel, a dilated conv stack, mean, linear.
 
-    Conv1d 80 -> 128 (kernel 5), then six Conv1d 128 -> 128 (kernel 5, dilations 2, 4, 6, 2, 4, 6)
-    in residual-average blocks; the receptive field is exactly 101 mel frames (one 1 s window).
+    Conv1d 80 -> 128 (kernel 5), then six Conv1d 128 -> 128 (kernel 5) in residual-average blocks, with
+    the dilations of ``context_ms`` (``ops.frame_clock.AUDIO_CONTEXTS``): 1000 ms (released) 2, 4, 6, 2, 4, 6,
+    a receptive field of exactly 101 mel frames (one 1 s window of 16000 samples); 600 ms 1, 2, 4, 1, 2, 4,
+    exactly 61 mel frames (one 600 ms window of 9600 samples). The parameters have the same names and
+    shapes either way (only the dilations differ), so the context is part of the model's config.
     Convolutions are initialised as released: Xavier-uniform weights, biases 0.01.
     """
 
-    def __init__(self, latent_dim: int = 128, channels: int = 128, kernel_size: int = 5):
+    def __init__(self, latent_dim: int = 128, channels: int = 128, kernel_size: int = 5, context_ms: int = 1000):
         super().__init__()
+        self.context_ms = check_audio_context(context_ms)
+        self.window_samples = context_window(context_ms)
         self.melspec = MelSpectrogram()
         self.convert_dimensions = nn.Conv1d(N_MELS, channels, kernel_size=kernel_size)
-        self.dilations = [2 * (i % 3 + 1) for i in range(6)]
+        self.dilations = list(AUDIO_CONTEXTS[self.context_ms])
         self.convs = nn.ModuleList(
             [nn.Conv1d(channels, channels, kernel_size=kernel_size, dilation=d) for d in self.dilations])
         self.code = nn.Linear(channels, latent_dim)
         self.receptive_field = kernel_size + sum((kernel_size - 1) * d for d in self.dilations)
+        assert self.receptive_field == context_mel_frames(context_ms), "AUDIO_CONTEXTS dilations do not fit the window"
         for m in self.modules():
             if isinstance(m, nn.Conv1d):
                 nn.init.xavier_uniform_(m.weight)
                 nn.init.constant_(m.bias, 0.01)
 
     def encode_mel(self, mel: torch.Tensor) -> torch.Tensor:
-        """``mel [N, 80, F] -> [N, latent_dim]`` (mean over the F - 100 valid positions)."""
+        """``mel [N, 80, F] -> [N, latent_dim]`` (mean over the F - R + 1 valid positions, R the receptive field)."""
         return self.code(self._conv_stack(mel).mean(dim=-1))
 
     def _conv_stack(self, mel: torch.Tensor) -> torch.Tensor:
-        """``mel [N, 80, F] -> [N, C, F - 100]``: output j has seen mel frames j .. j + 100."""
+        """``mel [N, 80, F] -> [N, C, F - R + 1]``: output j has seen mel frames j .. j + R - 1 (R = 101 or 61)."""
         x = F.leaky_relu(self.convert_dimensions(mel), LEAKY_SLOPE)
         for conv in self.convs:
             y = F.leaky_relu(conv(x), LEAKY_SLOPE)
@@ -79,17 +86,19 @@ class AudioEncoder(nn.Module):
 
     def encode_stream(self, mel: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         """Streaming framing: the conv stack once over a whole mel sequence ``mel [B, 80, F]``, read at
-        ``positions [T]`` or ``[B, T]`` (index of the first of the 101 mel frames each video frame sees,
-        in ``[0, F - 101]``) -> ``[B, T, latent_dim]``. About 17x less work than one 1 s window per frame."""
-        x = self._conv_stack(mel)  # [B, C, F - 100]: one 1 s window per output position
+        ``positions [T]`` or ``[B, T]`` (index of the first of the R mel frames each video frame sees,
+        in ``[0, F - R]``; R = 101 or 61) -> ``[B, T, latent_dim]``. About 17x less work than one 1 s window
+        per frame."""
+        x = self._conv_stack(mel)  # [B, C, F - R + 1]: one window per output position
         if positions.dim() == 1:
             return self.code(x[..., positions].transpose(1, 2))
         index = positions[:, None, :].expand(-1, x.shape[1], -1)
         return self.code(torch.gather(x, 2, index).transpose(1, 2))
 
     def forward(self, audio: torch.Tensor) -> torch.Tensor:
-        """``audio [B, T, 16000] -> code [B, T, latent_dim]``."""
-        check_tensor("audio", audio, ndim=3, what="[B, T, 16000]")
+        """``audio [B, T, W] -> code [B, T, latent_dim]`` (W = 16000 for 1000 ms, 9600 for 600 ms)."""
+        W = self.window_samples
+        check_tensor("audio", audio, shape=(None, None, W), what=f"[B, T, {W}] ({self.context_ms} ms windows)")
         B, T = audio.shape[:2]
         mel = self.melspec(audio.reshape(B * T, audio.shape[-1]))
         return self.encode_mel(mel).view(B, T, -1)
@@ -244,9 +253,10 @@ class MultimodalEncoder(nn.Module):
     def __init__(self, classes: int = 128, heads: int = 16, expression_dim: int = 128, audio_dim: int = 128,
                  n_vertices: int = 6172, mean: Optional[torch.Tensor] = None,
                  stddev: Optional[torch.Tensor] = None, fusion_hidden: int = 256, expression_input: str = "mesh",
-                 expression_heads: int = 0, audio_heads: str = "fused", expression_groups: int = 1):
+                 expression_heads: int = 0, audio_heads: str = "fused", audio_context_ms: int = 1000,
+                 expression_groups: int = 1):
         super().__init__()
-        self.audio_encoder = AudioEncoder(audio_dim)
+        self.audio_encoder = AudioEncoder(audio_dim, context_ms=audio_context_ms)
         if expression_groups == 1:
             self.expression_encoder = ExpressionEncoder(expression_dim, n_vertices, mean, stddev, input=expression_input)
         else:
@@ -256,7 +266,8 @@ class MultimodalEncoder(nn.Module):
                                       audio_heads, expression_groups)
 
     def forward(self, geom: torch.Tensor, audio: torch.Tensor, template: Optional[torch.Tensor] = None):
-        """``geom [B, T, V, 3], audio [B, T, 16000]`` (``template [B, V, 3]`` for the offset input)
+        """``geom [B, T, V, 3], audio [B, T, W]`` (W: the audio context's window samples; ``template [B, V, 3]``
+        for the offset input)
         -> ``(logprobs, expression_code, audio_code)``."""
         expression_code = self.expression_encoder(geom, template)
         audio_code = self.audio_encoder(audio)

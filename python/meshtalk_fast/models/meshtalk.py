@@ -63,7 +63,8 @@ class MeshTalk(nn.Module):
             expression_stddev = expression_stddev.expand(c.expression_groups, -1, -1)
         self.encoder = MultimodalEncoder(c.classes, c.heads, c.expression_dim, c.audio_dim, c.n_vertices,
                                          mean, expression_stddev, c.fusion_hidden, c.expression_input,
-                                         c.expression_heads, c.audio_heads, c.expression_groups)
+                                         c.expression_heads, c.audio_heads, c.audio_context_ms,
+                                         c.expression_groups)
         self.vertex_unet = VertexUnet(c.classes, c.heads, c.n_vertices, mean, stddev)
         self.context_model = ContextModel(c.classes, c.heads, c.audio_dim, c.context_hidden,
                                           free_heads=c.expression_heads if c.prior_expression == "free" else 0)
@@ -83,12 +84,14 @@ class MeshTalk(nn.Module):
 
     # ---------------------------------------------------------------- encoders
     def encode_audio(self, windows: torch.Tensor, backend: str = "auto", threads: Optional[int] = None) -> torch.Tensor:
-        """``windows [B, T, 16000]`` (``audio_windows`` per sequence) -> ``audio_code [B, T, A]``.
+        """``windows [B, T, W]`` (``audio_windows`` per sequence; W = ``config.window_samples``: 16000 for the
+        released 1 s context, 9600 for 600 ms) -> ``audio_code [B, T, A]``.
 
         ``threads`` (backend "cpp" only): cores to use, default all. The cpp backend computes no
         gradients, so ``auto`` picks it only outside grad mode (under ``torch.no_grad()``).
         """
-        self._check_bt("windows", windows, (16000,), "[B, T, 16000]")
+        W = self.config.window_samples
+        self._check_bt("windows", windows, (W,), f"[B, T, {W}] (audio_context_ms={self.config.audio_context_ms})")
         options = {} if threads is None else {"threads": threads}
         return resolve("encode_audio", backend, Inputs.model(windows), options)(self, windows, **options)
 
@@ -110,13 +113,13 @@ class MeshTalk(nn.Module):
         if T == 0:
             raise ValueError(f"audio is too short for one video frame at fps={c.fps}: got {audio.shape[-1]} samples")
         mel = log_mel(torch.nn.functional.pad(audio, (STREAM_PAD, STREAM_PAD)), backend=backend, threads=threads)
-        positions = stream_positions(T, c.fps, c.clock, c.lookahead).to(audio.device)
+        positions = stream_positions(T, c.fps, c.clock, c.lookahead, c.window_samples).to(audio.device)
         return self.encode_mel_stream(mel, positions, backend=backend, threads=threads)
 
     def encode_mel_stream(self, mel: torch.Tensor, positions: torch.Tensor, backend: str = "auto",
                           threads: Optional[int] = None) -> torch.Tensor:
-        """Streaming framing: ``mel [B, 80, F]`` read at ``positions [T]`` or ``[B, T]`` (first of the 101
-        mel frames each video frame sees) -> ``audio_code [B, T, A]`` (op ``encode_stream``)."""
+        """Streaming framing: ``mel [B, 80, F]`` read at ``positions [T]`` or ``[B, T]`` (first of the
+        ``config.mel_window`` mel frames each video frame sees: 101, or 61 at 600 ms) -> ``audio_code [B, T, A]`` (op ``encode_stream``)."""
         options = {} if threads is None else {"threads": threads}
         return resolve("encode_stream", backend, Inputs.model(mel), options)(self, mel, positions, **options)
 
@@ -200,6 +203,9 @@ class MeshTalk(nn.Module):
         checkpoint.save_model(self, path)
 
     @classmethod
-    def load(cls, path: Union[str, "os.PathLike"], map_location: str = "cpu") -> "MeshTalk":
-        """Load a file written by ``save``; its config comes from the file's metadata."""
-        return checkpoint.load_model(path, map_location, model_class=cls)
+    def load(cls, path: Union[str, "os.PathLike"], map_location: str = "cpu",
+             audio_context_ms: Optional[int] = None) -> "MeshTalk":
+        """Load a file written by ``save``; its config comes from the file's metadata. ``audio_context_ms``
+        (None: whatever the file holds): the audio context the caller expects (1000 or 600); a file of the
+        other context raises ``CheckpointError`` naming both."""
+        return checkpoint.load_model(path, map_location, model_class=cls, audio_context_ms=audio_context_ms)

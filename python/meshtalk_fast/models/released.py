@@ -25,8 +25,14 @@ def _check_masks(model: MeshTalk, source: str) -> None:
 def load_official(model_dir: PathLike, heads: int = 16, classes: int = 128, n_vertices: int = 6172,
                   **config) -> MeshTalk:
     """Read the released ``encoder.pkl``, ``vertex_unet.pkl`` and ``context_model.pkl`` from
-    ``model_dir`` into a ``MeshTalk`` (strict, ``weights_only=True``; float tensors become float32)."""
+    ``model_dir`` into a ``MeshTalk`` (strict, ``weights_only=True``; float tensors become float32).
+    The released model reads 1 s of audio per frame: ``audio_context_ms`` other than 1000 is refused (the
+    600 ms encoder has the same parameter shapes, so the weights would load and run on the wrong windows)."""
     model_dir = os.fspath(model_dir)
+    context = config.get("audio_context_ms", 1000)
+    if context != 1000:
+        raise CheckpointError(f"{model_dir}: audio context mismatch: expected audio_context_ms={context!r} (asked "
+                              f"for), found 1000 ms (the released model's audio encoder reads 1 s windows)")
     if not os.path.isdir(model_dir):
         raise FileNotFoundError(f"model_dir {model_dir!r} is not a directory")
     model = MeshTalk(n_vertices=n_vertices, heads=heads, classes=classes, **config)
@@ -49,13 +55,16 @@ def load_official(model_dir: PathLike, heads: int = 16, classes: int = 128, n_ve
     return model
 
 
-def load_model_any(path: PathLike, n_vertices: Optional[int] = None) -> MeshTalk:
+def load_model_any(path: PathLike, n_vertices: Optional[int] = None,
+                   audio_context_ms: Optional[int] = None) -> MeshTalk:
     """A released model directory (``load_official``, with ``n_vertices`` when given) or one of our
-    ``.safetensors`` files (``MeshTalk.load``; its config holds the size)."""
+    ``.safetensors`` files (``MeshTalk.load``; its config holds the size). ``audio_context_ms`` (None: the
+    model's): the audio context the caller expects; another raises ``CheckpointError``."""
     path = os.fspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"model {path!r} does not exist (expected a .safetensors file or a released "
                                 "model directory)")
     if os.path.isdir(path):
-        return load_official(path, **({} if n_vertices is None else {"n_vertices": n_vertices}))
-    return MeshTalk.load(path)
+        extra = {} if audio_context_ms is None else {"audio_context_ms": audio_context_ms}
+        return load_official(path, **({} if n_vertices is None else {"n_vertices": n_vertices}), **extra)
+    return MeshTalk.load(path, audio_context_ms=audio_context_ms)

@@ -1,7 +1,8 @@
 """``StreamingAnimator``: live speech in, animated frames out as soon as each can be computed.
 
-Frame k's audio window is ``[centre_k + lookahead - 16000, centre_k + lookahead)`` of the signal
-(``model.config``'s fps, clock and look-ahead; zeros before the start). Frame k is *ready* once the
+Frame k's audio window is ``[centre_k + lookahead - W, centre_k + lookahead)`` of the signal
+(``model.config``'s fps, clock, look-ahead and audio context: W = 16000 samples for the released 1 s,
+9600 for 600 ms; zeros before the start). Frame k is *ready* once the
 samples up to ``centre_k + lookahead`` have arrived and k is certain to be a frame of the final
 sequence (``k < num_frames(samples so far)``, which only grows). Then, per ready frame: its audio
 code (the audio encoder, ready frames of one push batched), one step of the prior's sampler
@@ -52,12 +53,13 @@ from ..base.dispatch import Inputs, resolve, runs
 from ..animation.offline import CHUNK_FRAMES, check_smooth_masks
 from ..ops.mel import HOP_LENGTH, WIN_LENGTH
 from ..ops.audio import SAMPLE_RATE
-from ..ops.frame_clock import STREAM_PAD, WINDOW_SAMPLES, frame_centre, frame_centres, num_frames, stream_positions
+from ..ops.frame_clock import STREAM_PAD, frame_centre, frame_centres, num_frames, stream_positions
 from ..ops.blendshapes import BlendshapeStream
 from ..ops.smoothing import gaussian_kernel
 
 __all__ = ["StreamingAnimator", "smoothing_tail"]
-MEL_WINDOW = 101  # mel frames one video frame's 1 s window spans (the audio encoder's receptive field)
+# The mel frames one video frame's window spans (the audio encoder's receptive field) are the model's:
+# ``config.mel_window``, 101 for the released 1 s context, 61 for 600 ms.
 
 
 def smoothing_tail() -> float:
@@ -235,8 +237,8 @@ class StreamingAnimator:
 # as offline ``animate`` does, so the codes match it whatever step backend the animator uses.
 # --------------------------------------------------------------------------------------------------
 class _WindowFront:
-    """Framing "window" (released): frame k's code from its own 1 s window
-    ``[centre_k + lookahead - 16000, centre_k + lookahead)``, zeros outside the signal."""
+    """Framing "window" (released): frame k's code from its own window (W = ``config.window_samples``)
+    ``[centre_k + lookahead - W, centre_k + lookahead)``, zeros outside the signal."""
 
     def __init__(self, model, device: torch.device):
         self.model, self.config, self.device = model, model.config, device
@@ -258,9 +260,9 @@ class _WindowFront:
     def _window(self, k: int) -> torch.Tensor:
         c = self.config
         end = frame_centre(k, c.fps, c.clock) + c.lookahead
-        start = end - WINDOW_SAMPLES
+        start = end - c.window_samples
         lo, hi = max(start, self.start), min(end, self.n)
-        w = torch.zeros(WINDOW_SAMPLES, device=self.device)
+        w = torch.zeros(c.window_samples, device=self.device)
         if hi > lo:
             w[lo - start:hi - start] = self.buf[lo - self.start:hi - self.start]
         return w
@@ -272,7 +274,7 @@ class _WindowFront:
     def trim(self, next_frame: int) -> None:
         """Drop samples no frame >= next_frame reads."""
         c = self.config
-        keep_from = max(0, frame_centre(next_frame, c.fps, c.clock) + c.lookahead - WINDOW_SAMPLES)
+        keep_from = max(0, frame_centre(next_frame, c.fps, c.clock) + c.lookahead - c.window_samples)
         if keep_from > self.start:
             self.buf = self.buf[keep_from - self.start:].clone()
             self.start = keep_from
@@ -281,11 +283,12 @@ class _WindowFront:
 class _StreamFront:
     """Framing "stream": the utterance with ``STREAM_PAD`` zeros on both sides, framed once on the 10 ms
     grid by a ``StreamingLogMel`` (so its mel frames are those of the offline ``log_mel`` of the padded
-    utterance); frame k reads mel frames ``p_k .. p_k + 100`` with ``p_k = stream_positions(k)``. Mel frame m
-    is final once padded sample ``160 m + 400`` is in, so frame k waits for original sample
-    ``160 p_k + 400`` (padding: -16000, last frame: +16000), at most ``lookahead + 480`` samples past its
-    centre; the audio past the end is known to be zeros only at ``close``. The encoder's conv stack runs
-    once per batch of ready frames over the mel frames they span (plus its 100-frame receptive field),
+    utterance); frame k reads mel frames ``p_k .. p_k + R - 1`` with ``p_k = stream_positions(k)`` (R =
+    ``config.mel_window``: 101, or 61 at 600 ms). Mel frame m is final once padded sample ``160 m + 400`` is
+    in, so frame k waits for original sample ``160 (p_k + R - 1) + 400 - 16000`` (padding: -16000), at most
+    ``lookahead + 480`` samples past its centre; the audio past the end is known to be zeros only at
+    ``close``. The encoder's conv stack runs once per batch of ready frames over the mel frames they span
+    (plus its receptive field),
     as offline runs it once over the utterance: the same position gives the same code up to float rounding."""
 
     def __init__(self, model, device: torch.device):
@@ -295,7 +298,8 @@ class _StreamFront:
         c = self.config
         # the worst wait past the frame centre over one period of the frame clock on the 160-sample grid
         period = 160 if c.clock == "released" else c.fps  # released: 533 k mod 160; exact: fps frames = 100 hops
-        waits = HOP_LENGTH * stream_positions(period, c.fps, c.clock, c.lookahead) + WIN_LENGTH // 2 \
+        waits = HOP_LENGTH * stream_positions(period, c.fps, c.clock, c.lookahead, c.window_samples) \
+            + HOP_LENGTH * (c.mel_window - 1) - STREAM_PAD + WIN_LENGTH // 2 \
             - frame_centres(period, c.fps, c.clock)
         self.extra_samples = max(0, int(waits.max()) - c.lookahead)
         self.mel_stream = StreamingLogMel()
@@ -312,16 +316,16 @@ class _StreamFront:
 
     def _position(self, k: int) -> int:
         c = self.config
-        return int(stream_positions(k + 1, c.fps, c.clock, c.lookahead)[k])
+        return int(stream_positions(k + 1, c.fps, c.clock, c.lookahead, c.window_samples)[k])
 
     def ready(self, k: int) -> bool:
-        return self._position(k) + MEL_WINDOW <= self.mel_start + self.mel.shape[1]
+        return self._position(k) + self.config.mel_window <= self.mel_start + self.mel.shape[1]
 
     def codes(self, s: int, e: int) -> torch.Tensor:
         c = self.config
-        positions = stream_positions(e, c.fps, c.clock, c.lookahead)[s:].to(self.device)
+        positions = stream_positions(e, c.fps, c.clock, c.lookahead, c.window_samples)[s:].to(self.device)
         lo = int(positions[0])
-        block = self.mel[:, lo - self.mel_start:int(positions[-1]) + MEL_WINDOW - self.mel_start]
+        block = self.mel[:, lo - self.mel_start:int(positions[-1]) + c.mel_window - self.mel_start]
         return self.model.encode_mel_stream(block[None], positions - lo)
 
     def trim(self, next_frame: int) -> None:

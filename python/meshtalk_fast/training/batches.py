@@ -15,7 +15,7 @@ import torch
 
 from ..evaluation.metrics import BROW_EVENT_LEVEL, EYE_EVENT_LEVEL, event_signals, event_spans
 from ..ops.frame_clock import STREAM_PAD, WINDOW_SAMPLES, frame_centres, num_frames, stream_positions
-from ..ops.mel import torch_log_mel
+from ..ops.mel import HOP_LENGTH, torch_log_mel
 
 __all__ = ["step_seed", "Clip", "CropSampler", "align", "upper_face_events"]
 
@@ -41,14 +41,17 @@ class CropSampler:
 
     ``batch(step, size)`` -> list of (clip index, start frame), drawn from ``step_seed(seed, step)``
     with clips weighted by their number of possible crops. ``collate`` builds the tensors: audio
-    windows ``[B, T, 16000]`` (framing "window"), or for framing "stream" the crop's span of the
+    windows ``[B, T, W]`` (framing "window"; W = ``window``, the model's audio context: 16000 samples for the
+    released 1 s, 9600 for 600 ms), or for framing "stream" the crop's span of the
     utterance's log-mel ``mel [B, 80, F]`` (computed once per clip and cached) with ``positions [B, T]``.
     """
 
     def __init__(self, clips: Sequence[Clip], segment_frames: int, fps: int, clock: str, lookahead: int,
                  seed: int, framing: str = "window", events: Optional[Sequence[torch.Tensor]] = None,
-                 event_share: float = 0.0):
+                 event_share: float = 0.0, window: int = WINDOW_SAMPLES):
         self.segment_frames, self.fps, self.clock, self.lookahead, self.seed = segment_frames, fps, clock, lookahead, seed
+        self.window = window  # samples of one frame's audio window (MeshTalkConfig.window_samples)
+        self.mel_window = 1 + window // HOP_LENGTH  # its mel frames, the encoder's receptive field
         self.framing = framing
         self._mel: Dict[int, torch.Tensor] = {}
         keep = [i for i, c in enumerate(clips) if c.frames >= segment_frames]
@@ -94,13 +97,13 @@ class CropSampler:
         return list(zip(idx, starts))
 
     def windows(self, clip: Clip, start: int) -> torch.Tensor:
-        """Audio windows of frames ``[start, start + segment_frames)``: ``[T, 16000]`` (copies only the crop)."""
+        """Audio windows of frames ``[start, start + segment_frames)``: ``[T, W]`` (copies only the crop)."""
         centres = frame_centres(start + self.segment_frames, self.fps, self.clock)[start:]
-        starts = centres + self.lookahead - WINDOW_SAMPLES
-        lo, hi = int(starts[0]), int(starts[-1]) + WINDOW_SAMPLES
+        starts = centres + self.lookahead - self.window
+        lo, hi = int(starts[0]), int(starts[-1]) + self.window
         span = clip.audio[max(lo, 0):min(hi, clip.audio.shape[0])]
         span = torch.nn.functional.pad(span, (max(0, -lo), max(0, hi - clip.audio.shape[0])))
-        index = (starts - lo)[:, None] + torch.arange(WINDOW_SAMPLES)[None, :]
+        index = (starts - lo)[:, None] + torch.arange(self.window)[None, :]
         return span[index]
 
     def mel_span(self, index: int, start: int):
@@ -109,9 +112,9 @@ class CropSampler:
         if index not in self._mel:
             padded = torch.nn.functional.pad(clip.audio, (STREAM_PAD, STREAM_PAD))
             self._mel[index] = torch_log_mel(padded)
-        pos = stream_positions(start + self.segment_frames, self.fps, self.clock, self.lookahead)[start:]
+        pos = stream_positions(start + self.segment_frames, self.fps, self.clock, self.lookahead, self.window)[start:]
         lo = int(pos[0])
-        return self._mel[index][:, lo:int(pos[-1]) + 101], pos - lo
+        return self._mel[index][:, lo:int(pos[-1]) + self.mel_window], pos - lo
 
     def collate(self, items: Sequence[tuple]) -> Dict[str, torch.Tensor]:
         T = self.segment_frames

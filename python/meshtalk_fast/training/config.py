@@ -5,7 +5,9 @@
 heads = 16
 classes = 128
 clock = "released"
-lookahead = 8000   # samples of audio after the frame centre: 8000 = centred (released)
+lookahead = 8000   # samples of audio after the frame centre: 8000 = centred (released); leave it out to
+                   # centre the window of any audio context (4800 at 600 ms)
+audio_context_ms = 1000     # or 600: the seed's 600 ms window (61 x 80 log-mel), look-ahead 300 ms
 expression_input = "mesh"   # or "offset": the expression encoder reads mesh - template
 
 [stage1]           # encoders + decoder
@@ -155,7 +157,10 @@ class TrainConfig:
                 unknown = sorted(set(value) - known)
                 if unknown:
                     raise ValueError(f"{source}: unknown keys in [{key}]: {unknown}; known: {sorted(known)}")
-                kwargs[key] = dataclasses.replace(getattr(default, key), **value)
+                if key == "model":  # from the class defaults: an unset lookahead centres the window of the
+                    kwargs[key] = ModelSection(**value)  # section's audio_context_ms
+                else:
+                    kwargs[key] = dataclasses.replace(getattr(default, key), **value)
             elif key in {f.name for f in dataclasses.fields(cls)}:
                 kwargs[key] = value
             else:

@@ -85,8 +85,8 @@ class Stage1Objective(nn.Module):
     def forward(self, template: torch.Tensor, geom: torch.Tensor, generator: torch.Generator,
                 windows: Optional[torch.Tensor] = None, mel: Optional[torch.Tensor] = None,
                 positions: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
-        """``template [B, V, 3]``, ``geom [B, T, V, 3]`` and the audio: ``windows [B, T, 16000]``
-        (framing "window") or ``mel [B, 80, F]`` + ``positions [B, T]`` (framing "stream")."""
+        """``template [B, V, 3]``, ``geom [B, T, V, 3]`` and the audio: ``windows [B, T, W]`` (framing "window";
+        W = ``config.window_samples``) or ``mel [B, 80, F]`` + ``positions [B, T]`` (framing "stream")."""
         B = geom.shape[0]
         if B < 2:
             raise ValueError(f"stage 1 needs at least 2 sequences per micro-batch for the modality-crossing "

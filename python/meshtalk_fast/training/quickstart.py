@@ -1,7 +1,7 @@
 """The quick start: make the built-in data set, train both stages in a time budget, evaluate on
 held-out sentences and a held-out voice, animate a held-out utterance, write everything to one folder.
 
-``meshtalk-fast quickstart --out DIR [--minutes N] [--template T.obj --masks DIR]``
+``meshtalk-fast quickstart --out DIR [--minutes N] [--template T.obj --masks DIR] [--audio-context-ms 600]``
 
 Outputs: ``DIR/data/`` (the data set), ``DIR/model.safetensors``, ``DIR/metrics.json`` (``lve``,
 ``lve_static``, ``fdd``, the disentanglement numbers, ``code_sensitivity``), ``DIR/metrics.jsonl`` +
@@ -25,6 +25,7 @@ import torch
 from ..base.checks import check_tensor
 from ..models.meshtalk import MeshTalk
 from . import TrainConfig
+from .config import ModelSection
 from .batches import Clip
 
 __all__ = ["quickstart", "quickstart_config", "normalisation", "motion_normalisation", "motion_range",
@@ -47,7 +48,7 @@ TARGETS = {"lve_ratio": ("<=", 0.20), "eyelid_error_ratio": ("<=", 0.25), "brow_
            "blink_rate_ratio": ("~", 1.5), "brow_rate_ratio": ("~", 1.5), "blink_closure_ratio": (">=", 0.7)}
 
 
-def quickstart_config(seed: int = 0) -> TrainConfig:
+def quickstart_config(seed: int = 0, audio_context_ms: int = 1000) -> TrainConfig:
     """The released configuration, with what a 10-minute CPU budget needs (each measured in
     benchmarks/RESULTS.md, "What makes the codes train" and "The upper face"):
 
@@ -88,8 +89,12 @@ def quickstart_config(seed: int = 0) -> TrainConfig:
     The price of the upper-face-only expression input: an expression of the lower face that the speech
     does not predict (a smile) cannot be carried by these codes. The released choices
     (``expression_std = "data"``, ``audio_heads = "fused"``) keep that possibility (README, "Training").
+
+    ``audio_context_ms``: the audio per frame (``model.audio_context_ms``), 1000 as released or 600 (the
+    seed's 600 ms window, centred: look-ahead 300 ms instead of 500 ms).
     """
     cfg = TrainConfig(seed=seed)
+    cfg.model = ModelSection(audio_context_ms=audio_context_ms)  # its lookahead centres that window
     cfg.model.clock, cfg.model.framing, cfg.model.expression_input = "exact", "stream", "offset"
     cfg.model.expression_heads, cfg.model.expression_std = 4, "upper"
     cfg.model.audio_heads, cfg.model.prior_expression, cfg.model.expression_groups = "audio", "free", 2
@@ -173,7 +178,8 @@ def initial_model(train: List[Clip], config: TrainConfig, upper_face: Optional[t
 
 def quickstart(out_dir: str, minutes: float = 10.0, template: Optional[str] = None, masks: Optional[str] = None,
                seed: int = 0, n_sentences: Optional[int] = None, device: Optional[str] = None,
-               progress: bool = True, rig: Optional[str] = None, rig_map: Optional[str] = None) -> Dict[str, float]:
+               progress: bool = True, rig: Optional[str] = None, rig_map: Optional[str] = None,
+               audio_context_ms: int = 1000) -> Dict[str, float]:
     from ..data import make_dataset
     from ..evaluation.evaluate import format_report, report
     from .setup import dataset_options, folder_clips, folder_masks, training_masks
@@ -190,7 +196,7 @@ def quickstart(out_dir: str, minutes: float = 10.0, template: Optional[str] = No
     if not os.path.isfile(os.path.join(data_dir, "dataset.json")):
         print(f"making the built-in data set in {data_dir} ...", flush=True)
         make_dataset(data_dir, progress=False, **kwargs)
-    config = quickstart_config(seed)
+    config = quickstart_config(seed, audio_context_ms)
     train, val, test = (folder_clips(data_dir, split, config, required=False) for split in ("train", "val", "test"))
     fm = folder_masks(data_dir)
     masks_t = training_masks(fm)

@@ -261,7 +261,7 @@ class Trainer:
         if cfg.event_crops > 0:
             events = upper_face_events(self.train_clips, self.masks.eye_keypoints, self.masks.forehead)
         sampler = CropSampler(self.train_clips, cfg.segment_frames, mc.fps, mc.clock, mc.lookahead, self.config.seed,
-                              mc.framing, events=events, event_share=cfg.event_crops)
+                              mc.framing, events=events, event_share=cfg.event_crops, window=mc.window_samples)
         objective, self.optimizer = self._build(stage)
         if resuming:
             self.optimizer.load_state_dict(self._resume_state)
