@@ -58,3 +58,53 @@ def test_stage1_step(benchmark, loss_backend, amp):
 
     loss = benchmark(step)
     assert torch.isfinite(torch.tensor(loss))
+
+
+def quickstart_step_inputs(decode_rows: bool):
+    """The quick start's stage-1 objective (2 expression groups, split eyelid/brow terms, brow term) on
+    masks of the released template's proportions (eye keypoints 0.5 %, mouth 12 %, eye 5 %, forehead 23 %
+    of the vertices), crops of 16 frames as the quick start's."""
+    torch.manual_seed(0)
+    V, B, T = SIZE["V"], SIZE["B"], max(SIZE["T"] // 2, 3)
+    model = mf.MeshTalk(V, heads=SIZE["H"], classes=SIZE["C"], expression_heads=4 if FULL else 2,
+                        expression_input="offset", expression_groups=2, audio_heads="audio").to(DEVICE).train()
+    g = torch.Generator().manual_seed(1)
+    order = torch.randperm(V, generator=g)
+
+    def mask(lo, hi):
+        m = torch.zeros(V)
+        m[order[int(lo * V):max(int(hi * V), int(lo * V) + 1)]] = 1.0
+        return m
+
+    objective = Stage1Objective(model.encoder, model.vertex_unet, mask(0, 0.005), mask(0.01, 0.13), mask(0.13, 0.18),
+                                codes="argmax", diversity=1.0, expression_diversity=0.2, forehead=mask(0.2, 0.43),
+                                weights={"landmarks": 20.0, "brow": 20.0, "mouth": 3.0}, upper_face_codes="split",
+                                decode_rows=decode_rows).to(DEVICE)
+    template = torch.randn(B, V, 3, generator=g)
+    # the quick start's streaming framing: one log-mel per crop, the encoder read at one position per frame
+    positions = torch.arange(T) * 10 // 3
+    batch = dict(template=template.to(DEVICE),
+                 geom=(template[:, None] + 0.01 * torch.randn(B, T, V, 3, generator=g)).to(DEVICE),
+                 mel=torch.randn(B, 80, int(positions[-1]) + 101, generator=g).to(DEVICE),
+                 positions=positions[None].expand(B, -1).to(DEVICE))
+    return objective, torch.optim.Adam(model.parameters(), lr=1e-4), batch
+
+
+@pytest.mark.parametrize("decode_rows", [True, False], ids=["mask-rows", "whole-decodings"])
+def test_quickstart_stage1_step(benchmark, decode_rows):
+    """The quick start's step with the masked terms decoded on their masks' rows (what the trainer runs) vs
+    whole decodings (the reference), same inputs."""
+    objective, optimizer, batch = quickstart_step_inputs(decode_rows)
+    T = batch["geom"].shape[1]
+    benchmark.group = f"quick-start stage-1 step B={SIZE['B']} T={T} V={SIZE['V']} ({device_label(DEVICE)})"
+    benchmark.extra_info["frames"] = SIZE["B"] * T
+
+    def step():
+        terms = objective(batch["template"], batch["geom"], torch.Generator(device=DEVICE).manual_seed(0),
+                          mel=batch["mel"], positions=batch["positions"])
+        terms["total"].backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        return terms["total"].item()
+
+    assert torch.isfinite(torch.tensor(benchmark(step)))

@@ -38,8 +38,12 @@ class VertexUnet(nn.Module):
             x = F.leaky_relu(layer(x), LEAKY_SLOPE)
         return x, skips
 
-    def forward(self, geom: torch.Tensor, one_hot: torch.Tensor) -> torch.Tensor:
-        """``geom [B, T, V, 3]`` (the template per frame), ``one_hot [B, T, H, C]`` -> ``[B, T, V, 3]``."""
+    def forward(self, geom: torch.Tensor, one_hot: torch.Tensor, vertices: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """``geom [B, T, V, 3]`` (the template per frame), ``one_hot [B, T, H, C]`` -> ``[B, T, V, 3]``, or
+        ``[B, T, len(vertices), 3]``: those vertices alone (``vertices``, int64 ``[N]``), equal to the same
+        rows of the whole output. The last layer (512 -> V*3) is most of the decoder's work, so a loss
+        over a mask of a few hundred vertices (the trainer's crossing, eyelid and brow terms) costs a
+        fraction of a whole decoding."""
         B, T = one_hot.shape[:2]
         x = (geom - self.mean) / self.stddev
         x = x.reshape(x.shape[0], x.shape[1], self.n_vertices * 3)
@@ -47,7 +51,14 @@ class VertexUnet(nn.Module):
         codes = one_hot.reshape(B, T, self.heads * self.classes)
         x = F.leaky_relu(self.fusion(torch.cat([x.expand(B, T, -1), codes], dim=-1)), LEAKY_SLOPE)
         x, _ = self.temporal(x)
-        for layer, skip in zip(self.decoder, skips):
+        if vertices is None:
+            for layer, skip in zip(self.decoder, skips):
+                x = skip + F.leaky_relu(layer(x), LEAKY_SLOPE)
+            x = x + self.vertex_bias
+            return x.view(B, T, self.n_vertices, 3) * self.stddev + self.mean
+        for layer, skip in zip(self.decoder[:-1], skips[:-1]):
             x = skip + F.leaky_relu(layer(x), LEAKY_SLOPE)
-        x = x + self.vertex_bias
-        return x.view(B, T, self.n_vertices, 3) * self.stddev + self.mean
+        last, rows = self.decoder[-1], (vertices[:, None] * 3 + torch.arange(3, device=vertices.device)).reshape(-1)
+        x = skips[-1][..., rows] + F.leaky_relu(F.linear(x, last.weight[rows], last.bias[rows]), LEAKY_SLOPE)
+        x = (x + self.vertex_bias[rows]).view(B, T, vertices.shape[0], 3)
+        return x * self.stddev[:, :, vertices] + self.mean[:, :, vertices]
