@@ -45,6 +45,16 @@ def device_of(backend: str) -> torch.device:
     return GPU_OR_CPU if backend == "triton" else CPU
 
 
+def _core_unavailable():
+    from meshtalk_fast.backends import cpp
+
+    return cpp.core_unavailable(CPU)
+
+
+# A test of the C++ core's own interface (``meshtalk_fast._core``): skipped where the core is not built.
+needs_core = pytest.mark.skipif(_core_unavailable() is not None, reason="the C++ core (meshtalk_fast._core) is not built")
+
+
 def require_backend(op: str, backend: str, device: torch.device = CPU, dtype: torch.dtype = torch.float32,
                     grad: bool = False) -> None:
     """Skip the calling test, with the reason, where ``backend`` cannot run ``op`` on such inputs."""
@@ -112,3 +122,12 @@ def labels_of(one_hot: torch.Tensor) -> torch.Tensor:
     lab = one_hot.argmax(-1)
     lab[one_hot.sum(-1) == 0] = -1
     return lab
+
+
+def blendshape_basis(V: int, K: int, seed: int = 0, faces: bool = False) -> mf.BlendshapeBasis:
+    """A random basis of ``K`` shapes (named shape0, shape1, ...) on ``V`` vertices; random triangles with
+    ``faces``."""
+    g = torch.Generator().manual_seed(seed)
+    f = torch.randint(0, V, (2 * V, 3), generator=g) if faces else None
+    return mf.BlendshapeBasis([f"shape{k}" for k in range(K)], torch.randn(V, 3, generator=g),
+                              torch.randn(K, V, 3, generator=g), f)

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import meshtalk_fast as mf
+from helpers import needs_core
 from meshtalk_fast import backends
 from meshtalk_fast.base import dispatch
 from meshtalk_fast.base.dispatch import Impl, Inputs, resolve
@@ -17,7 +18,6 @@ from meshtalk_fast.backends import cpp as _cpp
 from meshtalk_fast.backends import triton as _triton
 from meshtalk_fast.cli import main as cli
 
-needs_core = pytest.mark.skipif(_cpp.core_unavailable(torch.device("cpu")) is not None, reason="C++ core not built")
 CPU = torch.device("cpu")
 
 
