@@ -3,8 +3,9 @@ an op is parametrised over, and a mismatch report that says where and how much t
 as ``from helpers import ...`` (tests/ is on the path: conftest.py sits beside this file)."""
 from __future__ import annotations
 
-from typing import List, Tuple
+from typing import List, Sequence, Tuple
 
+import numpy as np
 import pytest
 import torch
 
@@ -131,3 +132,16 @@ def blendshape_basis(V: int, K: int, seed: int = 0, faces: bool = False) -> mf.B
     f = torch.randint(0, V, (2 * V, 3), generator=g) if faces else None
     return mf.BlendshapeBasis([f"shape{k}" for k in range(K)], torch.randn(V, 3, generator=g),
                               torch.randn(K, V, 3, generator=g), f)
+
+
+def push_in_chunks(stream, x, chunks: Sequence[int]) -> list:
+    """Push ``x`` (a tensor or a numpy array) into ``stream`` along its last axis in chunks of the given sizes
+    (cycled; numpy chunks made contiguous), then close it: the outputs of every push and of ``close()``."""
+    outs, i, k = [], 0, 0
+    while i < x.shape[-1]:
+        n = chunks[k % len(chunks)]
+        piece = x[..., i:i + n]
+        outs.append(stream.push(np.ascontiguousarray(piece) if isinstance(piece, np.ndarray) else piece))
+        i, k = i + n, k + 1
+    outs.append(stream.close())
+    return outs
