@@ -1,22 +1,67 @@
-"""Helpers shared by the tests (one place): model factories, per-dtype tolerances, and a mismatch report
-that says where and how much two tensors differ. Import as ``from helpers import ...`` (tests/ is on the
-path: conftest.py sits beside this file)."""
+"""Helpers shared by the tests (one place): model factories, per-dtype tolerances, the backends a test of
+an op is parametrised over, and a mismatch report that says where and how much two tensors differ. Import
+as ``from helpers import ...`` (tests/ is on the path: conftest.py sits beside this file)."""
 from __future__ import annotations
 
-from typing import Tuple
+from typing import List, Sequence, Tuple
 
+import numpy as np
+import pytest
 import torch
 
 import meshtalk_fast as mf
 
-# (atol, rtol) per dtype for a fast path against the reference, relative to the reference's largest value
-TOLERANCES = {torch.float64: (1e-10, 1e-9), torch.float32: (1e-5, 1e-5), torch.bfloat16: (2e-2, 2e-2),
-              torch.float16: (2e-3, 2e-3)}
+CPU = torch.device("cpu")
+# Where a backend's inputs live in the tests: Triton on the GPU where there is one, else on the CPU through
+# the interpreter (conftest.py sets TRITON_INTERPRET=1); the reference and the C++ core on the CPU.
+GPU_OR_CPU = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+# (atol, rtol) per input dtype for a fast path against the reference; atol is relative to the reference's
+# largest magnitude (``assert_close(..., relative=True)``). "value": outputs reduced in float32 or wider (a
+# 16-bit input is exact in float32, so only the order of the sums differs); "grad": gradients, returned in the
+# input's dtype (a 16-bit gradient is rounded once more).
+TOLERANCES = {
+    torch.float64: {"value": (1e-12, 1e-12), "grad": (1e-12, 1e-12)},
+    torch.float32: {"value": (1e-6, 1e-5), "grad": (1e-6, 1e-5)},
+    torch.bfloat16: {"value": (1e-6, 1e-5), "grad": (1e-2, 1e-2)},
+    torch.float16: {"value": (1e-6, 1e-5), "grad": (2e-3, 2e-3)},
+}
 
 
-def tolerance(dtype: torch.dtype) -> Tuple[float, float]:
-    """The (atol, rtol) the tests use for ``dtype``."""
-    return TOLERANCES[dtype]
+def tolerance(dtype: torch.dtype, what: str = "value") -> Tuple[float, float]:
+    """The (atol, rtol) the tests use for ``dtype`` inputs: ``what`` is "value" or "grad"."""
+    return TOLERANCES[dtype][what]
+
+
+def backends_of(op: str) -> List[str]:
+    """The backends whose table holds ``op`` (the reference, "torch", first): what a test of ``op`` against
+    the reference is parametrised over."""
+    from meshtalk_fast import backends
+
+    return [name for name, table in backends.tables().items() if op in table]
+
+
+def device_of(backend: str) -> torch.device:
+    """Where the tests put ``backend``'s inputs (see ``GPU_OR_CPU``)."""
+    return GPU_OR_CPU if backend == "triton" else CPU
+
+
+def _core_unavailable():
+    from meshtalk_fast.backends import cpp
+
+    return cpp.core_unavailable(CPU)
+
+
+# A test of the C++ core's own interface (``meshtalk_fast._core``): skipped where the core is not built.
+needs_core = pytest.mark.skipif(_core_unavailable() is not None, reason="the C++ core (meshtalk_fast._core) is not built")
+
+
+def require_backend(op: str, backend: str, device: torch.device = CPU, dtype: torch.dtype = torch.float32,
+                    grad: bool = False) -> None:
+    """Skip the calling test, with the reason, where ``backend`` cannot run ``op`` on such inputs."""
+    reason = mf.available_backends(op, device, dtype, grad)[backend]
+    if reason is not None:
+        pytest.skip(f"backend {backend!r} of {op} cannot run here: {reason}")
 
 
 def sharpened_prior(n_vertices: int = 30, heads: int = 16, classes: int = 128, context_hidden: int = 64,
@@ -47,9 +92,13 @@ def mismatch_report(what: str, actual: torch.Tensor, expected: torch.Tensor) -> 
             f"{int((diff > 0).sum())} of {diff.numel()} elements differ")
 
 
-def assert_close(what: str, actual: torch.Tensor, expected: torch.Tensor, atol: float, rtol: float = 0.0) -> None:
-    """``|actual - expected| <= atol + rtol * |expected|`` everywhere, else the mismatch report."""
+def assert_close(what: str, actual: torch.Tensor, expected: torch.Tensor, atol: float, rtol: float = 0.0,
+                 relative: bool = False) -> None:
+    """``|actual - expected| <= atol + rtol * |expected|`` everywhere, else the mismatch report. ``relative``:
+    ``atol`` is relative to ``expected``'s largest magnitude (as ``TOLERANCES`` are)."""
     a, e = actual.detach().double().cpu(), expected.detach().double().cpu()
+    if relative and e.numel():
+        atol *= float(e.abs().max()) or 1.0
     ok = a.shape == e.shape and bool(((a - e).abs() <= atol + rtol * e.abs()).all())
     assert ok, mismatch_report(what, actual, expected)
 
@@ -74,3 +123,25 @@ def labels_of(one_hot: torch.Tensor) -> torch.Tensor:
     lab = one_hot.argmax(-1)
     lab[one_hot.sum(-1) == 0] = -1
     return lab
+
+
+def blendshape_basis(V: int, K: int, seed: int = 0, faces: bool = False) -> mf.BlendshapeBasis:
+    """A random basis of ``K`` shapes (named shape0, shape1, ...) on ``V`` vertices; random triangles with
+    ``faces``."""
+    g = torch.Generator().manual_seed(seed)
+    f = torch.randint(0, V, (2 * V, 3), generator=g) if faces else None
+    return mf.BlendshapeBasis([f"shape{k}" for k in range(K)], torch.randn(V, 3, generator=g),
+                              torch.randn(K, V, 3, generator=g), f)
+
+
+def push_in_chunks(stream, x, chunks: Sequence[int]) -> list:
+    """Push ``x`` (a tensor or a numpy array) into ``stream`` along its last axis in chunks of the given sizes
+    (cycled; numpy chunks made contiguous), then close it: the outputs of every push and of ``close()``."""
+    outs, i, k = [], 0, 0
+    while i < x.shape[-1]:
+        n = chunks[k % len(chunks)]
+        piece = x[..., i:i + n]
+        outs.append(stream.push(np.ascontiguousarray(piece) if isinstance(piece, np.ndarray) else piece))
+        i, k = i + n, k + 1
+    outs.append(stream.close())
+    return outs

@@ -14,7 +14,7 @@ import torch
 from safetensors.torch import save_file
 
 import meshtalk_fast as mf
-from helpers import assert_close
+from helpers import assert_close, push_in_chunks
 from meshtalk_fast import _core
 from meshtalk_fast.backends import cpp as _cpp
 from meshtalk_fast.ops.frame_clock import STREAM_PAD, stream_positions
@@ -123,13 +123,7 @@ def test_encode_stream_op_with_per_sequence_positions(narrow, speech):
 
 # ------------------------------------------------------------------------------------------ streaming encoder
 def push_all(enc, audio: np.ndarray, chunks):
-    outs, i, k = [], 0, 0
-    while i < audio.shape[1]:
-        n = chunks[k % len(chunks)]
-        outs.append(enc.push(np.ascontiguousarray(audio[:, i:i + n])))
-        i, k = i + n, k + 1
-    outs.append(enc.close())
-    return np.concatenate(outs, axis=1)
+    return np.concatenate(push_in_chunks(enc, audio, chunks), axis=1)
 
 
 @pytest.mark.parametrize("framing", ["window", "stream"])

@@ -1,16 +1,23 @@
-"""The dispatch contract (base/dispatch.py): one table per backend, rules that see the inputs, options
-checked by ``resolve`` with one message, ``info`` reporting inference and training apart."""
+"""The dispatch contract (base/dispatch.py): one table per backend, rules that see the inputs (Triton's:
+installed, on a GPU or under the interpreter), options checked by ``resolve`` with one message, ``info``
+reporting inference and training apart."""
+import os
+import pathlib
+import subprocess
+import sys
+
 import pytest
 import torch
 
 import meshtalk_fast as mf
+from helpers import needs_core
 from meshtalk_fast import backends
 from meshtalk_fast.base import dispatch
 from meshtalk_fast.base.dispatch import Impl, Inputs, resolve
 from meshtalk_fast.backends import cpp as _cpp
+from meshtalk_fast.backends import triton as _triton
 from meshtalk_fast.cli import main as cli
 
-needs_core = pytest.mark.skipif(_cpp.core_unavailable(torch.device("cpu")) is not None, reason="C++ core not built")
 CPU = torch.device("cpu")
 
 
@@ -96,3 +103,41 @@ def test_info_reports_inference_and_training_apart(capsys):
         inference, training = rows[op].split(None, 1)[1].split("  ", 1)
         assert "cpp=yes" in inference and "cpp=no" in training.strip(), rows[op]
     assert "inference (no gradient)" in out and "training (gradients flow)" in out
+
+
+def test_triton_unavailable_reasons(monkeypatch):
+    monkeypatch.setitem(_triton._state, "triton", None)
+    assert "triton is not installed" in _triton.triton_unavailable(torch.device("cpu"))
+    with pytest.raises(mf.BackendUnavailable, match="triton is not installed"):
+        mf.log_mel(torch.zeros(2000), backend="triton")
+
+
+def test_triton_on_cpu_without_interpreter_is_refused():
+    """TRITON_INTERPRET is process-wide, so this runs in a fresh interpreter without it."""
+    script = (
+        "import torch, meshtalk_fast as mf\n"
+        "calls = [lambda: mf.log_mel(torch.zeros(2000), backend='triton'),\n"
+        "         lambda: mf.masked_vertex_losses([torch.zeros(2, 5, 3)], torch.zeros(2, 5, 3), torch.ones(1, 5),"
+        " backend='triton'),\n"
+        "         lambda: mf.lip_vertex_error(torch.zeros(2, 5, 3), torch.zeros(2, 5, 3), torch.ones(5),"
+        " backend='triton')]\n"
+        "for call in calls:\n"
+        "    try:\n"
+        "        call()\n"
+        "    except mf.BackendUnavailable as exc:\n"
+        "        print('UNAVAILABLE:', exc)\n"
+        "    else:\n"
+        "        print('RAN')\n"
+        "print('AUTO:', float(mf.log_mel(torch.zeros(2000)).max()))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    package_root = str(pathlib.Path(mf.__file__).resolve().parents[1])
+    env["PYTHONPATH"] = os.pathsep.join([package_root] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
+    proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    unavailable = [line for line in lines if line.startswith("UNAVAILABLE:")]
+    assert len(unavailable) == 3, proc.stdout
+    for line in unavailable:
+        assert "tensor is on cpu and TRITON_INTERPRET is not set" in line, line
+    assert lines[-1] == f"AUTO: {float(mf.torch_log_mel(torch.zeros(2000)).max())}"  # auto: the reference

@@ -1,11 +1,12 @@
-"""The released post-smoothing on the C++ core (ops "post_smooth" and "smooth_step", backend "cpp")
-against the PyTorch reference: whole sequences and streams (delay 0, 4, 8), odd shapes, dispatch, and
-bad input."""
+"""The released post-smoothing (ops "post_smooth" and "smooth_step"): the reference against a re-statement
+of the release, every backend against the reference on whole sequences and streams (delay 0, 4, 8), odd
+shapes, dispatch, and bad input."""
 import numpy as np
 import pytest
 import torch
 
 import meshtalk_fast as mf
+from helpers import backends_of, require_backend
 from meshtalk_fast.backends import cpp as _cpp
 from meshtalk_fast.base.dispatch import BackendUnavailable, resolve
 from meshtalk_fast.ops.smoothing import StreamingSmoother, torch_post_smooth
@@ -13,6 +14,8 @@ from meshtalk_fast.ops.smoothing import StreamingSmoother, torch_post_smooth
 _core = pytest.importorskip("meshtalk_fast._core", reason="the C++ extension meshtalk_fast._core is not built")
 
 CPU = torch.device("cpu")
+POST_SMOOTH = backends_of("post_smooth")
+SMOOTH_STEP = backends_of("smooth_step")
 # float32 sums of 9 taps of coordinates ~100-400: a few ulp (3e-5) apart from torch's conv1d
 TOL = dict(atol=1e-4, rtol=1e-6)
 
@@ -31,13 +34,47 @@ def stream(smoother, x, chunk):
 
 
 # ------------------------------------------------------------------------------------------ whole sequence
+@pytest.mark.parametrize("backend", POST_SMOOTH)
+def test_post_smooth_matches_restatement(backend, released_masks):
+    """The released masks, a 9-tap Gaussian (sigma 2) over time with replicate padding, restated in numpy."""
+    require_backend("post_smooth", backend)
+    forehead, neck = released_masks
+    geom = torch.randn(11, 6172, 3, dtype=torch.float64)
+    taps = np.exp(-0.5 * np.arange(-4, 5) ** 2 / 4.0)
+    taps /= taps.sum()
+
+    def smooth(x, m):
+        x_np = x.numpy()
+        padded = np.concatenate([x_np[:1].repeat(4, 0), x_np, x_np[-1:].repeat(4, 0)])
+        s = sum(taps[i] * padded[i:i + x_np.shape[0]] for i in range(9))
+        m = m.double().numpy()[None, :, None]
+        return torch.from_numpy(s * m + x_np * (1 - m))
+
+    ref = smooth(smooth(geom, forehead), neck)
+    with torch.no_grad():
+        got = mf.post_smooth(geom, forehead, neck, backend=backend)
+    if backend == "torch":
+        torch.testing.assert_close(got, ref, rtol=1e-12, atol=1e-12)
+    else:  # the core computes in float32
+        torch.testing.assert_close(got.double(), ref, **TOL)
+
+
+def test_smooth_geom_keeps_constant_motion_and_checks_its_mask():
+    const = torch.ones(6, 4, 3)
+    torch.testing.assert_close(mf.smooth_geom(const), const)  # constant motion is kept
+    with pytest.raises(ValueError, match=r"mask must have shape \[V=4\]"):
+        mf.smooth_geom(const, torch.ones(5))
+
+
 @pytest.mark.parametrize("T", [1, 3, 7, 90])
 @pytest.mark.parametrize("V", [1, 300])
-def test_cpp_post_smooth_equals_reference(T, V):
+@pytest.mark.parametrize("backend", POST_SMOOTH)
+def test_post_smooth_equals_reference(backend, T, V):
+    require_backend("post_smooth", backend)
     x, masks = frames(T, V), random_masks(V)
     ref = torch_post_smooth(x, *masks)
     with torch.no_grad():
-        got = mf.post_smooth(x, *masks, backend="cpp")
+        got = mf.post_smooth(x, *masks, backend=backend)
     assert got.shape == (T, V, 3) and got.dtype == torch.float32
     torch.testing.assert_close(got, ref, **TOL)
 
@@ -76,11 +113,13 @@ def test_post_smooth_dispatch():
 # ------------------------------------------------------------------------------------------ streaming
 @pytest.mark.parametrize("delay", [0, 4, 8])
 @pytest.mark.parametrize("T,chunk", [(1, 1), (5, 2), (23, 1), (23, 3), (23, 50)])
-def test_cpp_streaming_equals_reference_streaming(delay, T, chunk):
+@pytest.mark.parametrize("backend", SMOOTH_STEP)
+def test_streaming_equals_reference_streaming(backend, delay, T, chunk):
+    require_backend("smooth_step", backend)
     V = 40
     x, masks = frames(T, V, seed=T), random_masks(V, seed=delay)
     ref = stream(StreamingSmoother(*masks, delay=delay), x, chunk)
-    got = stream(_cpp.CppStreamingSmoother(*masks, delay=delay), x, chunk)
+    got = stream(resolve("smooth_step", backend, CPU)(*masks, delay=delay), x, chunk)
     assert got.shape == ref.shape == (T, V, 3)
     torch.testing.assert_close(got, ref, **TOL)
 

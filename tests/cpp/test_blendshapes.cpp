@@ -3,7 +3,7 @@
 // computed here in double from the problem's definition, warm start equal to cold start, bounds,
 // smoothing, mt_session_pop_weights equal to popping frames and solving them, and every bad argument
 // refused with a status and a message naming it. (Agreement with an independent solver, scipy's
-// lsq_linear: tests/test_blendshapes_cpp.py.)
+// lsq_linear: tests/test_blendshapes.py.)
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
