@@ -10,6 +10,7 @@ import torch
 import meshtalk_fast as mf
 from meshtalk_fast.training import TrainConfig, align, load_config
 from meshtalk_fast.training.trainer import Trainer, TrainingMasks
+from helpers import needs_core
 
 V = 40
 
@@ -221,6 +222,25 @@ def test_argmax_codes_and_offset_input(tmp_path):
     assert mf.MeshTalk.load(tmp_path / "model.safetensors").config.expression_input == "offset"
     with pytest.raises(ValueError, match="stage1.codes must be one of"):
         small_config(codes="sample").validate()
+
+
+@needs_core
+def test_the_cpp_backend_sees_every_training_step(tmp_path):
+    """The trainer's fused Adam writes the weights without bumping their version counters; the cpp
+    backend's weight cache keys on them. After training, decoding through the core (what validation and
+    the quick start's evaluation run under no_grad) equals the torch decoder with the trained weights, not
+    the weights cached before (a defect found in the quick start: validation frozen at its first value)."""
+    clips = synthetic_clips()
+    model = make_model()
+    one_hot = torch.nn.functional.one_hot(torch.randint(0, 8, (1, 5, 4)), 8).float()
+    with torch.no_grad():
+        before = model.decode(clips[0].template, one_hot, backend="cpp")  # fills the cache
+    Trainer(model, clips[:3], masks(), small_config(codes="argmax"), str(tmp_path), progress=False).fit(1)
+    with torch.no_grad():
+        after_cpp = model.decode(clips[0].template, one_hot, backend="cpp")
+        after_torch = model.decode(clips[0].template, one_hot, backend="torch")
+    assert not torch.allclose(after_torch, before, atol=1e-4)  # the training moved the decoder
+    torch.testing.assert_close(after_cpp, after_torch, rtol=1e-4, atol=1e-4)
 
 
 def test_cosine_schedule_follows_a_time_budget(tmp_path):

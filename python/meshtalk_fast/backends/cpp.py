@@ -5,7 +5,9 @@ solver (op ``solve_blendshapes``).
 Tensors go to ``meshtalk_fast._core`` as numpy views (zero copy for contiguous CPU float32 tensors)
 and the core runs with the GIL released. The weights are copied into the core's layout once per
 model and cached; they are rebuilt only when a parameter or buffer changed (a new tensor, or an
-in-place update, which bumps its version counter).
+in-place update, which bumps its version counter). Writes that bypass the version counter (``p.data``
+assignments and in-place ops, PyTorch's fused optimizers) are not seen: after such writes call
+``torch.autograd.graph.increment_version`` on the parameters (the trainer does after each fused Adam step).
 
 Gumbel sampling (``argmax=False``) with ``backend="cpp"`` takes its noise from ``seeds``, not from
 ``generator``: sequence b's noise is a function of ``(seeds[b], t, h, c)`` only, so its sample
