@@ -85,7 +85,9 @@ def _kernel_rows(report: Dict, peak: Optional[float]) -> Dict[str, List[Dict]]:
 
 def _training(report: Dict) -> List[Dict]:
     out = []
-    for amp, by in _pairs(_rows(report, "training"), key=lambda r: (r.get("params") or {}).get("amp", "?")).items():
+    # the loss-backend pairs only (test_stage1_step); the quick start's step (decode_rows) stays in the rows
+    rows = [r for r in _rows(report, "training") if "loss_backend" in (r.get("params") or {})]
+    for amp, by in _pairs(rows, key=lambda r: (r.get("params") or {}).get("amp", "?")).items():
         entry = {"amp": amp, "speedup_triton_losses": _ratio(by.get("torch"), by.get("triton"))}
         for backend, row in by.items():
             frames = (row.get("extra_info") or {}).get("frames")
