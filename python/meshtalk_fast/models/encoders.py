@@ -15,8 +15,8 @@ from ..ops.mel import N_MELS, WIN_LENGTH, hann_window, mel_filterbank, torch_log
 from ..base.checks import check_choice, check_tensor
 from ..ops.frame_clock import AUDIO_CONTEXTS, check_audio_context, context_mel_frames, context_window
 
-__all__ = ["MelSpectrogram", "AudioEncoder", "ExpressionEncoder", "GroupedExpressionEncoder", "group_heads", "FusionMlp", "MultimodalEncoder",
-           "LEAKY_SLOPE"]
+__all__ = ["MelSpectrogram", "AudioEncoder", "ExpressionEncoder", "GroupedExpressionEncoder", "group_heads",
+           "FusionMlp", "MultimodalEncoder", "LEAKY_SLOPE"]
 
 LEAKY_SLOPE = 0.2
 

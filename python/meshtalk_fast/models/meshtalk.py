@@ -29,10 +29,10 @@ class MeshTalk(nn.Module):
 
     Randomly initialised as the release initialises. ``mean``/``stddev`` (``[V, 3]``) normalise
     vertices in the expression encoder and the decoder (zeros/ones when None). ``expression_stddev``
-    (``[V, 3]``, or ``[G, V, 3]`` with ``expression_groups = G > 1``; default ``stddev``) is the expression
-    encoder's own normaliser: with the offset input,
-    the per-vertex std of the motion (``mesh - template``) makes a rare, local motion such as a blink as
-    loud in the encoder's input as the ever-present mouth motion (benchmarks/RESULTS.md, "The upper face").
+    (``[V, 3]``, or ``[G, V, 3]`` with ``expression_groups = G > 1``: one per group; default ``stddev``) is
+    the expression encoder's own normaliser: with the offset input, the per-vertex std of the motion
+    (``mesh - template``) makes a rare, local motion such as a blink as loud in the encoder's input as the
+    ever-present mouth motion (benchmarks/RESULTS.md, "The upper face").
     """
 
     def __init__(self, n_vertices: int = 6172, heads: int = 16, classes: int = 128,
