@@ -32,9 +32,9 @@ __all__ = ["quickstart", "quickstart_config", "normalisation", "motion_normalisa
            "initial_model"]
 
 # Budget split of the training time between the two stages (the rest of the quick start, data and
-# evaluation, comes on top and takes about a minute on a 2-core CPU). 0.55 since stage-1 steps got ~2x
-# cheaper (the masked terms on their masks' rows, the fused Adam): stage 1 still gets ~1100 steps, and the
-# prior ~40 % more than at 0.65 (its samples flickered between classes after ~730 steps: too many events).
+# evaluation, comes on top and takes about a minute on a 2-core CPU). 0.55 since stage-1 steps got cheaper
+# (the masked terms on their masks' rows, the fused Adam): stage 1 still gets ~1000 steps, and the prior
+# ~40 % more than at 0.65 (its samples flickered between classes after ~730 steps: too many events).
 STAGE1_SHARE = 0.55
 # Below this code sensitivity (evaluate.code_sensitivity) the quick start warns that the codes collapsed:
 # with the released stage-1 choices the 8-minute quick-start model measured 0.0, a freshly initialised one
