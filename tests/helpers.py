@@ -52,6 +52,15 @@ def _core_unavailable():
     return cpp.core_unavailable(CPU)
 
 
+def core_module():
+    """``meshtalk_fast._core``, or skip the calling test naming why it cannot be imported (not built)."""
+    try:
+        from meshtalk_fast import _core
+    except ImportError as e:  # a checkout without the extension
+        pytest.skip(f"the C++ extension meshtalk_fast._core is not built: {e}")
+    return _core
+
+
 # A test of the C++ core's own interface (``meshtalk_fast._core``): skipped where the core is not built.
 needs_core = pytest.mark.skipif(_core_unavailable() is not None, reason="the C++ core (meshtalk_fast._core) is not built")
 

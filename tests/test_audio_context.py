@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import meshtalk_fast as mf
-from helpers import assert_close
+from helpers import assert_close, core_module
 from meshtalk_fast.models.checkpoint import CheckpointError
 from meshtalk_fast.models.encoders import AudioEncoder
 from meshtalk_fast.models.released import load_model_any
@@ -18,14 +18,6 @@ from meshtalk_fast.ops.frame_clock import (AUDIO_CONTEXTS, STREAM_PAD, context_m
                                            frame_centres, stream_positions)
 
 CONTEXTS = [(1000, 16000, 101), (600, 9600, 61)]
-
-
-def _core():
-    try:
-        from meshtalk_fast import _core as core
-    except ImportError as e:  # pragma: no cover - a checkout without the extension
-        pytest.skip(f"the C++ extension meshtalk_fast._core is not built: {e}")
-    return core
 
 
 def randomized(context_ms: int, seed: int = 0) -> AudioEncoder:
@@ -235,7 +227,7 @@ def test_model_files_carry_the_context_and_refuse_the_other(tmp_path):
 
 
 def test_core_model_refuses_the_other_context(tmp_path):
-    core = _core()
+    core = core_module()
     torch.manual_seed(0)
     mf.MeshTalk(5, heads=2, classes=3, audio_context_ms=600).save(tmp_path / "short.safetensors")
     m = core.CoreModel.from_file(str(tmp_path / "short.safetensors"))
@@ -269,7 +261,7 @@ ATOL = 2e-5
 def test_core_encoder_equals_the_reference(face_model, speech, framing):
     """Offline: the C++ encoder of a 600 ms model equals the torch reference (batched window and stream
     framings), and its streaming encoder equals its batched path bit for bit, for any chunking."""
-    core = _core()
+    core = core_module()
     from meshtalk_fast.backends import cpp as _cpp
 
     model = face_model(11, audio_context_ms=600, framing=framing, clock="exact")
@@ -300,7 +292,7 @@ def test_session_equals_the_reference_frame_for_frame(tmp_path, framing):
     runs) of a 600 ms model gives, for pushes of any size, the frames of the Python pipeline on the C++ core;
     each frame comes out once the audio up to its centre + 300 ms is in; the torch reference streaming
     animator gives the same frames to float rounding."""
-    core = _core()
+    core = core_module()
     from meshtalk_fast.ops.frame_clock import frame_centre
 
     torch.manual_seed(3)
@@ -345,7 +337,7 @@ def test_session_equals_the_reference_frame_for_frame(tmp_path, framing):
 def test_session_latency_is_300ms_plus_one_frame(tmp_path):
     """The session's latency (``mt_model_latency_samples``): the look-ahead, 4800 samples (300 ms) instead
     of 8000, plus one frame (plus the smoothing delay's frames), as the streaming reference states it."""
-    core = _core()
+    core = core_module()
     torch.manual_seed(0)
     V = 6
     for ms, lookahead in [(1000, 8000), (600, 4800)]:

@@ -339,10 +339,9 @@ def test_core_session_binding_matches_the_python_pipeline(tmp_path):
     import numpy as np
     from meshtalk_fast.ops.smoothing import post_smooth
 
-    try:
-        from meshtalk_fast import _core
-    except ImportError as e:
-        pytest.skip(f"the C++ extension meshtalk_fast._core is not built: {e}")
+    from helpers import core_module
+
+    _core = core_module()
     torch.manual_seed(1)
     V = 40
     model = mf.MeshTalk(V, heads=3, classes=8, fps=25, clock="exact", lookahead=3000).eval()
@@ -372,10 +371,9 @@ def test_core_model_weights_modes_stay_near_float32(tmp_path, V, heads, classes,
     frames stay near float32's (argmax codes; odd sizes). Unknown modes are refused by name."""
     import numpy as np
 
-    try:
-        from meshtalk_fast import _core
-    except ImportError as e:
-        pytest.skip(f"the C++ extension meshtalk_fast._core is not built: {e}")
+    from helpers import core_module
+
+    _core = core_module()
     torch.manual_seed(2)
     extra = dict(framing="stream", clock="exact") if framing == "stream" else {}
     model = mf.MeshTalk(V, heads=heads, classes=classes, **extra).eval()
@@ -416,10 +414,9 @@ def test_streaming_animator_cpp_is_the_c_api_session(tmp_path, framing):
     with the seed it draws from ``seed`` as the C++ sampler draws it; and close to the torch reference."""
     import numpy as np
 
-    try:
-        from meshtalk_fast import _core
-    except ImportError as e:
-        pytest.skip(f"the C++ extension meshtalk_fast._core is not built: {e}")
+    from helpers import core_module
+
+    _core = core_module()
     from helpers import sharpened_prior
 
     V = 40
