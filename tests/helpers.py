@@ -117,9 +117,11 @@ RELEASED = dict(heads=16, classes=128, hidden=64)
 ODD = dict(heads=3, classes=5, hidden=6)
 
 
-def prior_model(heads: int, classes: int, hidden: int, seed: int = 0, V: int = 30, scale: float = 3.0) -> mf.MeshTalk:
-    """``sharpened_prior`` with the sizes of ``RELEASED`` / ``ODD`` (``hidden`` is the context width)."""
-    return sharpened_prior(V, heads, classes, hidden, seed=seed, scale=scale)
+def prior_model(heads: int, classes: int, hidden: int, seed: int = 0, V: int = 30, scale: float = 3.0,
+                **config) -> mf.MeshTalk:
+    """``sharpened_prior`` with the sizes of ``RELEASED`` / ``ODD`` (``hidden`` is the context width) and
+    any other ``MeshTalkConfig`` field (``prior_head_masks``...)."""
+    return sharpened_prior(V, heads, classes, hidden, seed=seed, scale=scale, **config)
 
 
 def audio_codes(B: int, T: int, seed: int = 0) -> torch.Tensor:

@@ -42,8 +42,9 @@ def test_audio_heads_read_the_audio_code_alone():
     assert {k: v.shape for k, v in fuse.state_dict().items()} == {k: v.shape for k, v in fused.state_dict().items()}
 
 
-def test_free_prior_heads_stay_free_through_training():
-    model = _model(prior_expression="free")
+@pytest.mark.parametrize("head_masks", ["released", "inclusive"])
+def test_free_prior_heads_stay_free_through_training(head_masks):
+    model = _model(prior_expression="free", prior_head_masks=head_masks)
     cm = model.context_model
     opt = torch.optim.AdamW(cm.parameters(), lr=1e-2, weight_decay=0.1)
     one_hot = torch.nn.functional.one_hot(torch.randint(0, C, (2, 30, H)), C).float()
@@ -53,9 +54,10 @@ def test_free_prior_heads_stay_free_through_training():
         opt.zero_grad()
         loss.backward()
         opt.step()
-    for layer in cm.context_layers:
+    for i, layer in enumerate(cm.context_layers):
         layer = layer.requires_grad_(False)
-        rows, cols = K * layer.ch_out, K * layer.ch_in
+        # the first layer's history may read the embedding of head K too: it holds the labels of heads < K
+        rows, cols = K * layer.ch_out, (K + (i == 0)) * layer.ch_in
         assert float(layer.unmasked_linear.weight[:rows].abs().max()) == 0.0
         assert float(layer.historic.weight[:rows, cols:].abs().max()) == 0.0
         assert float(layer.historic.weight[:rows, :cols].abs().max()) > 0.0   # their own history trains
@@ -66,17 +68,23 @@ def test_free_prior_heads_stay_free_through_training():
     a, b = cm(one_hot, audio), cm(other, torch.randn(2, 30, A))
     assert torch.allclose(a[:, :, :K], b[:, :, :K], atol=1e-6)
     assert not torch.allclose(a[:, :, K:], b[:, :, K:], atol=1e-3)
+    # the last free head's own earlier label reaches the free heads' later steps (through the embedding of
+    # head K in the first layer's history)
+    last = one_hot.clone()
+    last[:, 10, K - 1] = last[:, 10, K - 1].roll(1, -1)
+    assert float((cm(last, audio)[:, 11:, :K] - a[:, 11:, :K]).abs().max()) > 1e-4
 
 
+@pytest.mark.parametrize("head_masks", ["released", "inclusive"])
 @pytest.mark.parametrize("backend", ["torch", "auto"])
-def test_free_prior_heads_are_sampled_independently_of_the_speech(backend):
+def test_free_prior_heads_are_sampled_independently_of_the_speech(backend, head_masks):
     """Same seed, two different audio codes: the expression heads' samples are identical (the Gumbel
     noise is the same and nothing else reaches them); the audio heads' are not. ``auto`` is the C++
     core's sampler on the CPU, which reads the same weights."""
     if backend == "auto":
         pytest.importorskip("meshtalk_fast._core", reason="the C++ core (meshtalk_fast._core) is not built, "
                             "so the cpp sampler is unavailable")
-    model = _model(1, prior_expression="free")
+    model = _model(1, prior_expression="free", prior_head_masks=head_masks)
     audio = torch.randn(2, 40, A)
     other = torch.randn(2, 40, A)
     kwargs = {"generator": torch.Generator().manual_seed(3)} if backend == "torch" else {"seeds": 3}

@@ -25,8 +25,8 @@ def _one_thread(one_torch_thread):
     """Many tiny torch ops on a busy 2-core machine: one intra-op thread."""
 
 
-def prior_model(heads, classes, context_hidden, V=300, seed=0, scale=2.0):
-    return sharpened_prior(V, heads, classes, context_hidden, seed=seed, scale=scale)
+def prior_model(heads, classes, context_hidden, V=300, seed=0, scale=2.0, **config):
+    return sharpened_prior(V, heads, classes, context_hidden, seed=seed, scale=scale, **config)
 
 
 def codes(B, n, seed):
@@ -39,10 +39,10 @@ def alone(weights, audio, seed, argmax):
 
 
 # ------------------------------------------------------------------------------------------ sampler
-@pytest.mark.parametrize("size", ["odd", "small", "released"])
+@pytest.mark.parametrize("size", ["odd", "small", "released", "odd-inclusive"])
 @pytest.mark.parametrize("argmax", [True, False])
 def test_sampler_steps_equal_sample_b1(size, argmax):
-    model = prior_model(**SIZES[size])
+    model = prior_model(**SIZES[size.split("-")[0]], prior_head_masks="inclusive" if "-" in size else "released")
     w = _cpp.context_weights(model)
     a = codes(1, T, seed=1)
     ref = _core.sample(w, a, argmax=argmax, seeds=np.array([2 ** 64 - 7], np.uint64))

@@ -160,14 +160,16 @@ def test_vertex_unet(B, T):
 
 
 def context_reference(cm, one_hot, audio):
-    """Teacher-forced prior, one (t, head) at a time with explicit head masks built here."""
+    """Teacher-forced prior, one (t, head) at a time with explicit head masks built here: the embedding
+    reads strictly earlier heads of the same step; the later layers too ("released") or the same head as
+    well ("inclusive")."""
     B, T, H, C = one_hot.shape
-    hidden = cm.hidden
+    hidden, own = cm.hidden, int(cm.head_masks == "inclusive")
 
     def layer_out(layer, x, t, h, ch_in, ch_out, with_audio, dilation):
         rows = slice(h * ch_out, (h + 1) * ch_out)
         w = P(layer.masked_linear.weight)[rows, :, 0]
-        visible = np.arange(H * ch_in) // ch_in < h  # only strictly earlier heads of the same step
+        visible = np.arange(H * ch_in) // ch_in < h + (0 if layer is cm.embedding else own)
         y = P(layer.masked_linear.bias)[rows] + x[:, t][:, visible] @ w[:, visible].T
         if with_audio:
             y = y + audio[:, t] @ P(layer.unmasked_linear.weight)[rows, :, 0].T + P(layer.unmasked_linear.bias)[rows]
@@ -196,10 +198,11 @@ def context_reference(cm, one_hot, audio):
     return log_softmax(logits)
 
 
+@pytest.mark.parametrize("head_masks", ["released", "inclusive"])
 @pytest.mark.parametrize("B,T", [(1, 1), (2, 23)])
-def test_context_model_teacher_forced(B, T):
+def test_context_model_teacher_forced(B, T, head_masks):
     H, C, A = 3, 5, 4
-    cm = randomize(ContextModel(classes=C, heads=H, audio_dim=A, hidden=6), 7)
+    cm = randomize(ContextModel(classes=C, heads=H, audio_dim=A, hidden=6, head_masks=head_masks), 7)
     assert cm.receptive_field() == 20
     g = torch.Generator().manual_seed(8)
     codes = torch.nn.functional.one_hot(torch.randint(0, C, (B, T, H), generator=g), C).double()
@@ -229,6 +232,39 @@ def test_context_model_is_causal():
     assert float(diff[t, :h + 6].max()) == 0 and float(diff[t, h + 6:].min()) > 0
     assert float(diff[t + 20:].max()) == 0  # receptive field of 20 steps
     assert float(diff[t + 19].max()) > 0
+
+
+def test_released_masks_give_head_0_one_distribution_and_inclusive_masks_its_history():
+    """With the released masks head 0's log-probabilities are its logits' bias at every step, whatever
+    the codes and the audio (its samples are independent from frame to frame); with "inclusive" masks
+    they follow the earlier steps' codes, and a change at (t, h) still reaches no earlier step, nor this
+    step's heads <= h, and reaches every later head of the step (none is 6 heads away any more)."""
+    H, C, T = 9, 3, 40
+    g = torch.Generator().manual_seed(12)
+    codes = torch.nn.functional.one_hot(torch.randint(0, C, (1, T, H), generator=g), C).double()
+    audio = torch.randn(1, T, 2, generator=g, dtype=torch.float64)
+    released = randomize(ContextModel(classes=C, heads=H, audio_dim=2, hidden=5), 9)
+    inclusive = randomize(ContextModel(classes=C, heads=H, audio_dim=2, hidden=5, head_masks="inclusive"), 9)
+    with torch.no_grad():
+        head0 = released(codes, audio)[0, :, 0]
+        assert torch.equal(head0, head0[:1].expand(T, -1))
+        base = inclusive(codes, audio)
+        assert float((base[0, 1:, 0] - base[0, :1, 0]).abs().max()) > 1e-3
+        t, h = 12, 1
+        changed = codes.clone()
+        changed[0, t, h] = changed[0, t, h].roll(1)
+        diff = (inclusive(changed, audio) - base).abs().amax(-1)[0]  # [T, H]
+    assert float(diff[:t].max()) == 0
+    assert float(diff[t, :h + 1].max()) == 0 and float(diff[t, h + 1:].min()) > 0
+    assert float(diff[t + 1, 0]) > 0  # head 0 reads the step before
+    assert float(diff[t + 20:].max()) == 0 and float(diff[t + 19].max()) > 0
+
+
+def test_head_masks_refuse_unknown_values():
+    with pytest.raises(ValueError, match=r"head_masks must be one of \('released', 'inclusive'\), got 'B'"):
+        ContextModel(classes=3, heads=2, audio_dim=2, hidden=4, head_masks="B")
+    with pytest.raises(ValueError, match="prior_head_masks must be one of 'released', 'inclusive', got 'pixelcnn'"):
+        mf.MeshTalkConfig(prior_head_masks="pixelcnn").validate()
 
 
 def test_quantize_straight_through():

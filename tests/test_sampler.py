@@ -13,9 +13,10 @@ def small_model(seed=0, heads=16, classes=128):
     return sharpened_prior(30, heads, classes, seed=seed)
 
 
+@pytest.mark.parametrize("head_masks", ["released", "inclusive"])
 @pytest.mark.parametrize("B", [1, 3])
-def test_argmax_sample_is_self_consistent(B):
-    model = small_model()
+def test_argmax_sample_is_self_consistent(B, head_masks):
+    model = sharpened_prior(30, 16, 128, seed=0, prior_head_masks=head_masks)
     audio_code = torch.randn(B, 27, 128, generator=torch.Generator().manual_seed(B))
     one_hot = model.sample(audio_code, argmax=True, backend="torch")
     assert one_hot.shape == (B, 27, 16, 128)
@@ -68,10 +69,10 @@ def test_sample_bad_input():
 # The C++ core's sampler (backend "cpp"): the batched sampler against the reference, seeded Gumbel noise,
 # lengths, threads, the weights cache, and bad input raised as Python errors.
 # ------------------------------------------------------------------------------------------------------
-@pytest.fixture(scope="module", params=["released", "odd"])
+@pytest.fixture(scope="module", params=["released", "odd", "released-inclusive", "odd-inclusive"])
 def case(request):
-    sizes = RELEASED if request.param == "released" else ODD
-    model = prior_model(**sizes)
+    sizes = RELEASED if request.param.startswith("released") else ODD
+    model = prior_model(**sizes, prior_head_masks="inclusive" if request.param.endswith("inclusive") else "released")
     a = audio(3, 30, seed=1)
     lengths = [7, 23, 1]
     with torch.no_grad():
@@ -242,3 +243,32 @@ def test_sampler_threads_give_identical_results():
     assert torch.equal(runs[0], runs[1]) and torch.equal(runs[0], runs[2])
     single = [model.sample(a[:1], backend="cpp", seeds=3, threads=t) for t in (1, 2)]
     assert torch.equal(single[0], single[1]) and torch.equal(single[0][0], runs[0][0])
+
+
+def test_model_file_carries_the_head_masks_to_the_core(tmp_path):
+    """A file saved with ``prior_head_masks = "inclusive"`` is sampled by the core with those masks (its
+    config says so; the masks themselves are not stored for the core); an unknown value in a file is a
+    clear error naming the entry."""
+    model = prior_model(**ODD, V=10, seed=4, prior_head_masks="inclusive")
+    path = str(tmp_path / "inclusive.safetensors")
+    model.save(path)
+    weights = _core.ContextWeights.from_file(path)
+    assert weights.config["prior_head_masks"] == "inclusive"
+    a = audio(1, 25, seed=5)
+    np.testing.assert_array_equal(_core.sample(weights, a.numpy(), argmax=True)[0],
+                                  model.sample(a, argmax=True, backend="torch")[0].argmax(-1).numpy())
+    # the same weights read with the released masks sample something else: the option is not ignored
+    released = prior_model(**ODD, V=10, seed=4)
+    weights_only = {k: v for k, v in model.context_model.state_dict().items() if not k.endswith(".mask")}
+    released.context_model.load_state_dict(weights_only, strict=False)
+    assert not torch.equal(released.sample(a, argmax=True, backend="cpp"), model.sample(a, argmax=True, backend="cpp"))
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    with safe_open(path, "pt") as f:
+        meta, tensors = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
+    meta["config"] = meta["config"].replace('"inclusive"', '"pixelcnn"')
+    bad = str(tmp_path / "bad.safetensors")
+    save_file(tensors, bad, metadata=meta)
+    with pytest.raises(ValueError, match=r"'prior_head_masks': expected \"released\" or \"inclusive\", found \"pixelcnn"):
+        _core.ContextWeights.from_file(bad)

@@ -48,10 +48,11 @@ def run_stream(model, template, audio, chunk, **kw):
 # ------------------------------------------------------------------------------------------------
 # step-at-a-time parts
 # ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("head_masks", ["released", "inclusive"])
 @pytest.mark.parametrize("B,argmax", [(1, False), (3, False), (2, True)])
-def test_prior_stepper_is_the_reference_sampler(B, argmax):
+def test_prior_stepper_is_the_reference_sampler(B, argmax, head_masks):
     torch.manual_seed(1)
-    m = mf.MeshTalk(50, heads=4, classes=8).eval()
+    m = mf.MeshTalk(50, heads=4, classes=8, prior_head_masks=head_masks).eval()
     code = torch.randn(B, 37, 128)  # 37 > the receptive field (20): the rings wrap
     ref = m.sample(code, argmax=argmax, generator=torch.Generator().manual_seed(7), backend="torch")
     exact = PriorStepper(m, B, argmax, torch.Generator().manual_seed(7), exact=True)

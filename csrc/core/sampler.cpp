@@ -81,6 +81,7 @@ struct SamplerState::Impl {
     A_ = c.audio_dim;
     HI_ = H_ * hid_;
     L_ = static_cast<int64_t>(w_.layers.size());
+    own_ = c.inclusive_head_masks;
     const size_t cap = static_cast<size_t>(cap_), hi = static_cast<size_t>(HI_);
     pool_ = std::make_unique<ThreadPool>(resolve_thread_count(threads));
     seed_.assign(cap, 0);
@@ -248,7 +249,9 @@ struct SamplerState::Impl {
       for (int64_t l = 0; l < L_; ++l) {
         float* f = fixed_[l].data() + r0 * HI_ + h * hid_;
         const Rows in = in_[l], out = in_[l + 1];
-        if (h > 0) gemm(m, in.p + r0 * in.ld, in.ld, w_.layers[l].masked[h], f, HI_, true);
+        // masked[h] reads a prefix of the heads of this step: those < h (released) or <= h (inclusive;
+        // head h of layer l's input was written just above, at layer l - 1 or the embedding)
+        if (h > 0 || own_) gemm(m, in.p + r0 * in.ld, in.ld, w_.layers[l].masked[h], f, HI_, true);
         for (int64_t i = 0; i < m; ++i) {
           float* o = out.p + (r0 + i) * out.ld + h * hid_;
           for (int64_t r = 0; r < hid_; ++r) {
@@ -260,7 +263,7 @@ struct SamplerState::Impl {
       float* z = logits_.data() + r0 * C_;
       for (int64_t i = 0; i < m; ++i) std::memcpy(z + i * C_, w_.logits_bias.data() + h * C_, C_ * sizeof(float));
       const Rows top = in_[L_];
-      if (h > 0) gemm(m, top.p + r0 * top.ld, top.ld, w_.logits[h], z, C_, true);
+      if (h > 0 || own_) gemm(m, top.p + r0 * top.ld, top.ld, w_.logits[h], z, C_, true);
       for (int64_t i = r0; i < r1; ++i) {
         const int32_t label = choose(logits_.data() + i * C_, i, h);
         current_[i * H_ + h] = label;
@@ -303,6 +306,7 @@ struct SamplerState::Impl {
   const ContextWeights& w_;
   int64_t cap_;
   int64_t H_ = 0, C_ = 0, hid_ = 0, A_ = 0, HI_ = 0, L_ = 0;
+  bool own_ = false;  // the layers after the embedding read head h itself (ModelConfig::inclusive_head_masks)
   std::unique_ptr<ThreadPool> pool_;
   int64_t splits_ = 1, row_splits_ = 1;
   std::function<void(int64_t)> fixed_task_, head_task_;

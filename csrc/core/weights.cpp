@@ -146,6 +146,13 @@ ModelConfig read_model_config(const SafetensorsFile& file) {
   c.context_hidden = config_int(cfg, "context_hidden", where);
   c.audio_dim = config_int(cfg, "audio_dim", where);
   if (cfg.count("audio_context_ms")) c.audio_context_ms = config_int(cfg, "audio_context_ms", where);
+  const auto masks = cfg.find("prior_head_masks");
+  if (masks != cfg.end()) {
+    if (masks->second == "\"inclusive") c.inclusive_head_masks = true;
+    else if (masks->second != "\"released")  // FlatJson marks strings with a leading quote
+      throw Error(ErrorCode::kInvalidFormat, where + ": metadata 'config' entry 'prior_head_masks': expected "
+                                                     "\"released\" or \"inclusive\", found " + masks->second.substr(0, 40));
+  }
   c.validate();
   return c;
 }
@@ -270,14 +277,18 @@ std::shared_ptr<const ContextWeights> ContextWeights::load(const TensorSource& s
     layer.audio = WeightMatrix(audio.data(), HI, A, A, backend, storage);
     layer.prev = WeightMatrix(transpose_taps(historic, HI, HI, 2, 1).data(), HI, HI, HI, backend, storage);
     layer.dilated = WeightMatrix(transpose_taps(historic, HI, HI, 2, 0).data(), HI, HI, HI, backend, storage);
+    // output head h reads the input heads < h (released) or <= h (inclusive): a prefix of the columns
+    const int64_t own = config.inclusive_head_masks ? 1 : 0;
     for (int64_t h = 0; h < H; ++h)
-      layer.masked.emplace_back(masked.data() + h * hid * HI, hid, h * hid, HI, backend, storage);
+      layer.masked.emplace_back(masked.data() + h * hid * HI, hid, (h + own) * hid, HI, backend, storage);
     w->layers.push_back(std::move(layer));
   }
   {
     const std::vector<float> lg = src.get(prefix + "logits.masked_linear.weight", {HC, HI, 1});
     w->logits_bias = src.get(prefix + "logits.masked_linear.bias", {HC});
-    for (int64_t h = 0; h < H; ++h) w->logits.emplace_back(lg.data() + h * C * HI, C, h * hid, HI, backend, storage);
+    const int64_t own = config.inclusive_head_masks ? 1 : 0;
+    for (int64_t h = 0; h < H; ++h)
+      w->logits.emplace_back(lg.data() + h * C * HI, C, (h + own) * hid, HI, backend, storage);
   }
   return w;
 }

@@ -198,6 +198,7 @@ inline py::dict config_dict(const meshtalk::ModelConfig& c) {
   d["context_hidden"] = c.context_hidden;
   d["audio_dim"] = c.audio_dim;
   d["dilations"] = c.dilations;
+  d["prior_head_masks"] = c.inclusive_head_masks ? "inclusive" : "released";
   return d;
 }
 
@@ -213,6 +214,12 @@ inline meshtalk::ModelConfig config_from_dict(const py::dict& d) {
   get("context_hidden", &c.context_hidden);
   get("audio_dim", &c.audio_dim);
   if (d.contains("dilations")) c.dilations = py::cast<std::vector<int64_t>>(d["dilations"]);
+  if (d.contains("prior_head_masks")) {
+    const std::string masks = py::cast<std::string>(d["prior_head_masks"]);
+    if (masks != "released" && masks != "inclusive")
+      throw py::value_error("config 'prior_head_masks': expected 'released' or 'inclusive', found '" + masks + "'");
+    c.inclusive_head_masks = masks == "inclusive";
+  }
   c.validate();
   return c;
 }

@@ -29,6 +29,10 @@ struct ModelConfig {
   std::vector<int64_t> dilations{1, 2, 4, 8};  // of the context layers (kernel 2 each)
   int64_t audio_context_ms = 1000;  // audio per frame: 1000 (released) or 600 (frame_clock.hpp); absent from
                                     // the files written before the option: 1000
+  // The prior's head masks (config "prior_head_masks"): false, "released": every layer's output head h reads
+  // the input heads < h of its step; true, "inclusive": the embedding reads heads < h, every later layer
+  // heads <= h. Absent from the files written before the option: "released".
+  bool inclusive_head_masks = false;
 
   // Throws kInvalidArgument naming the field unless every size is in [1, 2^20] (n_vertices:
   // [1, 2^24]), there is at least one dilation and audio_context_ms is 1000 or 600.
@@ -36,7 +40,7 @@ struct ModelConfig {
 };
 
 // The "config" JSON of a file written by MeshTalk.save (a flat object; unknown keys are ignored;
-// "audio_context_ms" is optional, 1000 when absent).
+// "audio_context_ms" is optional, 1000 when absent; "prior_head_masks" is optional, "released" when absent).
 // Throws kInvalidFormat naming the file when it is missing or malformed.
 ModelConfig read_model_config(const SafetensorsFile& file);
 

@@ -131,14 +131,16 @@ def _arrays(module: torch.nn.Module, prefix: str) -> Dict[str, np.ndarray]:
 def _config(model) -> dict:
     c = model.config
     return dict(heads=c.heads, classes=c.classes, n_vertices=c.n_vertices, context_hidden=c.context_hidden,
-                audio_dim=c.audio_dim, dilations=[layer.dilation for layer in model.context_model.context_layers])
+                audio_dim=c.audio_dim, dilations=[layer.dilation for layer in model.context_model.context_layers],
+                prior_head_masks=model.context_model.head_masks)
 
 
 def _check_masks(model) -> None:
     name = model.context_model.non_causal_layer()
     if name is not None:
-        raise ValueError(f"context_model.{name}.mask must be the causal head mask (output head i sees input "
-                         "heads < i): the C++ sampler applies that mask by construction")
+        raise ValueError(f"context_model.{name}.mask must be the causal head mask of head_masks="
+                         f"{model.context_model.head_masks!r} (output head i sees input heads < i, or <= i after the "
+                         "embedding when 'inclusive'): the C++ sampler applies that mask by construction")
 
 
 def context_weights(model, gemm: str = "builtin"):

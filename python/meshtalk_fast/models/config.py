@@ -7,6 +7,7 @@ from typing import Optional
 import torch
 
 from ..base.checks import check_choice, check_positive_int
+from .context_model import HEAD_MASKS
 from ..ops.frame_clock import AUDIO_CONTEXTS, check_audio_context, context_mel_frames, context_window
 
 __all__ = ["MeshTalkConfig", "CONFIG_LIMITS"]
@@ -52,6 +53,10 @@ class MeshTalkConfig:
     expression_groups: int = 1       # expression encoders, each with its own normaliser and its own share of the
                                      # expression heads (1: released; 2: the quick start's eyes and brows);
                                      # see models.GroupedExpressionEncoder
+    prior_head_masks: str = "released"  # which heads of the same step the prior's layers read: "released"
+                                        # (strictly earlier heads in every layer: head 0's distribution is a
+                                        # constant) or "inclusive" (the same head too after the embedding:
+                                        # head h sees heads < h of its step); models.ContextModel head_masks
     audio_context_ms: int = 1000     # audio per frame: 1000 (released: a 1 s window, 101 x 80 log-mel, look-ahead
                                      # 500 ms centred) or 600 (the seed's a_t: a 600 ms window, 61 x 80 log-mel
                                      # -- the seed's "60 x 80" is one frame short of any odd receptive field --,
@@ -76,7 +81,7 @@ class MeshTalkConfig:
         for f in dataclasses.fields(self):
             if f.name not in ("clock", "lookahead", "framing", "expression_input", "expression_heads",
                               "expression_std", "prior_expression", "audio_heads", "audio_context_ms",
-                              "expression_groups"):
+                              "expression_groups", "prior_head_masks"):
                 setattr(self, f.name, check_positive_int(f.name, getattr(self, f.name), CONFIG_LIMITS.get(f.name, 1 << 20)))
         check_choice("clock", self.clock, ("released", "exact"))
         check_choice("framing", self.framing, ("window", "stream"))
@@ -84,6 +89,7 @@ class MeshTalkConfig:
         check_choice("expression_std", self.expression_std, ("data", "motion", "upper"))
         check_choice("prior_expression", self.prior_expression, ("audio", "free"))
         check_choice("audio_heads", self.audio_heads, ("fused", "audio"))
+        check_choice("prior_head_masks", self.prior_head_masks, HEAD_MASKS)
         k = self.expression_heads
         if isinstance(k, bool) or not isinstance(k, int) or not 0 <= k < self.heads:
             raise ValueError(f"expression_heads must be an integer in [0, heads={self.heads}), got {k!r}")

@@ -16,14 +16,19 @@ from torch import nn
 
 from .encoders import LEAKY_SLOPE
 
-__all__ = ["MaskedContextConvolution", "ContextModel", "causal_head_mask", "gumbel_noise"]
+__all__ = ["MaskedContextConvolution", "ContextModel", "causal_head_mask", "gumbel_noise", "HEAD_MASKS"]
+
+# ContextModel's head_masks: "released" (every layer reads strictly earlier heads) or "inclusive"
+HEAD_MASKS = ("released", "inclusive")
 
 
-def causal_head_mask(ch_in: int, ch_out: int, heads: int) -> torch.Tensor:
-    """``[heads*ch_out, heads*ch_in, 1]``: 1 where the output head is strictly later than the input head."""
+def causal_head_mask(ch_in: int, ch_out: int, heads: int, inclusive: bool = False) -> torch.Tensor:
+    """``[heads*ch_out, heads*ch_in, 1]``: 1 where the output head is strictly later than the input head
+    (``inclusive``: later or the same head)."""
     out_head = torch.arange(heads * ch_out) // ch_out
     in_head = torch.arange(heads * ch_in) // ch_in
-    return (in_head[None, :] < out_head[:, None]).float().unsqueeze(-1)
+    seen = in_head[None, :] <= out_head[:, None] if inclusive else in_head[None, :] < out_head[:, None]
+    return seen.float().unsqueeze(-1)
 
 
 def gumbel_noise(shape, generator: Optional[torch.Generator] = None, device=None,
@@ -35,13 +40,14 @@ def gumbel_noise(shape, generator: Optional[torch.Generator] = None, device=None
 
 class MaskedContextConvolution(nn.Module):
     def __init__(self, ch_in: int, ch_out: int, heads: int, audio_dim: int, kernel_size: int = 0,
-                 dilation: int = 1):
+                 dilation: int = 1, inclusive: bool = False):
         super().__init__()
         self.ch_in, self.ch_out, self.heads = ch_in, ch_out, heads
         self.kernel_size, self.dilation = kernel_size, dilation
         self.unmasked_linear = nn.Conv1d(audio_dim, ch_out * heads, kernel_size=1)
         self.masked_linear = nn.Conv1d(ch_in * heads, ch_out * heads, kernel_size=1)
-        self.register_buffer("mask", causal_head_mask(ch_in, ch_out, heads))
+        self.inclusive = inclusive
+        self.register_buffer("mask", causal_head_mask(ch_in, ch_out, heads, inclusive))
         if kernel_size > 0:
             self.historic = nn.Conv1d(ch_in * heads, ch_out * heads, kernel_size=kernel_size, dilation=dilation)
 
@@ -64,31 +70,44 @@ class ContextModel(nn.Module):
     """``embedding`` (C -> hidden per head), four ``context_layers`` (hidden -> hidden, kernel 2,
     dilations 1, 2, 4, 8, with audio, each followed by leaky ReLU), ``logits`` (hidden -> C).
 
+    ``head_masks``: which heads of the same step a layer's output head reads. "released": strictly
+    earlier heads in every layer. Then each layer moves the current step's information one head on, so
+    head h's log-probabilities see the current step's labels of heads <= h - 6 only, and head 0's
+    logits read nothing at all: its distribution is the logits' bias, the same at every step, and its
+    samples are independent from frame to frame. "inclusive" (ours, PixelCNN's masks A then B): the
+    embedding reads strictly earlier heads (a head never sees its own label at its own step) and every
+    later layer the same head too, so head h sees all heads < h at this step and head 0 its history.
+
     ``free_heads = k > 0`` (ours; 0 as released): the first k heads are drawn free of the speech. Their
     rows of every context layer's audio weights (``unmasked_linear``) and their history taps on the other
-    heads (``historic``, columns of heads >= k) are zero and stay zero in training (a gradient hook masks
-    them), so head h < k depends only on heads < k, at this step and earlier ones: the audio reaches it
-    through no path. Because the zeros are in the weights themselves, every backend (the reference
-    sampler, the incremental one, the C++ core) samples this prior unchanged. Used for the expression
-    heads (``MeshTalkConfig.prior_expression = "free"``): blinks happen independently of speech.
+    heads (``historic``) are zero and stay zero in training (a gradient hook masks them), so head h < k
+    depends only on heads < k, at this step and earlier ones: the audio reaches it through no path. The
+    first context layer's history taps may also read the embedding of head k: it holds the labels of
+    heads < k only (the embedding has neither audio nor history), and it is the one place where head
+    k-1's own earlier labels can be read (the embedding of head j holds the labels of heads < j). Because
+    the zeros are in the weights themselves, every backend (the reference sampler, the incremental one,
+    the C++ core) samples this prior unchanged. Used for the expression heads
+    (``MeshTalkConfig.prior_expression = "free"``): blinks happen independently of speech.
     """
 
     def __init__(self, classes: int = 128, heads: int = 16, audio_dim: int = 128, hidden: int = 64,
-                 dilations: Sequence[int] = (1, 2, 4, 8), free_heads: int = 0):
+                 dilations: Sequence[int] = (1, 2, 4, 8), free_heads: int = 0, head_masks: str = "released"):
         super().__init__()
         if isinstance(free_heads, bool) or not isinstance(free_heads, int) or not 0 <= free_heads < heads:
             raise ValueError(f"free_heads must be an integer in [0, heads={heads}), got {free_heads!r}")
+        if head_masks not in HEAD_MASKS:
+            raise ValueError(f"head_masks must be one of {HEAD_MASKS}, got {head_masks!r}")
         self.classes, self.heads, self.audio_dim, self.hidden = classes, heads, audio_dim, hidden
-        self.free_heads = free_heads
+        self.free_heads, self.head_masks = free_heads, head_masks
+        inclusive = head_masks == "inclusive"
         self.embedding = MaskedContextConvolution(classes, hidden, heads, audio_dim, kernel_size=0)
         self.context_layers = nn.ModuleList([
-            MaskedContextConvolution(hidden, hidden, heads, audio_dim, kernel_size=2, dilation=d)
+            MaskedContextConvolution(hidden, hidden, heads, audio_dim, kernel_size=2, dilation=d, inclusive=inclusive)
             for d in dilations])
-        self.logits = MaskedContextConvolution(hidden, classes, heads, audio_dim, kernel_size=0)
+        self.logits = MaskedContextConvolution(hidden, classes, heads, audio_dim, kernel_size=0, inclusive=inclusive)
         if free_heads:
-            for layer in self.context_layers:
-                rows = free_heads * layer.ch_out  # output channels of the free heads
-                cols = free_heads * layer.ch_in   # input channels of the free heads
+            for i, layer in enumerate(self.context_layers):
+                rows, cols = self._free_block(i)
                 audio_keep = torch.ones_like(layer.unmasked_linear.weight)
                 audio_keep[:rows] = 0
                 history_keep = torch.ones_like(layer.historic.weight)
@@ -99,13 +118,18 @@ class ContextModel(nn.Module):
                     weight.register_hook(lambda grad, keep=keep: grad * keep.to(grad))
             self._register_load_state_dict_pre_hook(self._check_free_heads)
 
+    def _free_block(self, i: int) -> tuple:
+        """Context layer i's free rows and the first history column they must not read (see the class)."""
+        layer, k = self.context_layers[i], self.free_heads
+        return k * layer.ch_out, (k + (1 if i == 0 else 0)) * layer.ch_in
+
     def _check_free_heads(self, state_dict, prefix, *args) -> None:
         """Loading weights into a prior with free heads: their masked entries must be zero (else the
         speech would reach heads this model promises are free of it)."""
         k = self.free_heads
-        for i, layer in enumerate(self.context_layers):
-            for name, rows, cols in (("unmasked_linear", k * layer.ch_out, 0),
-                                     ("historic", k * layer.ch_out, k * layer.ch_in)):
+        for i in range(len(self.context_layers)):
+            rows, cols = self._free_block(i)
+            for name in ("unmasked_linear", "historic"):
                 key = f"{prefix}context_layers.{i}.{name}.weight"
                 w = state_dict.get(key)
                 if w is None:
@@ -117,12 +141,14 @@ class ContextModel(nn.Module):
                                      f"to be zero, got a largest magnitude {float(block.abs().max()):.3g}")
 
     def non_causal_layer(self) -> Optional[str]:
-        """The name of the first layer whose head mask is not the causal one (None when all are): the
-        released files store the masks; the C++ sampler applies the causal mask by construction."""
+        """The name of the first layer whose head mask is not the causal one of this model's ``head_masks``
+        (None when all are): the released files store the masks; the C++ sampler applies the causal mask
+        by construction."""
         layers = [("embedding", self.embedding), *[(f"context_layers.{i}", l) for i, l in
                                                    enumerate(self.context_layers)], ("logits", self.logits)]
         for name, layer in layers:
-            if not torch.equal(layer.mask.cpu(), causal_head_mask(layer.ch_in, layer.ch_out, layer.heads)):
+            if not torch.equal(layer.mask.cpu(), causal_head_mask(layer.ch_in, layer.ch_out, layer.heads,
+                                                                  layer.inclusive)):
                 return name
         return None
 

@@ -67,7 +67,8 @@ class MeshTalk(nn.Module):
                                          c.expression_groups)
         self.vertex_unet = VertexUnet(c.classes, c.heads, c.n_vertices, mean, stddev)
         self.context_model = ContextModel(c.classes, c.heads, c.audio_dim, c.context_hidden,
-                                          free_heads=c.expression_heads if c.prior_expression == "free" else 0)
+                                          free_heads=c.expression_heads if c.prior_expression == "free" else 0,
+                                          head_masks=c.prior_head_masks)
 
     # ---------------------------------------------------------------- checks
     def _check_bt(self, name: str, x: torch.Tensor, tail, what: str) -> None:
