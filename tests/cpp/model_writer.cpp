@@ -163,7 +163,8 @@ std::string config_json(const ModelSpec& s) {
          "\"fps\": " + std::to_string(s.fps) +
          ", \"framing\": " + json_string(s.framing) + ", \"fusion_hidden\": " + std::to_string(s.fusion_hidden) +
          ", \"heads\": " + std::to_string(s.heads) + ", \"lookahead\": " + std::to_string(s.lookahead) +
-         ", \"n_vertices\": " + std::to_string(s.n_vertices) + ", \"prior_expression\": \"audio\"}";
+         ", \"n_vertices\": " + std::to_string(s.n_vertices) + ", \"prior_expression\": \"audio\"" +
+         ", \"prior_head_masks\": \"released\"}";
 }
 
 std::map<std::string, std::string> model_metadata(const ModelSpec& s) {
