@@ -24,6 +24,7 @@ import pytest
 import torch
 
 import meshtalk_fast as mf
+from helpers import core_module, sharpened_prior
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 JOBS = "2"  # CI has 2 cores
@@ -339,8 +340,6 @@ def test_core_session_binding_matches_the_python_pipeline(tmp_path):
     import numpy as np
     from meshtalk_fast.ops.smoothing import post_smooth
 
-    from helpers import core_module
-
     _core = core_module()
     torch.manual_seed(1)
     V = 40
@@ -370,8 +369,6 @@ def test_core_model_weights_modes_stay_near_float32(tmp_path, V, heads, classes,
     prior's and decoder's weights rounded (bfloat16; int8 with a scale per output channel), and their
     frames stay near float32's (argmax codes; odd sizes). Unknown modes are refused by name."""
     import numpy as np
-
-    from helpers import core_module
 
     _core = core_module()
     torch.manual_seed(2)
@@ -414,10 +411,7 @@ def test_streaming_animator_cpp_is_the_c_api_session(tmp_path, framing):
     with the seed it draws from ``seed`` as the C++ sampler draws it; and close to the torch reference."""
     import numpy as np
 
-    from helpers import core_module
-
     _core = core_module()
-    from helpers import sharpened_prior
 
     V = 40
     extra = dict(framing="stream", clock="exact") if framing == "stream" else {}

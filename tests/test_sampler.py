@@ -272,3 +272,7 @@ def test_model_file_carries_the_head_masks_to_the_core(tmp_path):
     save_file(tensors, bad, metadata=meta)
     with pytest.raises(ValueError, match=r"'prior_head_masks': expected \"released\" or \"inclusive\", found \"pixelcnn"):
         _core.ContextWeights.from_file(bad)
+    # and from a config dict (the path of backend "cpp" on a Python model)
+    config = dict(_core.ContextWeights.from_file(path).config, prior_head_masks="pixelcnn")
+    with pytest.raises(ValueError, match=r"config 'prior_head_masks': expected 'released' or 'inclusive', found 'pixelcnn'"):
+        _core.ContextWeights(config, _cpp._arrays(model.context_model, "context_model."))

@@ -251,6 +251,9 @@ std::shared_ptr<const ContextWeights> ContextWeights::load(const TensorSource& s
   w->storage = storage;
   const int64_t H = config.heads, C = config.classes, hid = config.context_hidden, A = config.audio_dim;
   const int64_t HI = H * hid, HC = H * C;
+  // After the embedding, output head h reads the input heads < h (released masks) or <= h (inclusive):
+  // a prefix of h * hid or (h + 1) * hid columns.
+  const int64_t own = config.inclusive_head_masks ? 1 : 0;
 
   {  // embedding: gather columns of the earlier heads
     const std::vector<float> e = src.get(prefix + "embedding.masked_linear.weight", {HI, HC, 1});
@@ -277,8 +280,6 @@ std::shared_ptr<const ContextWeights> ContextWeights::load(const TensorSource& s
     layer.audio = WeightMatrix(audio.data(), HI, A, A, backend, storage);
     layer.prev = WeightMatrix(transpose_taps(historic, HI, HI, 2, 1).data(), HI, HI, HI, backend, storage);
     layer.dilated = WeightMatrix(transpose_taps(historic, HI, HI, 2, 0).data(), HI, HI, HI, backend, storage);
-    // output head h reads the input heads < h (released) or <= h (inclusive): a prefix of the columns
-    const int64_t own = config.inclusive_head_masks ? 1 : 0;
     for (int64_t h = 0; h < H; ++h)
       layer.masked.emplace_back(masked.data() + h * hid * HI, hid, (h + own) * hid, HI, backend, storage);
     w->layers.push_back(std::move(layer));
@@ -286,7 +287,6 @@ std::shared_ptr<const ContextWeights> ContextWeights::load(const TensorSource& s
   {
     const std::vector<float> lg = src.get(prefix + "logits.masked_linear.weight", {HC, HI, 1});
     w->logits_bias = src.get(prefix + "logits.masked_linear.bias", {HC});
-    const int64_t own = config.inclusive_head_masks ? 1 : 0;
     for (int64_t h = 0; h < H; ++h)
       w->logits.emplace_back(lg.data() + h * C * HI, C, (h + own) * hid, HI, backend, storage);
   }
