@@ -8,6 +8,7 @@ micro-batches compute the same losses as one process taking them all.
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence
 
@@ -17,7 +18,7 @@ from ..evaluation.metrics import BROW_EVENT_LEVEL, EYE_EVENT_LEVEL, event_signal
 from ..ops.frame_clock import STREAM_PAD, WINDOW_SAMPLES, frame_centres, num_frames, stream_positions
 from ..ops.mel import HOP_LENGTH, torch_log_mel
 
-__all__ = ["step_seed", "Clip", "CropSampler", "align", "upper_face_events"]
+__all__ = ["step_seed", "Clip", "CropSampler", "IdentityMix", "align", "distinct_templates", "upper_face_events"]
 
 
 def step_seed(*parts) -> int:
@@ -161,3 +162,55 @@ def upper_face_events(clips: Sequence[Clip], eye_keypoints: Optional[torch.Tenso
                 m[a:b] = True
         out.append(kind)
     return out
+
+
+def distinct_templates(clips: Sequence[Clip]) -> List[torch.Tensor]:
+    """The clips' different templates (identities), in order of first appearance."""
+    out: List[torch.Tensor] = []
+    for c in clips:
+        if not any(t.shape == c.template.shape and torch.equal(t, c.template) for t in out):
+            out.append(c.template)
+    return out
+
+
+class IdentityMix:
+    """Identity augmentation (``stage1.identity_mix``): a share of each micro-batch's crops get another face.
+
+    A crop drawn for it moves its template and every one of its frames by the same displacement
+    ``delta [V, 3] = sum_k c_k (T_k - mean_k T_k)``, a random combination of how the training identities
+    ``templates [K, V, 3]`` differ from their mean, with ``c ~ N(0, 1 / K)`` (so ``delta`` is about as large
+    as one identity's difference from the mean). The motion ``geom - template`` is unchanged: only who makes
+    it changes. Why: with the built-in data set's six training faces the decoder learnt identity-specific
+    corrections that it then applied wrongly to the held-out voice's face, a constant error of ~2 on the
+    forehead through the whole sequence (RESULTS.md, "A new face"). Which crops and which ``c`` depend on
+    ``(seed, step, micro)`` alone, like every other draw of a step (resumes and DDP stay exact).
+    """
+
+    def __init__(self, templates: Sequence[torch.Tensor], share: float, seed: int, name: str = "identity_mix"):
+        if not (isinstance(share, (int, float)) and 0 <= share <= 1):
+            raise ValueError(f"{name} must be a number in [0, 1], got {share!r}")
+        if share > 0 and len(templates) < 2:
+            raise ValueError(f"{name} > 0 needs training data with at least 2 identities (distinct "
+                             f"templates), got {len(templates)}")
+        shapes = {tuple(t.shape) for t in templates}
+        if len(shapes) > 1:
+            raise ValueError(f"{name} needs templates of one shape [V, 3], got {sorted(shapes)}")
+        self.share, self.seed = float(share), seed
+        stack = torch.stack([t.float() for t in templates]) if templates else torch.zeros(0, 0, 3)
+        self.directions = stack - stack.mean(0, keepdim=True)   # [K, V, 3]
+        self.sigma = 1.0 / math.sqrt(max(1, len(templates)))
+
+    def __call__(self, batch: Dict[str, torch.Tensor], step: int, micro: int) -> Dict[str, torch.Tensor]:
+        """``batch["template"] [B, V, 3]`` and ``batch["geom"] [B, T, V, 3]`` with the drawn crops' faces moved."""
+        if self.share <= 0:
+            return batch
+        template, geom = batch["template"], batch["geom"]
+        if template.shape[1:] != self.directions.shape[1:]:
+            raise ValueError(f"batch template must have shape [B, {', '.join(map(str, self.directions.shape[1:]))}], "
+                             f"got {list(template.shape)}")
+        g = torch.Generator().manual_seed(step_seed(self.seed, "identity", step, micro))
+        B, K = template.shape[0], self.directions.shape[0]
+        chosen = torch.rand(B, generator=g) < self.share
+        coeffs = torch.randn(B, K, generator=g) * self.sigma * chosen[:, None]
+        delta = torch.einsum("bk,kvd->bvd", coeffs, self.directions).to(template.dtype)
+        return {**batch, "template": template + delta, "geom": geom + delta[:, None]}

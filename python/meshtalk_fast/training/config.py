@@ -76,6 +76,9 @@ class StageSection:
     event_crops: float = 0.0      # stage 1 share of each batch's crops drawn around an upper-face event of
                                   # the training data (a blink or brow raise; batches.CropSampler); 0 =
                                   # released (crops uniform over the data)
+    identity_mix: float = 0.0     # share of each micro-batch's crops moved to another face: template and
+                                  # frames shifted by a random combination of the training identities'
+                                  # differences (batches.IdentityMix); 0 = released. Needs >= 2 identities
 
 
 @dataclasses.dataclass
@@ -119,6 +122,8 @@ class TrainConfig:
                 raise ValueError(f"{name}.relaxed_expression must be a number in [0, 1], got {st.relaxed_expression!r}")
             if not (isinstance(st.event_crops, (int, float)) and 0 <= st.event_crops <= 1):
                 raise ValueError(f"{name}.event_crops must be a number in [0, 1], got {st.event_crops!r}")
+            if not (isinstance(st.identity_mix, (int, float)) and 0 <= st.identity_mix <= 1):
+                raise ValueError(f"{name}.identity_mix must be a number in [0, 1], got {st.identity_mix!r}")
             if st.weight_decay < 0:
                 raise ValueError(f"{name}.weight_decay must be >= 0, got {st.weight_decay}")
         for field in ("log_every", "val_every", "checkpoint_every"):

@@ -21,7 +21,7 @@ from torch.autograd.graph import increment_version
 
 from ..base.checks import check_mask_weights
 from ..models.meshtalk import MeshTalk
-from .batches import Clip, CropSampler, step_seed, upper_face_events
+from .batches import Clip, CropSampler, IdentityMix, distinct_templates, step_seed, upper_face_events
 from .config import TrainConfig
 from .objectives import Stage1Objective, Stage2Objective, frozen_codes
 from .state import load_train_state, save_train_state
@@ -72,6 +72,7 @@ class Trainer:
         self.optimizer: Optional[torch.optim.Optimizer] = None
         self._resume_state: Optional[dict] = None
         self._budget_frac: Optional[float] = None  # fraction of the time budget used, while fit runs under one
+        self._identity_mix: Optional[IdentityMix] = None  # the stage's identity augmentation (stage{N}.identity_mix)
         os.makedirs(out_dir, exist_ok=True)
         self.log_path = os.path.join(out_dir, "metrics.jsonl")
         self._tb = None
@@ -180,7 +181,8 @@ class Trainer:
         items = sampler.batch(step, cfg.batch_size)
         size = cfg.batch_size // M
         for m in range(self.rank, M, self.world):
-            yield m, M, sampler.collate(items[m * size:(m + 1) * size])
+            batch = sampler.collate(items[m * size:(m + 1) * size])
+            yield m, M, batch if self._identity_mix is None else self._identity_mix(batch, step, m)
 
     def _host_batches(self, sampler: CropSampler, stage: int, step: int) -> list:
         """This process's micro-batches of ``step`` in host memory (pinned when training on CUDA, so the
@@ -271,6 +273,9 @@ class Trainer:
             events = upper_face_events(self.train_clips, self.masks.eye_keypoints, self.masks.forehead)
         sampler = CropSampler(self.train_clips, cfg.segment_frames, mc.fps, mc.clock, mc.lookahead, self.config.seed,
                               mc.framing, events=events, event_share=cfg.event_crops, window=mc.window_samples)
+        self._identity_mix = (IdentityMix(distinct_templates(self.train_clips), cfg.identity_mix, self.config.seed,
+                                          f"stage{stage}.identity_mix")
+                              if cfg.identity_mix > 0 else None)
         objective, self.optimizer = self._build(stage)
         if resuming:
             self.optimizer.load_state_dict(self._resume_state)
