@@ -7,8 +7,12 @@
 - ``stage1.upper_face_codes = "split"``: the eyelid term reaches only the first half of the expression
   heads, the brow term only the second half;
 - ``expression_groups = 2``: two expression encoders, each reading its own region (eyes, forehead) and
-  feeding its own half of the expression heads; nothing of one group reaches the other's heads.
+  feeding its own half of the expression heads; nothing of one group reaches the other's heads;
+- ``expression_logit_scale``: the expression heads' logits bounded (centred, norm s): the same argmax, a
+  softmax that cannot saturate, so the gradient reaches the MLP where a saturated one passes none.
 """
+import math
+
 import pytest
 import torch
 
@@ -120,6 +124,10 @@ def test_free_prior_refuses_weights_that_would_let_the_speech_in(tmp_path):
     ("audio_heads", "audio", "audio_heads = 'audio' needs expression heads"),
     ("prior_expression", "speech", "prior_expression must be one of 'audio', 'free', got 'speech'"),
     ("audio_heads", "mixed", "audio_heads must be one of 'fused', 'audio', got 'mixed'"),
+    ("expression_logit_scale", -1.0, r"expression_logit_scale must be a finite number >= 0 \(0: off\), got -1.0"),
+    ("expression_logit_scale", float("inf"), "expression_logit_scale must be a finite number >= 0"),
+    ("expression_logit_scale", True, "expression_logit_scale must be a finite number >= 0"),
+    ("expression_logit_scale", 6.0, r"expression_logit_scale = 6.0 needs expression heads \(expression_heads > 0\)"),
 ])
 def test_model_options_refuse_bad_values(field, value, match):
     cfg = TrainConfig()
@@ -308,4 +316,58 @@ def test_expression_groups_save_and_load(tmp_path):
         assert torch.equal(a, b), name
     geom, template = torch.randn(1, 6, V, 3), torch.randn(1, V, 3)
     torch.testing.assert_close(loaded.encode_expression(geom, template), model.encode_expression(geom, template),
+                               rtol=0, atol=0)
+
+
+def test_bounded_logits_keep_the_order_and_cap_the_largest_probability():
+    from meshtalk_fast.models.encoders import bounded_logits
+
+    g = torch.Generator().manual_seed(0)
+    for classes, scale in ((8, 2.0), (128, 6.0), (37, 0.5)):
+        logits = torch.randn(5, 3, classes, generator=g) * torch.tensor([0.01, 1.0, 300.0])[:, None]
+        out = bounded_logits(logits, scale)
+        torch.testing.assert_close(out.norm(dim=-1), torch.full(out.shape[:-1], scale), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(out.mean(-1), torch.zeros(out.shape[:-1]), rtol=0, atol=1e-5)
+        assert torch.equal(out.argmax(-1), logits.argmax(-1))
+        assert torch.equal(out.argsort(-1), (logits - logits.mean(-1, keepdim=True)).argsort(-1))
+        # the largest probability any row can reach: all the centred mass on one class
+        cap = 1 / (1 + (classes - 1) * math.exp(-scale * math.sqrt(classes / (classes - 1))))
+        assert float(torch.softmax(out, -1).max()) <= cap + 1e-6
+        one_hot = torch.nn.functional.one_hot(torch.tensor([3]), classes).float() * 1e4
+        assert abs(float(torch.softmax(bounded_logits(one_hot, scale), -1).max()) - cap) < 1e-5
+    assert torch.equal(bounded_logits(torch.full((2, 6), 4.0), 3.0), torch.zeros(2, 6))
+
+
+def test_bounded_expression_logits_pass_the_gradient_a_saturated_softmax_stops():
+    """With the MLP's logits far apart (a saturated softmax), the code-usage term gives the expression heads'
+    MLP no gradient at all; bounded, it does. The audio heads and every argmax are unchanged."""
+    from meshtalk_fast.training.objectives import diversity_loss
+
+    plain, bounded = _model(audio_heads="audio"), _model(audio_heads="audio", expression_logit_scale=4.0)
+    bounded.load_state_dict(plain.state_dict())
+    for model in (plain, bounded):
+        with torch.no_grad():  # saturate: the last layer's outputs ~1e3 apart
+            model.encoder.fusion_model.expression_mlp[-1].weight.mul_(1e4)
+    expression, audio = torch.randn(2, 9, 128), torch.randn(2, 9, A)
+    a, b = plain.encoder.fusion_model(expression, audio), bounded.encoder.fusion_model(expression, audio)
+    assert torch.equal(a[:, :, K:], b[:, :, K:])
+    assert torch.equal(a.argmax(-1), b.argmax(-1))
+    assert float(a[:, :, :K].detach().exp().amax(-1).min()) > 0.999   # saturated
+    assert float(b[:, :, :K].detach().exp().amax(-1).max()) < 0.9     # capped
+    grads = []
+    for model, lp in ((plain, a), (bounded, b)):
+        model.zero_grad()
+        diversity_loss(lp[:, :, :K]).backward()
+        grads.append(float(model.encoder.fusion_model.expression_mlp[0].weight.grad.norm()))
+    assert grads[0] < 1e-6 < 1e-3 < grads[1], grads
+
+
+def test_expression_logit_scale_saves_and_loads(tmp_path):
+    model = _model(audio_heads="audio", expression_logit_scale=6.0)
+    path = str(tmp_path / "m.safetensors")
+    model.save(path)
+    loaded = mf.MeshTalk.load(path)
+    assert loaded.config.expression_logit_scale == 6.0 and loaded.encoder.fusion_model.expression_logit_scale == 6.0
+    expression, audio = torch.randn(1, 5, 128), torch.randn(1, 5, A)
+    torch.testing.assert_close(loaded.encoder.fusion_model(expression, audio), model.encoder.fusion_model(expression, audio),
                                rtol=0, atol=0)
