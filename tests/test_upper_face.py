@@ -276,6 +276,26 @@ def test_a_frozen_upper_face_measures_frozen(stand_ins):
     assert r["blink_closure_ratio"] is None and r["blink_timing_lift"] is None
 
 
+def test_upper_face_errors_on_known_and_new_faces_apart(stand_ins):
+    """One clip on a face the model never saw, reconstructed perfectly; the known faces' clips frozen: the
+    known-face ratio is 1, the new-face ratio 0, and the overall one sits between, weighted by event frames."""
+    model = mf.MeshTalk(V, heads=4, classes=8)
+    clips = _clips()
+    new = clips[2]
+    new.template, new.geom = new.template + 0.5, new.geom + 0.5  # the same motion on another face
+    stand_ins(lambda c: c.geom if c is new else c.template.expand_as(c.geom), lambda c, s: c.geom)
+    r = ev.upper_face(model, clips, EYE, BROW, seeds=(0,), known_faces=[clips[0].template, clips[1].template])
+    assert r["eyelid_error_ratio_known_faces"] == pytest.approx(1.0) and r["brow_error_ratio_known_faces"] == pytest.approx(1.0)
+    assert r["eyelid_error_ratio_new_faces"] == 0.0 and r["brow_error_ratio_new_faces"] == 0.0
+    assert 0 < r["eyelid_error_ratio"] < 1 and 0 < r["brow_error_ratio"] < 1
+    # no new face: None, not a ratio of nothing; no known_faces: no split at all
+    r = ev.upper_face(model, clips[:2], EYE, BROW, seeds=(0,), known_faces=[clips[0].template, clips[1].template])
+    assert r["eyelid_error_ratio_new_faces"] is None and r["brow_error_ratio_known_faces"] == pytest.approx(1.0)
+    assert "brow_error_ratio_new_faces" not in ev.upper_face(model, clips, EYE, BROW, seeds=(0,))
+    text = ev.format_report({**r, "brow_error_ratio_new_faces": 0.5})
+    assert "on the training faces' held-out sentences: eyelid 1.00, brow 1.00; on faces new to the model: eyelid n/a, brow 0.50" in text
+
+
 def test_blinks_that_follow_the_speech_are_caught(stand_ins):
     model = mf.MeshTalk(V, heads=4, classes=8)
     clips = _clips()

@@ -75,8 +75,14 @@ def _evaluate(args) -> int:
         raise ValueError(f"--samples must be at least 1, got {args.samples}")
     model = MeshTalk.load(args.model).eval()
     clips = folder_clips(args.data, args.split, model.config)
+    known = None  # the training faces, so the upper-face errors are also given on known and new faces apart
+    if args.split != "train" and os.path.isdir(os.path.join(args.data, "train")):
+        from ..data.folder import read_folder
+        from ..training.batches import distinct_templates
+
+        known = distinct_templates(list(read_folder(args.data, "train"))) or None
     result = report(model, clips, folder_masks(args.data), mode=args.mode, seed=args.seed,
-                    seeds=tuple(range(args.seed, args.seed + args.samples)))
+                    seeds=tuple(range(args.seed, args.seed + args.samples)), known_faces=known)
     text = json.dumps(result, indent=1)
     if args.out:
         tmp = f"{args.out}.tmp"

@@ -198,7 +198,8 @@ def _inside(spans, n: int) -> torch.Tensor:
 
 @torch.no_grad()
 def upper_face(model: MeshTalk, clips: Sequence[Clip], eye_keypoints: Optional[torch.Tensor],
-               forehead: Optional[torch.Tensor], seeds: Sequence[int] = (0, 1, 2)) -> Dict[str, object]:
+               forehead: Optional[torch.Tensor], seeds: Sequence[int] = (0, 1, 2),
+               known_faces: Optional[Sequence[torch.Tensor]] = None) -> Dict[str, object]:
     """Does the model reconstruct and sample the upper face? Blinks are read from the eye keypoints
     (``region_motion`` "max": the lids' largest displacement), brow raises from the forehead mask
     (``region_motion`` "mean"), each measured from its sequence's resting level (``above_rest``: a model's
@@ -216,6 +217,11 @@ def upper_face(model: MeshTalk, clips: Sequence[Clip], eye_keypoints: Optional[t
       between sampled and true blinks.
     A missing or empty mask, or data without such events, gives None for its numbers and names the
     reason in ``missing``: a rate is never computed from nothing.
+
+    ``known_faces`` (the training data's templates ``[V, 3]``): the two error ratios also over the clips
+    whose template is one of them (``*_error_ratio_known_faces``: held-out sentences of the training faces)
+    and over the others (``*_error_ratio_new_faces``: faces the model never saw), on the same events; None
+    where a group has no clip or no event frame.
     """
     if not clips:
         raise ValueError("clips must hold at least one sequence, got none")
@@ -250,10 +256,15 @@ def upper_face(model: MeshTalk, clips: Sequence[Clip], eye_keypoints: Optional[t
     for name, (mask, reduce, threshold, err, gt) in usable.items():
         gt_events = _events(gt, threshold)
         inside = [_inside(ev, c.frames) for ev, c in zip(gt_events, clips)]
-        model_err = torch.cat([region_error(r, c.geom, mask)[m] for r, c, m in zip(recon, clips, inside)])
-        static_err = torch.cat([region_error(c.template.expand_as(c.geom), c.geom, mask)[m]
-                                for c, m in zip(clips, inside)])
-        out[f"{err}_error_ratio"] = float(model_err.sum() / static_err.sum()) if static_err.numel() else None
+        model_err = [float(region_error(r, c.geom, mask)[m].sum()) for r, c, m in zip(recon, clips, inside)]
+        static_err = [float(region_error(c.template.expand_as(c.geom), c.geom, mask)[m].sum())
+                      for c, m in zip(clips, inside)]
+        out[f"{err}_error_ratio"] = _ratio(model_err, static_err, [True] * len(clips))
+        if known_faces is not None:
+            known = [any(t.shape == c.template.shape and torch.equal(t.to(c.template), c.template) for t in known_faces)
+                     for c in clips]
+            out[f"{err}_error_ratio_known_faces"] = _ratio(model_err, static_err, known)
+            out[f"{err}_error_ratio_new_faces"] = _ratio(model_err, static_err, [not k for k in known])
         n_gt = sum(len(e) for e in gt_events)
         out[f"{name}_rate_gt"] = n_gt / minutes
         sampled = {s: event_signals([(g, c.template) for g, c in zip(animations[s], clips)], mask, reduce)[0]
@@ -277,13 +288,22 @@ def upper_face(model: MeshTalk, clips: Sequence[Clip], eye_keypoints: Optional[t
     return out
 
 
+def _ratio(model_err: Sequence[float], static_err: Sequence[float], chosen: Sequence[bool]) -> Optional[float]:
+    """Summed model error over summed static error of the chosen clips; None without static error (no event
+    frame among them)."""
+    static = sum(s for s, c in zip(static_err, chosen) if c)
+    return sum(m for m, c in zip(model_err, chosen) if c) / static if static > 0 else None
+
+
 @torch.no_grad()
 def report(model: MeshTalk, clips: Sequence[Clip], masks, mode: str = "audio", seed: int = 0,
-           seeds: Sequence[int] = (0, 1, 2), pairs: int = 8) -> Dict[str, object]:
+           seeds: Sequence[int] = (0, 1, 2), pairs: int = 8,
+           known_faces: Optional[Sequence[torch.Tensor]] = None) -> Dict[str, object]:
     """Every number the quick start and ``meshtalk-fast evaluate`` print, from one place: LVE in both
     conventions with the unmoving template's and their ratio, FDD, the disentanglement ratios (averaged
     over ``pairs`` pairs), code sensitivity and the upper-face numbers (``upper_face``). ``masks``: a
-    ``data.FaceMasks`` (mouth, eye_keypoints, forehead, lips, upper_face are read)."""
+    ``data.FaceMasks`` (mouth, eye_keypoints, forehead, lips, upper_face are read). ``known_faces``: the
+    training templates, for the upper-face errors on known and new faces apart (``upper_face``)."""
     result: Dict[str, object] = dict(evaluate(model, clips, masks.lips, masks.upper_face, mode=mode, seed=seed))
     result["lve_ratio"] = result["lve"] / result["lve_static"]
     result["lve_l2_ratio"] = result["lve_l2"] / result["lve_l2_static"]
@@ -295,7 +315,8 @@ def report(model: MeshTalk, clips: Sequence[Clip], masks, mode: str = "audio", s
     else:
         result["disentanglement_expression"] = result["disentanglement_audio"] = None
     result["code_sensitivity"] = code_sensitivity(model, clips)
-    result.update(upper_face(model, clips, masks.eye_keypoints, masks.forehead, seeds=seeds))
+    result.update(upper_face(model, clips, masks.eye_keypoints, masks.forehead, seeds=seeds,
+                             known_faces=known_faces))
     return result
 
 
@@ -319,5 +340,9 @@ def format_report(r: Dict[str, object]) -> str:
         f"{f('brow_rate', '.1f')} brow raises/min (data {f('brow_rate_gt', '.1f')}, ratio {f('brow_rate_ratio', '.2f')});"
         f" blink timing vs another seed {f('blink_timing_lift', '.2f')}x chance",
     ]
+    if "brow_error_ratio_known_faces" in r:
+        lines.append(f"  of which on the training faces' held-out sentences: eyelid {f('eyelid_error_ratio_known_faces', '.2f')}, "
+                     f"brow {f('brow_error_ratio_known_faces', '.2f')}; on faces new to the model: eyelid "
+                     f"{f('eyelid_error_ratio_new_faces', '.2f')}, brow {f('brow_error_ratio_new_faces', '.2f')}")
     lines += [f"not measured: {m}" for m in r.get("missing", [])]
     return "\n".join(lines)
