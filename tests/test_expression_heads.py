@@ -128,6 +128,7 @@ def test_free_prior_refuses_weights_that_would_let_the_speech_in(tmp_path):
     ("expression_logit_scale", float("inf"), "expression_logit_scale must be a finite number >= 0"),
     ("expression_logit_scale", True, "expression_logit_scale must be a finite number >= 0"),
     ("expression_logit_scale", 6.0, r"expression_logit_scale = 6.0 needs expression heads \(expression_heads > 0\)"),
+    ("audio_logit_scale", -2.0, r"audio_logit_scale must be a finite number >= 0 \(0: off\), got -2.0"),
 ])
 def test_model_options_refuse_bad_values(field, value, match):
     cfg = TrainConfig()
@@ -371,3 +372,21 @@ def test_expression_logit_scale_saves_and_loads(tmp_path):
     expression, audio = torch.randn(1, 5, 128), torch.randn(1, 5, A)
     torch.testing.assert_close(loaded.encoder.fusion_model(expression, audio), model.encoder.fusion_model(expression, audio),
                                rtol=0, atol=0)
+
+
+def test_audio_logit_scale_bounds_the_other_heads_alone():
+    plain = _model(audio_heads="audio")
+    both = _model(audio_heads="audio", expression_logit_scale=3.0, audio_logit_scale=5.0)
+    audio_only = _model(audio_heads="audio", audio_logit_scale=5.0)
+    for m in (both, audio_only):
+        m.load_state_dict(plain.state_dict())
+    expression, audio = torch.randn(2, 6, 128), torch.randn(2, 6, A) * 50
+    p, b, a = (m.encoder.fusion_model(expression, audio).detach() for m in (plain, both, audio_only))
+    centred_norm = lambda lp: (lp - lp.mean(-1, keepdim=True)).norm(dim=-1)  # noqa: E731 (log_softmax shifts only)
+    torch.testing.assert_close(centred_norm(b[:, :, K:]), torch.full((2, 6, H - K), 5.0), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(centred_norm(b[:, :, :K]), torch.full((2, 6, K), 3.0), rtol=1e-5, atol=1e-5)
+    assert torch.equal(a[:, :, :K], p[:, :, :K])  # the expression heads untouched by the audio bound
+    assert torch.equal(p.argmax(-1), b.argmax(-1)) and torch.equal(p.argmax(-1), a.argmax(-1))
+    released = mf.MeshTalk(V, heads=H, classes=C, audio_dim=A, audio_logit_scale=2.0)  # no expression heads: all
+    lp = released.encoder.fusion_model(torch.randn(1, 3, 128), torch.randn(1, 3, A)).detach()
+    torch.testing.assert_close(centred_norm(lp), torch.full((1, 3, H), 2.0), rtol=1e-5, atol=1e-5)

@@ -115,4 +115,3 @@ def test_trainer_refuses_identity_mix_on_one_face(tmp_path):
     with pytest.raises(ValueError, match=r"stage1.identity_mix > 0 needs training data with at least 2 "
                                          r"identities \(distinct templates\), got 1"):
         trainer.fit(1)
-

@@ -63,6 +63,8 @@ class MeshTalkConfig:
                                          # gradient always reaches every class. The argmax is unchanged. Why: the
                                          # brow heads' softmax saturated on one class early in some runs and never
                                          # left it (models.FusionMlp; RESULTS.md, "Bounded expression logits")
+    audio_logit_scale: float = 0.0  # the same bound on the other heads' logits (the audio heads; every head when
+                                    # expression_heads = 0); 0: off (released)
     audio_context_ms: int = 1000     # audio per frame: 1000 (released: a 1 s window, 101 x 80 log-mel, look-ahead
                                      # 500 ms centred) or 600 (the seed's a_t: a 600 ms window, 61 x 80 log-mel
                                      # -- the seed's "60 x 80" is one frame short of any odd receptive field --,
@@ -87,7 +89,8 @@ class MeshTalkConfig:
         for f in dataclasses.fields(self):
             if f.name not in ("clock", "lookahead", "framing", "expression_input", "expression_heads",
                               "expression_std", "prior_expression", "audio_heads", "audio_context_ms",
-                              "expression_groups", "prior_head_masks", "expression_logit_scale"):
+                              "expression_groups", "prior_head_masks", "expression_logit_scale",
+                              "audio_logit_scale"):
                 setattr(self, f.name, check_positive_int(f.name, getattr(self, f.name), CONFIG_LIMITS.get(f.name, 1 << 20)))
         check_choice("clock", self.clock, ("released", "exact"))
         check_choice("framing", self.framing, ("window", "stream"))
@@ -109,9 +112,11 @@ class MeshTalkConfig:
         if g > 1 and (k < g or self.expression_dim % g):
             raise ValueError(f"expression_groups = {g} needs at least {g} expression heads and an expression_dim "
                              f"it divides, got expression_heads={k}, expression_dim={self.expression_dim}")
+        for name in ("expression_logit_scale", "audio_logit_scale"):
+            s = getattr(self, name)
+            if isinstance(s, bool) or not isinstance(s, (int, float)) or not 0 <= s < float("inf"):
+                raise ValueError(f"{name} must be a finite number >= 0 (0: off), got {s!r}")
         s = self.expression_logit_scale
-        if isinstance(s, bool) or not isinstance(s, (int, float)) or not 0 <= s < float("inf"):
-            raise ValueError(f"expression_logit_scale must be a finite number >= 0 (0: off), got {s!r}")
         if s > 0 and k == 0:
             raise ValueError(f"expression_logit_scale = {s} needs expression heads (expression_heads > 0), got 0")
         check_audio_context(self.audio_context_ms)

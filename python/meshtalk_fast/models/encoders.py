@@ -205,11 +205,12 @@ class FusionMlp(nn.Module):
     so every code the model reconstructs with or the prior learns, is the same function of the MLP's output;
     what changes is the training gradient, which a saturated softmax (largest probability 1.0000, logit gaps
     of 30-50 in the runs whose brows were never learnt) no longer reaches: the code-usage term's included.
+    ``audio_logit_scale`` bounds the other heads' logits the same way (all heads when k = 0).
     """
 
     def __init__(self, classes: int = 128, heads: int = 16, expression_dim: int = 128, audio_dim: int = 128,
                  hidden: int = 256, expression_heads: int = 0, audio_heads: str = "fused", expression_groups: int = 1,
-                 expression_logit_scale: float = 0.0):
+                 expression_logit_scale: float = 0.0, audio_logit_scale: float = 0.0):
         super().__init__()
         if not 0 <= expression_heads < heads:
             raise ValueError(f"expression_heads must be in [0, heads={heads}), got {expression_heads}")
@@ -226,7 +227,9 @@ class FusionMlp(nn.Module):
         if not 0 <= expression_logit_scale < float("inf") or (expression_logit_scale > 0 and not expression_heads):
             raise ValueError(f"expression_logit_scale must be a finite number >= 0, and > 0 only with expression "
                              f"heads; got {expression_logit_scale} with expression_heads={expression_heads}")
-        self.expression_logit_scale = float(expression_logit_scale)
+        if not 0 <= audio_logit_scale < float("inf"):
+            raise ValueError(f"audio_logit_scale must be a finite number >= 0, got {audio_logit_scale}")
+        self.expression_logit_scale, self.audio_logit_scale = float(expression_logit_scale), float(audio_logit_scale)
         self.mlp = nn.Sequential(
             nn.Linear(expression_dim + audio_dim, hidden), nn.LeakyReLU(LEAKY_SLOPE),
             nn.Linear(hidden, hidden), nn.LeakyReLU(LEAKY_SLOPE),
@@ -247,6 +250,8 @@ class FusionMlp(nn.Module):
         B, T = expression_code.shape[:2]
         seen = torch.zeros_like(expression_code) if self.audio_heads == "audio" else expression_code
         logits = self.mlp(torch.cat([seen, audio_code], dim=-1)).view(B, T, self.heads, self.classes)
+        if self.audio_logit_scale > 0:  # the expression heads' columns of it are replaced below when k > 0
+            logits = bounded_logits(logits, self.audio_logit_scale)
         k = self.expression_heads
         if k and self.expression_groups == 1:
             alone = self.expression_mlp(expression_code).view(B, T, k, self.classes)
@@ -275,7 +280,7 @@ class MultimodalEncoder(nn.Module):
                  n_vertices: int = 6172, mean: Optional[torch.Tensor] = None,
                  stddev: Optional[torch.Tensor] = None, fusion_hidden: int = 256, expression_input: str = "mesh",
                  expression_heads: int = 0, audio_heads: str = "fused", audio_context_ms: int = 1000,
-                 expression_groups: int = 1, expression_logit_scale: float = 0.0):
+                 expression_groups: int = 1, expression_logit_scale: float = 0.0, audio_logit_scale: float = 0.0):
         super().__init__()
         self.audio_encoder = AudioEncoder(audio_dim, context_ms=audio_context_ms)
         if expression_groups == 1:
@@ -284,7 +289,7 @@ class MultimodalEncoder(nn.Module):
             self.expression_encoder = GroupedExpressionEncoder(expression_dim, n_vertices, mean, stddev,
                                                                expression_input, expression_groups)
         self.fusion_model = FusionMlp(classes, heads, expression_dim, audio_dim, fusion_hidden, expression_heads,
-                                      audio_heads, expression_groups, expression_logit_scale)
+                                      audio_heads, expression_groups, expression_logit_scale, audio_logit_scale)
 
     def forward(self, geom: torch.Tensor, audio: torch.Tensor, template: Optional[torch.Tensor] = None):
         """``geom [B, T, V, 3], audio [B, T, W]`` (W: the audio context's window samples; ``template [B, V, 3]``

@@ -64,7 +64,8 @@ class MeshTalk(nn.Module):
         self.encoder = MultimodalEncoder(c.classes, c.heads, c.expression_dim, c.audio_dim, c.n_vertices,
                                          mean, expression_stddev, c.fusion_hidden, c.expression_input,
                                          c.expression_heads, c.audio_heads, c.audio_context_ms,
-                                         c.expression_groups, c.expression_logit_scale)
+                                         c.expression_groups, c.expression_logit_scale,
+                                         c.audio_logit_scale)
         self.vertex_unet = VertexUnet(c.classes, c.heads, c.n_vertices, mean, stddev)
         self.context_model = ContextModel(c.classes, c.heads, c.audio_dim, c.context_hidden,
                                           free_heads=c.expression_heads if c.prior_expression == "free" else 0,

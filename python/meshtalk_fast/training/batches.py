@@ -180,10 +180,12 @@ class IdentityMix:
     ``delta [V, 3] = sum_k c_k (T_k - mean_k T_k)``, a random combination of how the training identities
     ``templates [K, V, 3]`` differ from their mean, with ``c ~ N(0, 1 / K)`` (so ``delta`` is about as large
     as one identity's difference from the mean). The motion ``geom - template`` is unchanged: only who makes
-    it changes. Why: with the built-in data set's six training faces the decoder learnt identity-specific
-    corrections that it then applied wrongly to the held-out voice's face, a constant error of ~2 on the
-    forehead through the whole sequence (RESULTS.md, "A new face"). Which crops and which ``c`` depend on
-    ``(seed, step, micro)`` alone, like every other draw of a step (resumes and DDP stay exact).
+    it changes. Why it was tried: with the built-in data set's six training faces the decoder applies
+    wrong identity-specific corrections to the held-out voice's face, a constant error of ~2 on the
+    forehead through the whole sequence. Measured, it did not mend that and cost the upper face in the
+    10-minute budget, so the quick start leaves it off (RESULTS.md, "A new face"); it is kept for data
+    sets with many identities. Which crops and which ``c`` depend on ``(seed, step, micro)`` alone, like
+    every other draw of a step (resumes and DDP stay exact).
     """
 
     def __init__(self, templates: Sequence[torch.Tensor], share: float, seed: int, name: str = "identity_mix"):
