@@ -127,7 +127,8 @@ def test_free_prior_refuses_weights_that_would_let_the_speech_in(tmp_path):
     ("expression_logit_scale", -1.0, r"expression_logit_scale must be a finite number >= 0 \(0: off\), got -1.0"),
     ("expression_logit_scale", float("inf"), "expression_logit_scale must be a finite number >= 0"),
     ("expression_logit_scale", True, "expression_logit_scale must be a finite number >= 0"),
-    ("expression_logit_scale", 6.0, r"expression_logit_scale = 6.0 needs expression heads \(expression_heads > 0\)"),
+    ("expression_logit_scale", 6.0,
+     r"expression_logit_scale = 6.0 needs expression heads \(expression_heads > 0\)"),
     ("audio_logit_scale", -2.0, r"audio_logit_scale must be a finite number >= 0 \(0: off\), got -2.0"),
 ])
 def test_model_options_refuse_bad_values(field, value, match):
@@ -370,8 +371,8 @@ def test_expression_logit_scale_saves_and_loads(tmp_path):
     loaded = mf.MeshTalk.load(path)
     assert loaded.config.expression_logit_scale == 6.0 and loaded.encoder.fusion_model.expression_logit_scale == 6.0
     expression, audio = torch.randn(1, 5, 128), torch.randn(1, 5, A)
-    torch.testing.assert_close(loaded.encoder.fusion_model(expression, audio), model.encoder.fusion_model(expression, audio),
-                               rtol=0, atol=0)
+    torch.testing.assert_close(loaded.encoder.fusion_model(expression, audio),
+                               model.encoder.fusion_model(expression, audio), rtol=0, atol=0)
 
 
 def test_audio_logit_scale_bounds_the_other_heads_alone():

@@ -285,7 +285,8 @@ def test_upper_face_errors_on_known_and_new_faces_apart(stand_ins):
     new.template, new.geom = new.template + 0.5, new.geom + 0.5  # the same motion on another face
     stand_ins(lambda c: c.geom if c is new else c.template.expand_as(c.geom), lambda c, s: c.geom)
     r = ev.upper_face(model, clips, EYE, BROW, seeds=(0,), known_faces=[clips[0].template, clips[1].template])
-    assert r["eyelid_error_ratio_known_faces"] == pytest.approx(1.0) and r["brow_error_ratio_known_faces"] == pytest.approx(1.0)
+    assert r["eyelid_error_ratio_known_faces"] == pytest.approx(1.0)
+    assert r["brow_error_ratio_known_faces"] == pytest.approx(1.0)
     assert r["eyelid_error_ratio_new_faces"] == 0.0 and r["brow_error_ratio_new_faces"] == 0.0
     assert 0 < r["eyelid_error_ratio"] < 1 and 0 < r["brow_error_ratio"] < 1
     # no new face: None, not a ratio of nothing; no known_faces: no split at all
@@ -293,7 +294,8 @@ def test_upper_face_errors_on_known_and_new_faces_apart(stand_ins):
     assert r["eyelid_error_ratio_new_faces"] is None and r["brow_error_ratio_known_faces"] == pytest.approx(1.0)
     assert "brow_error_ratio_new_faces" not in ev.upper_face(model, clips, EYE, BROW, seeds=(0,))
     text = ev.format_report({**r, "brow_error_ratio_new_faces": 0.5})
-    assert "on the training faces' held-out sentences: eyelid 1.00, brow 1.00; on faces new to the model: eyelid n/a, brow 0.50" in text
+    assert ("on the training faces' held-out sentences: eyelid 1.00, brow 1.00; on faces new to the model: "
+            "eyelid n/a, brow 0.50") in text
 
 
 def test_blinks_that_follow_the_speech_are_caught(stand_ins):

@@ -153,13 +153,14 @@ std::string config_json(const ModelSpec& s) {
   // json.dumps(..., sort_keys=True): keys sorted, ", " and ": " separators.
   return "{\"audio_context_ms\": " + std::to_string(s.audio_context_ms) +
          ", \"audio_dim\": " + std::to_string(s.audio_dim) + ", \"audio_heads\": \"fused\"" +
+         ", \"audio_logit_scale\": 0.0" +
          ", \"classes\": " + std::to_string(s.classes) +
          ", \"clock\": " + json_string(s.clock) + ", \"context_hidden\": " + std::to_string(s.context_hidden) +
          ", \"expression_dim\": " + std::to_string(s.expression_dim) +
          // the runtime has no expression encoder: its files carry the released input and fusion (and the
          // released prior: a "free" one differs only by zeros in its weights)
          ", \"expression_groups\": 1, \"expression_heads\": 0, \"expression_input\": \"mesh\", "
-         "\"expression_std\": \"data\", "
+         "\"expression_logit_scale\": 0.0, \"expression_std\": \"data\", "
          "\"fps\": " + std::to_string(s.fps) +
          ", \"framing\": " + json_string(s.framing) + ", \"fusion_hidden\": " + std::to_string(s.fusion_hidden) +
          ", \"heads\": " + std::to_string(s.heads) + ", \"lookahead\": " + std::to_string(s.lookahead) +

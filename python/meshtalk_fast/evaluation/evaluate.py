@@ -261,8 +261,8 @@ def upper_face(model: MeshTalk, clips: Sequence[Clip], eye_keypoints: Optional[t
                       for c, m in zip(clips, inside)]
         out[f"{err}_error_ratio"] = _ratio(model_err, static_err, [True] * len(clips))
         if known_faces is not None:
-            known = [any(t.shape == c.template.shape and torch.equal(t.to(c.template), c.template) for t in known_faces)
-                     for c in clips]
+            known = [any(t.shape == c.template.shape and torch.equal(t.to(c.template), c.template)
+                         for t in known_faces) for c in clips]
             out[f"{err}_error_ratio_known_faces"] = _ratio(model_err, static_err, known)
             out[f"{err}_error_ratio_new_faces"] = _ratio(model_err, static_err, [not k for k in known])
         n_gt = sum(len(e) for e in gt_events)
@@ -341,8 +341,9 @@ def format_report(r: Dict[str, object]) -> str:
         f" blink timing vs another seed {f('blink_timing_lift', '.2f')}x chance",
     ]
     if "brow_error_ratio_known_faces" in r:
-        lines.append(f"  of which on the training faces' held-out sentences: eyelid {f('eyelid_error_ratio_known_faces', '.2f')}, "
-                     f"brow {f('brow_error_ratio_known_faces', '.2f')}; on faces new to the model: eyelid "
-                     f"{f('eyelid_error_ratio_new_faces', '.2f')}, brow {f('brow_error_ratio_new_faces', '.2f')}")
+        lines.append(f"  of which on the training faces' held-out sentences: eyelid "
+                     f"{f('eyelid_error_ratio_known_faces', '.2f')}, brow {f('brow_error_ratio_known_faces', '.2f')}; "
+                     f"on faces new to the model: eyelid {f('eyelid_error_ratio_new_faces', '.2f')}, brow "
+                     f"{f('brow_error_ratio_new_faces', '.2f')}")
     lines += [f"not measured: {m}" for m in r.get("missing", [])]
     return "\n".join(lines)

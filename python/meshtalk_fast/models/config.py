@@ -62,7 +62,7 @@ class MeshTalkConfig:
                                          # can never saturate (largest probability <= e^s / (e^s + C - 1)) and the
                                          # gradient always reaches every class. The argmax is unchanged. Why: the
                                          # brow heads' softmax saturated on one class early in some runs and never
-                                         # left it (models.FusionMlp; RESULTS.md, "Bounded expression logits")
+                                         # left it (models.FusionMlp; RESULTS.md, "A new face, and bounded logits")
     audio_logit_scale: float = 0.0  # the same bound on the other heads' logits (the audio heads; every head when
                                     # expression_heads = 0); 0: off (released)
     audio_context_ms: int = 1000     # audio per frame: 1000 (released: a 1 s window, 101 x 80 log-mel, look-ahead

@@ -183,7 +183,7 @@ class IdentityMix:
     it changes. Why it was tried: with the built-in data set's six training faces the decoder applies
     wrong identity-specific corrections to the held-out voice's face, a constant error of ~2 on the
     forehead through the whole sequence. Measured, it did not mend that and cost the upper face in the
-    10-minute budget, so the quick start leaves it off (RESULTS.md, "A new face"); it is kept for data
+    10-minute budget, so the quick start leaves it off (RESULTS.md, "A new face, and bounded logits"); kept for data
     sets with many identities. Which crops and which ``c`` depend on ``(seed, step, micro)`` alone, like
     every other draw of a step (resumes and DDP stay exact).
     """

@@ -225,7 +225,8 @@ def quickstart(out_dir: str, minutes: float = 10.0, template: Optional[str] = No
     model = trainer.model.cpu().eval()
 
     print("evaluating on the held-out sentences and voice ...", flush=True)
-    result = report(model, test, fm, mode="audio", seed=seed, seeds=EVAL_SEEDS, known_faces=distinct_templates(train))
+    result = report(model, test, fm, mode="audio", seed=seed, seeds=EVAL_SEEDS,
+                    known_faces=distinct_templates(train))
     log = [json.loads(line) for line in open(os.path.join(out_dir, "metrics.jsonl"))]
     metrics = {**result, "test_frames": result["frames"], "minutes": minutes, "seed": seed,
                "stage1_steps": max((r["step"] for r in log if r["stage"] == 1 and r["split"] == "train"), default=0),
