@@ -495,3 +495,30 @@ def test_the_readme_recipe_is_the_quick_starts():
     for key in ("landmarks_weight", "brow_weight", "mouth_weight", "event_crops", "expression_diversity",
                 "upper_face_codes", "adam_beta2", "codes", "diversity"):
         assert getattr(cfg.stage1, key) == getattr(qs.stage1, key), key
+
+
+def test_expression_head_classes_finds_a_head_stuck_on_one_code():
+    torch.manual_seed(0)
+    model = mf.MeshTalk(V, heads=4, classes=8, expression_input="offset", expression_heads=2, expression_groups=2,
+                        audio_heads="audio").eval()
+    with torch.no_grad():  # group 1 (head 1) saturated: zero weights, one class's bias far above the rest
+        last = model.encoder.fusion_model.expression_mlp[1][-1]
+        last.weight.zero_()
+        last.bias.copy_(torch.nn.functional.one_hot(torch.tensor(5), 8).float() * 100)
+        model.encoder.fusion_model.expression_mlp[0][-1].weight.mul_(50)  # group 0 reads its input sharply
+    classes = ev.expression_head_classes(model, _clips())
+    assert classes[1] == 1 and classes[0] > 1, classes
+    assert ev.expression_head_classes(mf.MeshTalk(V, heads=4, classes=8), _clips()) == []
+    with pytest.raises(ValueError, match="at least one sequence"):
+        ev.expression_head_classes(model, [])
+
+
+def test_the_quick_start_warns_for_each_stuck_group():
+    from meshtalk_fast.training.quickstart import stuck_heads_warning
+
+    [line] = stuck_heads_warning([12, 9, 1, 1], 2)
+    assert line.startswith("WARNING: expression head(s) [2, 3] (the brows) gave every test frame one code")
+    assert "expression_logit_scale" in line
+    assert len(stuck_heads_warning([1, 4, 1, 3], 2)) == 2 and "(the eyes)" in stuck_heads_warning([1, 4, 5, 3], 2)[0]
+    assert stuck_heads_warning([12, 9, 3, 2], 2) == [] and stuck_heads_warning([], 1) == []
+    assert "(group 0)" in stuck_heads_warning([1, 1], 1)[0]

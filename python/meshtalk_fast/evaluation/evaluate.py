@@ -19,6 +19,7 @@ from .metrics import (BROW_EVENT_LEVEL, EYE_EVENT_LEVEL, event_signals, event_sp
 from ..training.batches import Clip
 
 __all__ = ["animate_clip", "reconstruct_clip", "evaluate", "disentanglement", "mean_disentanglement",
+           "expression_head_classes",
            "code_sensitivity", "upper_face", "report", "format_report", "on_model_device"]
 
 
@@ -154,6 +155,30 @@ def code_sensitivity(model: MeshTalk, clips: Sequence[Clip]) -> float:
     if real == 0.0:
         raise ValueError("the sequences' meshes never move, so code sensitivity is undefined")
     return moved / real
+
+
+@torch.no_grad()
+def expression_head_classes(model: MeshTalk, clips: Sequence[Clip]) -> List[int]:
+    """How many classes each expression head (``model.config.expression_heads``) uses over ``clips``: the
+    distinct argmax codes from the clips' own meshes. 1: the head gives every frame the same code, so what
+    its group reads (blinks, brow raises) cannot reach the face; the quick start warns. Seen when the head's
+    softmax saturated early in training (RESULTS.md, "A new face, and bounded logits"). Empty without
+    expression heads."""
+    if not clips:
+        raise ValueError("clips must hold at least one sequence, got none")
+    k = model.config.expression_heads
+    if not k:
+        return []
+    was_training = model.training
+    model.eval()
+    used: List[set] = [set() for _ in range(k)]
+    for clip in clips:
+        expression_code, audio_code = _codes(model, on_model_device(model, clip))
+        labels = model.fuse(expression_code, audio_code)[0, :, :k].argmax(-1)   # [T, k]
+        for h in range(k):
+            used[h].update(labels[:, h].tolist())
+    model.train(was_training)
+    return [len(u) for u in used]
 
 
 @torch.no_grad()
@@ -315,6 +340,7 @@ def report(model: MeshTalk, clips: Sequence[Clip], masks, mode: str = "audio", s
     else:
         result["disentanglement_expression"] = result["disentanglement_audio"] = None
     result["code_sensitivity"] = code_sensitivity(model, clips)
+    result["expression_head_classes"] = expression_head_classes(model, clips)
     result.update(upper_face(model, clips, masks.eye_keypoints, masks.forehead, seeds=seeds,
                              known_faces=known_faces))
     return result

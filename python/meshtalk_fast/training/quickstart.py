@@ -29,7 +29,7 @@ from .config import ModelSection
 from .batches import Clip, distinct_templates
 
 __all__ = ["quickstart", "quickstart_config", "normalisation", "motion_normalisation", "motion_range",
-           "initial_model"]
+           "initial_model", "stuck_heads_warning"]
 
 # Budget split of the training time between the two stages (the rest of the quick start, data and
 # evaluation, comes on top and takes about a minute on a 2-core CPU). 0.55 since stage-1 steps got cheaper
@@ -253,7 +253,28 @@ def quickstart(out_dir: str, minutes: float = 10.0, template: Optional[str] = No
               f"collapsed in stage 1, so the LVE gain is a mean pose rather than lip-sync. A longer budget "
               f"(--minutes) or another seed may help; see benchmarks/RESULTS.md, 'Why the codes collapse'.",
               flush=True)
+    for line in stuck_heads_warning(metrics.get("expression_head_classes") or [], config.model.expression_groups):
+        print(line, flush=True)
     return metrics
+
+
+def stuck_heads_warning(classes: Sequence[int], groups: int) -> List[str]:
+    """A warning per expression head that gave every test frame the same code (``expression_head_classes``):
+    what its group reads was not learnt. ``groups``: ``model.expression_groups`` (with 2, the first half of
+    the heads read the eye region, the second half the forehead)."""
+    from ..models.encoders import group_heads
+
+    k = len(classes)
+    names = {0: "the eyes", 1: "the brows"} if groups == 2 else {}
+    out = []
+    for g, (lo, hi) in enumerate(group_heads(k, groups) if k else []):
+        stuck = [h for h in range(lo, hi) if classes[h] <= 1]
+        if stuck:
+            out.append(f"WARNING: expression head(s) {stuck} ({names.get(g, f'group {g}')}) gave every test frame one "
+                       f"code, so those movements were not learnt: their softmax saturated on one class in stage 1 "
+                       f"(benchmarks/RESULTS.md, 'A new face, and bounded logits'). Another --seed may learn them; "
+                       f"model.expression_logit_scale keeps the softmax from saturating.")
+    return out
 
 
 def _preview_clip(clips: List[Clip], masks) -> Clip:
