@@ -41,6 +41,9 @@ def test_train_evaluate(dataset, tmp_path, capsys):
     assert result["lve"] > 0 and result["lve_static"] > 0 and "disentanglement_audio" in result
     assert result["lve_l2"] > 0 and result["lve_l2_static"] > 0  # both LVE conventions, named apart
     assert result["code_sensitivity"] >= 0 and "blink_rate_ratio" in result and "brow_error_ratio" in result
+    # the test split's faces checked against the train split's: the held-out voice is a face never trained on
+    assert {"brow_error_ratio_known_faces", "brow_error_ratio_new_faces", "eyelid_error_ratio_new_faces"} <= set(result)
+    assert len(result["expression_head_classes"]) == 0  # this config has no expression heads
     assert "squared-max convention" in capsys.readouterr().out
     assert cli.main(["evaluate", "--model", str(run / "model.safetensors"), "--data", str(dataset),
                      "--samples", "0"]) == 2
