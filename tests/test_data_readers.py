@@ -12,6 +12,7 @@ import torch
 import meshtalk_fast as mf
 from meshtalk_fast.data import (FaceSequence, align_sequence, read_biwi, read_folder, read_multiface, read_vocaset,
                                 resample_fps, write_folder_sequence, write_obj)
+from meshtalk_fast.data.folder import folder_templates, write_folder_template
 from meshtalk_fast.data.readers import BIWI_VERTICES, MULTIFACE_VERTICES, VOCASET_VERTICES, load_pickle
 
 RNG = np.random.default_rng(0)
@@ -311,11 +312,30 @@ def test_folder_reports_each_malformed_file(folder, case, error, pattern):
 
 def test_folder_needs_the_split_and_the_template(folder):
     root, _, _ = folder
-    with pytest.raises(FileNotFoundError, match=r"no split 'val'.*\['train'\]"):
-        list(read_folder(root, "val"))
+    for read in (lambda split: list(read_folder(root, split)), lambda split: folder_templates(root, split)):
+        with pytest.raises(FileNotFoundError, match=r"no split 'val'.*\['train'\]"):
+            read("val")
     os.remove(root / "template.obj")
     with pytest.raises(FileNotFoundError, match="template.obj"):
         list(read_folder(root, "train"))
+    with pytest.raises(FileNotFoundError, match="template.obj"):
+        folder_templates(root, "train")
+
+
+def test_folder_templates_are_the_subjects_faces_read_without_meshes_or_audio(folder):
+    root, template, seqs = folder
+    other = template + 1.0
+    write_folder_template(root, other, torch.tensor([[0, 1, 2]]), subject="spk2")
+    write_folder_sequence(root, "train", FaceSequence("c_third", "spk2", other, seqs[0].geom, seqs[0].audio, 30, {}))
+    expected = [s.template for s in read_folder(root, "train")]
+    faces = folder_templates(root, "train")
+    assert len(faces) == 2 and torch.equal(faces[0], template)
+    torch.testing.assert_close(faces[1], other)
+    assert torch.equal(expected[0], faces[0]) and torch.equal(expected[2], faces[1])
+    for name in ("a_first", "c_third"):  # what read_folder would need, folder_templates never opens
+        os.remove(root / "train" / name / "audio.wav")
+        os.remove(root / "train" / name / "meshes.npy")
+    assert [f.shape for f in folder_templates(root, "train")] == [(300, 3), (300, 3)]
 
 
 def test_align_sequence_trims_within_tolerance_and_refuses_beyond(folder):

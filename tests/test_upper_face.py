@@ -313,6 +313,10 @@ def test_missing_masks_give_no_rates_and_say_why(stand_ins):
     stand_ins(lambda c: c.geom, lambda c, s: c.geom)
     r = ev.upper_face(model, _clips(), torch.zeros(V), BROW)
     assert r["blink_rate"] is None and r["eyelid_error_ratio"] is None and r["blink_rate_ratio"] is None
+    # with known faces asked for, the missing region's split numbers are there too, as None
+    r = ev.upper_face(model, _clips(), torch.zeros(V), BROW, seeds=(0,), known_faces=[_clips()[0].template])
+    assert r["eyelid_error_ratio_known_faces"] is None and r["eyelid_error_ratio_new_faces"] is None
+    assert r["brow_error_ratio_known_faces"] == 0.0
     assert r["brow_rate_ratio"] == pytest.approx(1.0)
     assert any("eye_keypoints mask is missing or empty" in m for m in r["missing"])
     still = [align(c.name, c.template, c.template.expand_as(c.geom).clone(), c.audio, 30, "exact") for c in _clips()]

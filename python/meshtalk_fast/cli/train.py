@@ -77,10 +77,9 @@ def _evaluate(args) -> int:
     clips = folder_clips(args.data, args.split, model.config)
     known = None  # the training faces, so the upper-face errors are also given on known and new faces apart
     if args.split != "train" and os.path.isdir(os.path.join(args.data, "train")):
-        from ..data.folder import read_folder
-        from ..training.batches import distinct_templates
+        from ..data.folder import folder_templates
 
-        known = distinct_templates(list(read_folder(args.data, "train"))) or None
+        known = folder_templates(args.data, "train") or None
     result = report(model, clips, folder_masks(args.data), mode=args.mode, seed=args.seed,
                     seeds=tuple(range(args.seed, args.seed + args.samples)), known_faces=known)
     text = json.dumps(result, indent=1)

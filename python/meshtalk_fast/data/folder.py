@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Iterator, Optional, Tuple
+from typing import Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -34,7 +34,7 @@ from ..ops.audio import SAMPLE_RATE, load_audio
 from ..io.mesh import load_obj, write_obj
 from .base import DEFAULT_TOLERANCE, FaceMasks, FaceSequence, align_sequence, handle_error, load_masks
 
-__all__ = ["read_folder", "read_folder_sequence", "load_folder_template", "load_folder_masks", "folder_splits",
+__all__ = ["read_folder", "read_folder_sequence", "folder_templates", "load_folder_template", "load_folder_masks", "folder_splits",
            "write_obj", "write_folder_template", "write_folder_sequence"]
 
 
@@ -134,6 +134,43 @@ def read_folder_sequence(folder, template: torch.Tensor, tolerance: int = DEFAUL
     return align_sequence(seq, tolerance, where=mesh_path)
 
 
+def folder_templates(root, split: str = "train") -> List[torch.Tensor]:
+    """The templates ``[V, 3]`` of the subjects of ``root/<split>/``, one per subject in order of first
+    appearance (sequence folders in name order): the faces a model trained on that split has seen. Reads each
+    sequence's meta.json and the subjects' templates only, no meshes or audio."""
+    root = os.fspath(root)
+    split_dir = _split_dir(root, split)
+    templates: Dict[str, torch.Tensor] = {}
+    for name in sorted(os.listdir(split_dir)):
+        folder = os.path.join(split_dir, name)
+        if os.path.isdir(folder):
+            _subject_template(root, _read_meta(folder), templates)
+    return list(templates.values())
+
+
+def _subject_template(root: str, meta: dict, cache: Dict[str, torch.Tensor]) -> torch.Tensor:
+    """The template of a sequence's subject (``meta["subject"]``, "default" when absent), read once per
+    subject into ``cache``."""
+    subject = str(meta.get("subject", "default"))
+    if subject not in cache:
+        cache[subject] = load_folder_template(root, subject)[0]
+    return cache[subject]
+
+
+def _split_dir(root: str, split: str) -> str:
+    """``root/<split>``, checked: the data set folder, the split and ``template.obj`` exist."""
+    if not os.path.isdir(root):
+        raise FileNotFoundError(f"data set folder {root!r} does not exist")
+    split_dir = os.path.join(root, split)
+    if not os.path.isdir(split_dir):
+        raise FileNotFoundError(f"data set folder {root!r} has no split {split!r} (expected the folder "
+                                f"{split_dir!r}; found {folder_splits(root)})")
+    if not os.path.isfile(os.path.join(root, "template.obj")):
+        raise FileNotFoundError(f"data set folder {root!r} has no template.obj (expected "
+                                f"{os.path.join(root, 'template.obj')!r})")
+    return split_dir
+
+
 def _read_meta(folder: str) -> dict:
     path = os.path.join(folder, "meta.json")
     if not os.path.isfile(path):
@@ -157,15 +194,7 @@ def read_folder(root, split: str = "train", tolerance: int = DEFAULT_TOLERANCE, 
     """
     check_choice("on_error", on_error, ("raise", "skip"))
     root = os.fspath(root)
-    if not os.path.isdir(root):
-        raise FileNotFoundError(f"data set folder {root!r} does not exist")
-    split_dir = os.path.join(root, split)
-    if not os.path.isdir(split_dir):
-        raise FileNotFoundError(f"data set folder {root!r} has no split {split!r} (expected the folder "
-                                f"{split_dir!r}; found {folder_splits(root)})")
-    if not os.path.isfile(os.path.join(root, "template.obj")):
-        raise FileNotFoundError(f"data set folder {root!r} has no template.obj (expected "
-                                f"{os.path.join(root, 'template.obj')!r})")
+    split_dir = _split_dir(root, split)
     templates = {}
     wanted = None if names is None else set(names)
     for name in sorted(os.listdir(split_dir)):
@@ -174,10 +203,7 @@ def read_folder(root, split: str = "train", tolerance: int = DEFAULT_TOLERANCE, 
             continue
         try:
             meta = _read_meta(folder)
-            subject = str(meta.get("subject", "default"))
-            if subject not in templates:
-                templates[subject] = load_folder_template(root, subject)[0]
-            seq = read_folder_sequence(folder, templates[subject], tolerance, mmap, meta)
+            seq = read_folder_sequence(folder, _subject_template(root, meta, templates), tolerance, mmap, meta)
         except (ValueError, FileNotFoundError) as exc:
             handle_error(on_error, exc)
             continue

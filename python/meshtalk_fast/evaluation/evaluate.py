@@ -263,6 +263,7 @@ def upper_face(model: MeshTalk, clips: Sequence[Clip], eye_keypoints: Optional[t
     for name, (mask, reduce, level, err) in regions.items():
         keys = [f"{err}_error_ratio", f"{name}_rate", f"{name}_rate_gt", f"{name}_rate_ratio"]
         keys += ["blink_closure_ratio", "blink_timing_lift", "blink_gt_lift"] if name == "blink" else []
+        keys += [f"{err}_error_ratio_known_faces", f"{err}_error_ratio_new_faces"] if known_faces is not None else []
         mask_name = "eye_keypoints" if name == "blink" else "forehead"
         if mask is None or not bool((mask > 0).any()):
             out["missing"].append(f"{mask_name} mask is missing or empty: no {name} numbers")

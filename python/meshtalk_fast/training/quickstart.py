@@ -23,6 +23,7 @@ from typing import Dict, List, Optional, Sequence
 import torch
 
 from ..base.checks import check_tensor
+from ..models.encoders import group_heads
 from ..models.meshtalk import MeshTalk
 from . import TrainConfig
 from .config import ModelSection
@@ -253,7 +254,7 @@ def quickstart(out_dir: str, minutes: float = 10.0, template: Optional[str] = No
               f"collapsed in stage 1, so the LVE gain is a mean pose rather than lip-sync. A longer budget "
               f"(--minutes) or another seed may help; see benchmarks/RESULTS.md, 'Why the codes collapse'.",
               flush=True)
-    for line in stuck_heads_warning(metrics.get("expression_head_classes") or [], config.model.expression_groups):
+    for line in stuck_heads_warning(metrics["expression_head_classes"], config.model.expression_groups):
         print(line, flush=True)
     return metrics
 
@@ -262,8 +263,6 @@ def stuck_heads_warning(classes: Sequence[int], groups: int) -> List[str]:
     """A warning per expression head that gave every test frame the same code (``expression_head_classes``):
     what its group reads was not learnt. ``groups``: ``model.expression_groups`` (with 2, the first half of
     the heads read the eye region, the second half the forehead)."""
-    from ..models.encoders import group_heads
-
     k = len(classes)
     names = {0: "the eyes", 1: "the brows"} if groups == 2 else {}
     out = []
