@@ -34,8 +34,8 @@ from ..ops.audio import SAMPLE_RATE, load_audio
 from ..io.mesh import load_obj, write_obj
 from .base import DEFAULT_TOLERANCE, FaceMasks, FaceSequence, align_sequence, handle_error, load_masks
 
-__all__ = ["read_folder", "read_folder_sequence", "folder_templates", "load_folder_template", "load_folder_masks", "folder_splits",
-           "write_obj", "write_folder_template", "write_folder_sequence"]
+__all__ = ["read_folder", "read_folder_sequence", "folder_templates", "load_folder_template", "load_folder_masks",
+           "folder_splits", "write_obj", "write_folder_template", "write_folder_sequence"]
 
 
 def write_folder_template(root, vertices: torch.Tensor, faces: torch.Tensor, subject: Optional[str] = None) -> str:
