@@ -269,6 +269,58 @@ def test_make_dataset_round_trips_through_the_folder_reader(tmp_path, monkeypatc
         make_dataset(root, seed=2, **SMALL)
 
 
+def test_faces_per_voice_gives_each_voice_several_faces(tmp_path):
+    one = SpeechFaceSet(seed=2, split="test", n_sentences=6, voices=[VOICE], held_out_voices=[HELD_OUT])
+    two = SpeechFaceSet(seed=2, split="test", n_sentences=6, voices=[VOICE], held_out_voices=[HELD_OUT],
+                        faces_per_voice=2)
+    assert one.items == two.items and [one.name(i) for i in range(len(one))] == [two.name(i) for i in range(len(two))]
+    # face 0 of each voice is the face the voice had before; face 1 is another one
+    assert torch.equal(two.subject(0, 0)[0], one.subject(0)[0])
+    assert float((two.subject(0, 1)[0] - two.subject(0, 0)[0]).norm(dim=-1).mean()) > 1.0
+    assert not torch.equal(two.subject(1, 1)[0], two.subject(0, 1)[0])  # every voice's faces are its own
+    for s, v in two.items:
+        assert two.subject_id(s, v) == f"{two.all_voices[v].id}_face{s % 2}" and one.subject_id(s, v) == one.all_voices[v].id
+    s, v = two.items[0]
+    seq_one, seq_two = one[0], two[0]
+    assert seq_two.subject == two.subject_id(s, v)
+    assert torch.equal(seq_two.template, two.subject(v, s % 2)[0])
+    # the same speech; the same meshes on face 0, another face's when s is odd
+    assert torch.equal(seq_one.audio, seq_two.audio)
+    assert torch.equal(seq_one.geom, seq_two.geom) == (s % 2 == 0)
+    assert torch.equal(seq_one.template, seq_two.template) == (s % 2 == 0)
+    # the folder holds one template per (voice, face) and reads back the same sequences
+    root = tmp_path / "two"
+    config = make_dataset(root, seed=2, n_sentences=6, voices=[VOICE], held_out_voices=[HELD_OUT], faces_per_voice=2)
+    assert config["faces_per_voice"] == 2 and "faces_per_voice" not in one.config()
+    read = {q.name: q for q in read_folder(root, "test")}
+    subjects = {q.subject for q in read.values()}
+    assert len(subjects) == len({two.subject_id(s, v) for s, v in two.items}) > 1
+    assert torch.equal(read[seq_two.name].template, seq_two.template) and torch.equal(read[seq_two.name].geom, seq_two.geom)
+    assert {p.stem for p in (root / "templates").iterdir()} >= subjects
+    cached = SpeechFaceSet(root=root, seed=2, split="test", n_sentences=6, voices=[VOICE], held_out_voices=[HELD_OUT],
+                           faces_per_voice=2)
+    assert torch.equal(cached[0].template, seq_two.template)
+    with pytest.raises(ValueError, match="faces_per_voice"):  # the folder was made with 2
+        SpeechFaceSet(root=root, seed=2, n_sentences=6, voices=[VOICE], held_out_voices=[HELD_OUT])
+    # bad values name the argument
+    with pytest.raises(ValueError, match="faces_per_voice"):
+        SpeechFaceSet(faces_per_voice=0)
+    with pytest.raises(ValueError, match="face_index must be in \\[0, 2\\)"):
+        two.subject(0, 2)
+
+
+def test_faces_per_voice_needs_the_procedural_faces(assets):
+    with pytest.raises(ValueError, match="faces_per_voice must be 1 with a template"):
+        SpeechFaceSet(template=assets / "face_template.obj", masks=assets, faces_per_voice=3, **SMALL)
+    from meshtalk_fast.training.setup import dataset_options
+
+    with pytest.raises(ValueError, match="--faces-per-voice must be 1 with --template"):
+        dataset_options(template=str(assets / "face_template.obj"), masks=str(assets), faces_per_voice=2)
+    kwargs, _ = dataset_options(seed=1, faces_per_voice=3)
+    assert kwargs["faces_per_voice"] == 3
+    assert "faces_per_voice" not in dataset_options(seed=1)[0]
+
+
 def test_speechface_on_the_meshtalk_template(tmp_path, meshtalk_face, assets):
     template, faces, masks = meshtalk_face
     ds = SpeechFaceSet(template=assets / "face_template.obj", masks=assets, split="val", seed=4, **SMALL)

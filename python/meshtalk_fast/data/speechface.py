@@ -8,7 +8,11 @@ the template (``face_rig.FaceRig``): jaw, rounding, spreading, bilabial closure,
 Upper face: blinks and brow raises drawn from their own seeded random stream, independent of the
 speech: exactly the part of the motion that audio cannot predict.
 Templates: by default every subject gets its own procedural face (``procedural_face``); or pass
-any template with its masks (e.g. the MeshTalk template and its released masks).
+any template with its masks (e.g. the MeshTalk template and its released masks). With procedural faces,
+``faces_per_voice = k > 1`` gives each voice k faces: sentence s is spoken with face ``s % k``, and each
+(voice, face) pair is a subject of its own (``<voice id>_face<f>``). The amount of data stays the same; the
+number of faces a model learns from grows k-fold, so it can generalise to the held-out voice's new face
+(the quick start uses it: benchmarks/RESULTS.md, "More faces"). k = 1 is the data set as it always was.
 
 Splits: sentences are shuffled with the seed; 10 % go to "val", 10 % to "test" (at least one each),
 the rest to "train". "train" and "val" use the training voices; "test" uses them plus the held-out
@@ -38,7 +42,8 @@ from .folder import load_folder_template, read_folder_sequence, write_folder_seq
 from .procedural_face import canonical_face, procedural_face, procedural_face_rig
 from .viseme_rig import Style, articulation_curves, blink_curve, brow_curve
 
-__all__ = ["SENTENCES", "DEFAULT_VOICES", "HELD_OUT_VOICES", "SPLITS", "SpeechFaceSet", "make_dataset"]
+__all__ = ["SENTENCES", "DEFAULT_VOICES", "HELD_OUT_VOICES", "SPLITS", "SpeechFaceSet", "make_dataset",
+           "folder_differences"]
 
 SPLITS = ("train", "val", "test")
 FORMAT = "meshtalk_fast.speechface/1"
@@ -153,13 +158,18 @@ class SpeechFaceSet(torch.utils.data.Dataset):
     rig: instead of a template, a blendshape rig driven by the curves (``arkit_rig.ArkitRig``: its
         neutral and triangles are the template, its shapes make the meshes); masks then default to
         ``rig.masks()`` (derived from its shapes).
+    faces_per_voice: procedural faces per voice (module docstring); 1 with a template or a rig (one face).
     """
 
     def __init__(self, root=None, n_sentences: Optional[int] = None, voices: Optional[Sequence[Voice]] = None,
                  held_out_voices: Optional[Sequence[Voice]] = None, seed: int = 0, template=None, masks=None,
                  faces=None, split: str = "train", fps: int = 30, sentences: Optional[Sequence[str]] = None,
-                 isolation: Optional[str] = None, rig=None):
+                 isolation: Optional[str] = None, rig=None, faces_per_voice: int = 1):
         check_choice("split", split, SPLITS)
+        self.faces_per_voice = check_positive_int("faces_per_voice", faces_per_voice, maximum=1000)
+        if self.faces_per_voice > 1 and (template is not None or rig is not None):
+            raise ValueError(f"faces_per_voice must be 1 with a {'rig' if rig is not None else 'template'} (it is "
+                             f"one face), got {faces_per_voice}; more faces per voice need the procedural faces")
         if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
             raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
         self.seed, self.split, self.isolation = seed, split, isolation
@@ -186,7 +196,7 @@ class SpeechFaceSet(torch.utils.data.Dataset):
         self.items = [(s, v) for s in self.splits[split] for v in range(n_voices)]
         self._user = self._user_template(template, masks, faces) if rig is None else \
             self._rig_template(rig, template, masks, faces)
-        self._subjects: Dict[int, tuple] = {}
+        self._subjects: Dict[tuple, tuple] = {}
         self._templates: Dict[str, torch.Tensor] = {}
         self.root = None
         if root is not None:
@@ -231,16 +241,30 @@ class SpeechFaceSet(torch.utils.data.Dataset):
             raise ValueError(f"masks must have V={rig.n_vertices} entries like the rig, got {masks.n_vertices}")
         return rig.vertices.contiguous(), rig.basis.faces, masks, rig
 
-    def subject(self, voice_index: int) -> tuple:
-        """(vertices ``[V, 3]``, faces ``[F, 3]`` or None, ``FaceMasks``, ``FaceRig``) of a subject."""
-        if voice_index not in self._subjects:
+    def face_index(self, sentence_index: int) -> int:
+        """Which of its voice's faces speaks sentence ``sentence_index`` (0 with one face per voice)."""
+        return sentence_index % self.faces_per_voice
+
+    def subject_id(self, sentence_index: int, voice_index: int) -> str:
+        """The subject of a (sentence, voice) pair: the voice's id, or ``<id>_face<f>`` with several faces."""
+        voice = self.all_voices[voice_index].id
+        return voice if self.faces_per_voice == 1 else f"{voice}_face{self.face_index(sentence_index)}"
+
+    def subject(self, voice_index: int, face_index: int = 0) -> tuple:
+        """(vertices ``[V, 3]``, faces ``[F, 3]`` or None, ``FaceMasks``, ``FaceRig``) of a subject: the voice's
+        face ``face_index`` (face 0 is the one a voice had before ``faces_per_voice``)."""
+        if not 0 <= face_index < self.faces_per_voice:
+            raise ValueError(f"face_index must be in [0, {self.faces_per_voice}) (faces_per_voice), got {face_index}")
+        key = (voice_index, face_index)
+        if key not in self._subjects:
             if self._user is not None:
-                self._subjects[voice_index] = self._user
+                self._subjects[key] = self._user
             else:
-                state = np.random.SeedSequence([self.seed, 0xFACE, voice_index]).generate_state(1)[0]
+                entropy = [self.seed, 0xFACE, voice_index] + ([face_index] if face_index else [])
+                state = np.random.SeedSequence(entropy).generate_state(1)[0]
                 vertices, faces, masks = procedural_face(int(state))
-                self._subjects[voice_index] = (vertices, faces, masks, procedural_face_rig(vertices, masks))
-        return self._subjects[voice_index]
+                self._subjects[key] = (vertices, faces, masks, procedural_face_rig(vertices, masks))
+        return self._subjects[key]
 
     @property
     def faces(self) -> Optional[torch.Tensor]:
@@ -275,7 +299,7 @@ class SpeechFaceSet(torch.utils.data.Dataset):
         if not -len(self.items) <= i < len(self.items):
             raise IndexError(f"SpeechFaceSet index {i} out of range for {len(self.items)} sequences")
         if self.root is not None:
-            subject = self.all_voices[self.items[i][1]].id
+            subject = self.subject_id(*self.items[i])
             if subject not in self._templates:
                 self._templates[subject] = load_folder_template(self.root, subject)[0]
             return read_folder_sequence(os.path.join(self.root, self.split, self.name(i)), self._templates[subject])
@@ -297,13 +321,13 @@ class SpeechFaceSet(torch.utils.data.Dataset):
         rng = np.random.default_rng(motion_seed)  # upper face: its own stream, blind to the speech
         curves["blink"] = blink_curve(T, self.fps, rng, style)
         curves["brow"] = brow_curve(T, self.fps, rng, style)
-        vertices, _, _, rig = self.subject(voice_index)
+        vertices, _, _, rig = self.subject(voice_index, self.face_index(sentence_index))
         meta = {"text": text, "sentence_index": sentence_index, "split": self.split,
                 "voice": {"name": voice.name, "rate": voice.rate, "pitch": voice.pitch, "range": voice.range},
                 "held_out_voice": voice_index >= len(self.voices),
                 "phonemes": [[round(float(a), 5), round(float(b), 5), p]
                              for a, b, p in zip(starts, ends, utt.phonemes)]}
-        seq = FaceSequence(f"{voice.id}__s{sentence_index:03d}", voice.id, vertices, rig.deform(curves), audio,
+        seq = FaceSequence(f"{voice.id}__s{sentence_index:03d}", self.subject_id(sentence_index, voice_index), vertices, rig.deform(curves), audio,
                            self.fps, meta)
         return align_sequence(seq, 0)  # a no-op here: states that mesh and audio agree
 
@@ -322,11 +346,14 @@ class SpeechFaceSet(torch.utils.data.Dataset):
             template = {"n_vertices": int(self._user[0].shape[0]), "sha1": digest.hexdigest()}
             if not isinstance(rig, FaceRig):
                 template["rig"] = {"arkit": rig.used, "unmapped": rig.unmapped}
-        return {"format": FORMAT, "espeak": _espeak_version(), "seed": self.seed, "fps": self.fps,
-                "sentences": list(self.sentences),
-                "voices": [[v.name, v.rate, v.pitch, v.range] for v in self.voices],
-                "held_out_voices": [[v.name, v.rate, v.pitch, v.range] for v in self.held_out_voices],
-                "template": template}
+        config = {"format": FORMAT, "espeak": _espeak_version(), "seed": self.seed, "fps": self.fps,
+                  "sentences": list(self.sentences),
+                  "voices": [[v.name, v.rate, v.pitch, v.range] for v in self.voices],
+                  "held_out_voices": [[v.name, v.rate, v.pitch, v.range] for v in self.held_out_voices],
+                  "template": template}
+        if self.faces_per_voice > 1:  # absent when 1, so folders written before the option still match
+            config["faces_per_voice"] = self.faces_per_voice
+        return config
 
 
 def _espeak_version() -> str:
@@ -339,13 +366,25 @@ def _espeak_version() -> str:
         return "unknown"
 
 
+def _differences(stored: dict, mine: dict) -> List[str]:
+    return sorted(k for k in (set(mine) | set(stored)) - {"splits"} if stored.get(k) != mine.get(k))
+
+
+def folder_differences(root, **kwargs) -> List[str]:
+    """The settings (``dataset.json`` keys: seed, sentences, voices, template, faces_per_voice, ...) in which the
+    data set written in ``root`` differs from the one ``make_dataset(root, **kwargs)`` would write; [] when it
+    is the same. ``root`` must hold a dataset.json."""
+    with open(os.path.join(os.fspath(root), "dataset.json")) as fh:
+        stored = json.load(fh)
+    return _differences(stored, SpeechFaceSet(None, **kwargs).config())
+
+
 def _ensure_folder(ds: SpeechFaceSet) -> None:
     path = os.path.join(ds.root, "dataset.json")
     if os.path.isfile(path):
         with open(path) as fh:
             stored = json.load(fh)
-        mine = ds.config()
-        diff = sorted(k for k in mine if stored.get(k) != mine[k])
+        diff = _differences(stored, ds.config())
         if diff:
             raise ValueError(f"{path!r} was made with different settings ({', '.join(diff)} differ); pass a new "
                              "root or call make_dataset(root, ..., overwrite=True)")
@@ -404,9 +443,10 @@ def _make(ds: SpeechFaceSet, out_dir: str, splits, overwrite: bool, progress: bo
         for i in range(len(part)):
             seq = part[i]
             if ds._user is None:
-                v = part.items[i][1]
+                s, v = part.items[i]
                 if not os.path.isfile(os.path.join(out_dir, "templates", f"{seq.subject}.obj")):
-                    write_folder_template(out_dir, seq.template, part.subject(v)[1], subject=seq.subject)
+                    write_folder_template(out_dir, seq.template, part.subject(v, part.face_index(s))[1],
+                                          subject=seq.subject)
             write_folder_sequence(out_dir, split, seq)
             names.append(seq.name)
             if progress:
