@@ -90,6 +90,48 @@ template <> struct Lanes<Vec16> { typedef U16x16 H; typedef U32x16 U; typedef I8
 template <> struct Lanes<Vec8> { typedef U16x8 H; typedef U32x8 U; typedef I8x8 Q; typedef I32x8 I; };
 template <> struct Lanes<Vec4> { typedef U16x4 H; typedef U32x4 U; typedef I8x4 Q; typedef I32x4 I; };
 
+#if defined(__x86_64__) || defined(__i386__)
+// The widening loads of the AVX-512 and AVX2 kernels as one instruction each (vpmovzxwd / vpmovsxbd
+// from memory). Written as inline assembly because GCC 12 lowers __builtin_convertvector(int8 x 16 ->
+// int32 x 16) to a vpinsrd per lane (the int8 kernel then took 2.4x float32's time on the decoder's
+// last product, RESULTS.md "Issue 17"), and intrinsics cannot be used here: these templates are
+// compiled without the kernels' target attributes. The assembly is only reached from the kernels
+// whose target has the instruction (packed_avx512: AVX-512F; packed_avx2: AVX2). Exact conversions,
+// so the results are the same bits as the generic code's.
+template <class V> struct Widen;
+template <> struct Widen<Vec16> {
+  static MESHTALK_INLINE Vec16 bf16(const uint16_t* p) {
+    U32x16 u;
+    asm("vpmovzxwd %1, %0" : "=v"(u) : "m"(*reinterpret_cast<const uint16_t(*)[16]>(p)));
+    u <<= 16;  // the bfloat16 bits are the float's high half
+    Vec16 v;
+    std::memcpy(&v, &u, sizeof v);
+    return v;
+  }
+  static MESHTALK_INLINE Vec16 int8(const int8_t* p) {
+    I32x16 q;
+    asm("vpmovsxbd %1, %0" : "=v"(q) : "m"(*reinterpret_cast<const int8_t(*)[16]>(p)));
+    return __builtin_convertvector(q, Vec16);
+  }
+};
+template <> struct Widen<Vec8> {
+  static MESHTALK_INLINE Vec8 bf16(const uint16_t* p) {
+    U32x8 u;
+    asm("vpmovzxwd %1, %0" : "=x"(u) : "m"(*reinterpret_cast<const uint16_t(*)[8]>(p)));
+    u <<= 16;
+    Vec8 v;
+    std::memcpy(&v, &u, sizeof v);
+    return v;
+  }
+  static MESHTALK_INLINE Vec8 int8(const int8_t* p) {
+    I32x8 q;
+    asm("vpmovsxbd %1, %0" : "=x"(q) : "m"(*reinterpret_cast<const int8_t(*)[8]>(p)));
+    return __builtin_convertvector(q, Vec8);
+  }
+};
+#define MESHTALK_X86_WIDEN 1
+#endif
+
 // Weight loaders: L consecutive stored values of a panel row -> a float vector. S is the stored type
 // (float, uint16_t bfloat16 bits, int8_t); `scale` is the int8 scales of those columns (else unused).
 template <class V, class S>
@@ -101,6 +143,9 @@ MESHTALK_INLINE V wload(const S* p, const V& scale) {
     return v;
   } else if constexpr (std::is_same<S, uint16_t>::value) {
     (void)scale;
+#ifdef MESHTALK_X86_WIDEN
+    if constexpr (!std::is_same<V, Vec4>::value) return Widen<V>::bf16(p);
+#endif
     typename Lanes<V>::H h;
     std::memcpy(&h, p, sizeof h);
     const typename Lanes<V>::U u = __builtin_convertvector(h, typename Lanes<V>::U) << 16;  // exact: the high half
@@ -108,10 +153,12 @@ MESHTALK_INLINE V wload(const S* p, const V& scale) {
     std::memcpy(&v, &u, sizeof v);
     return v;
   } else {
+#ifdef MESHTALK_X86_WIDEN
+    if constexpr (!std::is_same<V, Vec4>::value) return Widen<V>::int8(p) * scale;
+#endif
+    // int8 -> int32 -> float (exact), then float(q) * s[n], one rounding.
     typename Lanes<V>::Q q;
     std::memcpy(&q, p, sizeof q);
-    // int8 -> int32 -> float (sign extension, then an exact conversion: one vector instruction each;
-    // int8 -> float directly is not vectorised by GCC 12), then float(q) * s[n], one rounding.
     const typename Lanes<V>::I wide = __builtin_convertvector(q, typename Lanes<V>::I);
     return __builtin_convertvector(wide, V) * scale;
   }
