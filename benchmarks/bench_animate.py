@@ -63,10 +63,19 @@ def record(benchmark, audio: torch.Tensor, frames: int, elapsed: float) -> None:
                                 real_time_factor=seconds / elapsed, **SIZE)
 
 
-@pytest.mark.parametrize("backend", ["torch", "cpp"])
-def test_animate_offline(benchmark, backend):
+@pytest.mark.parametrize("mode", ["torch", "cpp", "cpp-bf16", "cpp-int8"])
+def test_animate_offline(benchmark, mode):
+    """``cpp-bf16`` / ``cpp-int8``: the C++ sampler and decoder with reduced-precision weights
+    (``animate(weights=...)``), beside float32 and the reference on the same inputs."""
+    backend, _, weights = mode.partition("-")
     require_backend("sample", backend)
     require_backend("decode", backend)
+    if weights:
+        from meshtalk_fast import _core
+
+        if _core.gemm_info()["builtin_isa"] not in ("avx2+fma", "avx512f"):
+            pytest.skip(f"weights {weights!r} need the AVX2+FMA or AVX-512 kernels; this CPU runs "
+                        f"{_core.gemm_info()['builtin_isa']!r}")
     model, template, masks, audio = make_inputs()
     benchmark.group = f"animate offline {SECONDS:g} s V={SIZE['V']} H={SIZE['H']} C={SIZE['C']}"
     timing = {}
@@ -74,7 +83,7 @@ def test_animate_offline(benchmark, backend):
     def run():
         t0 = time.perf_counter()
         out = mf.animate(audio, template, model, seed=0, backend=backend, smooth_masks=masks, progress=False,
-                         normalize=False)
+                         normalize=False, weights=weights or None)
         timing["s"] = time.perf_counter() - t0
         return out
 

@@ -79,6 +79,25 @@ def test_animate_is_the_documented_pipeline(small, template, speech, masks):
     assert (other - got).abs().max() > 1e-2
 
 
+def test_animate_with_reduced_weights_stays_near_float32(small, template, speech):
+    """animate(weights="bf16" | "int8"): the C++ sampler and decoder with rounded weights; argmax codes, so the
+    meshes differ from float32's only by the rounding (and a rare flipped code): within 2 % of the frames'
+    extent. A backend other than cpp is refused, naming the option."""
+    audio = speech[:16000]
+    exact = mf.animate(audio, template, small, argmax=True, progress=False, normalize=False)
+    extent = float(exact.max() - exact.min())
+    for weights in ("bf16", "int8"):
+        try:
+            got = mf.animate(audio, template, small, argmax=True, progress=False, normalize=False, weights=weights)
+        except ValueError as e:  # a CPU without AVX2+FMA
+            assert "use weights 'f32'" in str(e)
+            continue
+        assert got.shape == exact.shape
+        assert float((got - exact).abs().max()) <= 0.02 * extent
+    with pytest.raises(ValueError, match="weights"):
+        mf.animate(audio, template, small, backend="torch", progress=False, normalize=False, weights="bf16")
+
+
 def test_animate_from_a_path_normalises_as_released(small, template, files):
     from_path = mf.animate(files["wav"], template, small, argmax=True, backend="torch", progress=False)
     loaded = mf.load_audio(files["wav"])

@@ -400,7 +400,7 @@ def test_core_model_weights_modes_stay_near_float32(tmp_path, V, heads, classes,
         assert nbytes < exact_bytes
         err = float(np.abs(got - exact).max())
         assert err <= bound * extent, (weights, err, extent)
-    with pytest.raises(ValueError, match="weights must be 'f32', 'bf16' or 'int8', got 'fp16'"):
+    with pytest.raises(ValueError, match="weights: expected 'f32', 'bf16' or 'int8', found 'fp16'"):
         _core.CoreModel.from_file(str(tmp_path / "m.safetensors"), weights="fp16")
 
 
@@ -437,4 +437,21 @@ def test_streaming_animator_cpp_is_the_c_api_session(tmp_path, framing):
     torch.testing.assert_close(outs[0], outs[1], rtol=0, atol=1e-3)
     with pytest.raises(ValueError, match="threads applies to backend 'cpp' only"):
         mf.StreamingAnimator(model, template, backend="torch", threads=2)
+    # weights=: the session's model loaded with that storage (as mt_model_params.weights): the same frames as a
+    # session on CoreModel.from_file(weights=...), bit for bit; refused on the reference pipeline
+    try:
+        reduced = _core.CoreModel.from_file(str(tmp_path / "m.safetensors"), weights="int8")
+    except ValueError as e:  # a CPU without AVX2+FMA: refused, naming the mode that runs
+        assert "use weights 'f32'" in str(e)
+    else:
+        session = _core.Session(reduced, template.numpy(), seed=seed, smooth_masks=(forehead.numpy(), neck.numpy()),
+                                smoothing_delay=4)
+        want = np.concatenate([session.push(audio[i:i + 533].numpy()) for i in range(0, audio.numel(), 533)]
+                              + [session.finish()])
+        live = mf.StreamingAnimator(model, template, seed=5, smooth_masks=(forehead, neck), backend="cpp",
+                                    weights="int8")
+        got = torch.cat([live.push(audio[i:i + 2999]) for i in range(0, audio.numel(), 2999)] + [live.close()])
+        assert torch.equal(got, torch.from_numpy(want))
+    with pytest.raises(ValueError, match="weights applies to backend 'cpp' only"):
+        mf.StreamingAnimator(model, template, backend="torch", weights="bf16")
 

@@ -242,3 +242,28 @@ def test_other_builtin_kernels(isa):
     assert result.returncode == 0, result.stderr[-3000:]
     if isa == "avx2" and "avx2+fma" not in result.stdout:
         pytest.skip(f"this CPU has no AVX2+FMA ({result.stdout.strip()})")
+
+
+def test_decode_weights_modes_through_python(small_face):
+    """model.decode(..., backend="cpp", weights=...): "bf16" / "int8" store the per-frame products' weights
+    rounded; the meshes stay within a small fraction of their extent of float32's (odd V); "f32" is exact.
+    Bounds ~10x what these models show, as the C API's test (test_capi)."""
+    model, template = small_face
+    one_hot = codes(2, 9, seed=3)
+    with torch.no_grad():
+        exact = model.decode(template, one_hot, backend="cpp")
+        assert torch.equal(model.decode(template, one_hot, backend="cpp", weights="f32"), exact)
+        extent = float(exact.max() - exact.min())
+        for weights, bound in (("bf16", 0.01), ("int8", 0.02)):
+            try:
+                got = model.decode(template, one_hot, backend="cpp", weights=weights)
+            except ValueError as e:  # a CPU without AVX2+FMA
+                assert "use weights 'f32'" in str(e)
+                continue
+            assert _cpp.decoder_weights(model, weights=weights).weights == weights
+            err = float((got - exact).abs().max())
+            assert 0 < err <= bound * extent, (weights, err, extent)
+        with pytest.raises(ValueError, match="weights: expected 'f32', 'bf16' or 'int8', found 'half'"):
+            model.decode(template, one_hot, backend="cpp", weights="half")
+        with pytest.raises(ValueError, match="weights"):
+            model.decode(template, one_hot, backend="torch", weights="int8")

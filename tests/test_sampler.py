@@ -276,3 +276,28 @@ def test_model_file_carries_the_head_masks_to_the_core(tmp_path):
     config = dict(_core.ContextWeights.from_file(path).config, prior_head_masks="pixelcnn")
     with pytest.raises(ValueError, match=r"config 'prior_head_masks': expected 'released' or 'inclusive', found 'pixelcnn'"):
         _core.ContextWeights(config, _cpp._arrays(model.context_model, "context_model."))
+
+
+def test_sampler_weights_modes_through_python():
+    """model.sample(..., backend="cpp", weights=...): "f32" is the default and exact; "bf16" and "int8" store
+    the prior's weights rounded and give (almost) the same argmax codes on a sharpened prior; the layout is
+    cached per mode; the option is the cpp backend's alone, and an unknown mode is refused by name."""
+    model = small_model(3, heads=5, classes=16)
+    a = audio(2, 40, seed=4)
+    with torch.no_grad():
+        exact = model.sample(a, argmax=True, backend="cpp")
+        assert torch.equal(model.sample(a, argmax=True, backend="cpp", weights="f32"), exact)
+        for weights in ("bf16", "int8"):
+            try:
+                got = model.sample(a, argmax=True, backend="cpp", weights=weights)
+            except ValueError as e:  # a CPU without AVX2+FMA: refused, naming the mode that runs
+                assert "use weights 'f32'" in str(e)
+                continue
+            assert _cpp.context_weights(model, weights=weights).weights == weights
+            assert _cpp.context_weights(model, weights=weights).nbytes < _cpp.context_weights(model).nbytes
+            agree = float((labels_of(got) == labels_of(exact)).float().mean())
+            assert agree >= 0.95, (weights, agree)
+        with pytest.raises(ValueError, match="weights: expected 'f32', 'bf16' or 'int8', found 'fp16'"):
+            model.sample(a, argmax=True, backend="cpp", weights="fp16")
+        with pytest.raises(ValueError, match="weights"):  # the reference has no such option
+            model.sample(a, argmax=True, backend="torch", weights="bf16")

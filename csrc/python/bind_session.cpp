@@ -74,26 +74,21 @@ void bind_session(py::module_& m) {
   py::class_<PyCoreModel>(m, "CoreModel", "A MeshTalk.save file loaded as the C API's model (weights, frame clock).")
       .def_static("from_file", [](const std::filesystem::path& path, const std::string& weights,
                                   int64_t audio_context_ms) {
-             // weights: "f32" (exact, default) | "bf16" | "int8", as mt_model_params.weights.
-             meshtalk::WeightStorage storage = meshtalk::WeightStorage::kF32;
-             if (weights == "bf16") storage = meshtalk::WeightStorage::kBF16;
-             else if (weights == "int8") storage = meshtalk::WeightStorage::kInt8;
-             else if (weights != "f32")
-               throw py::value_error("weights must be 'f32', 'bf16' or 'int8', got '" + weights + "'");
+             const meshtalk::WeightStorage storage = parse_storage(weights);
              const meshtalk::SafetensorsFile file = meshtalk::SafetensorsFile::open(path.string());
              return PyCoreModel{meshtalk::Model::load(file, meshtalk::GemmBackend::kBuiltin, storage, audio_context_ms)};
            }, py::arg("path"), py::arg("weights") = "f32", py::arg("audio_context_ms") = 0,
            "audio_context_ms: 0 accepts the file's, 1000 or 600 requires it (as mt_model_params.audio_context_ms).")
-      .def_static("from_bytes", [](const py::bytes& image, int64_t audio_context_ms) {
+      .def_static("from_bytes", [](const py::bytes& image, int64_t audio_context_ms, const std::string& weights) {
              // A MeshTalk.save file image in memory (as mt_model_load_from_memory): validated, then copied.
+             const meshtalk::WeightStorage storage = parse_storage(weights);
              char* data = nullptr;
              Py_ssize_t size = 0;
              if (PyBytes_AsStringAndSize(image.ptr(), &data, &size) != 0) throw py::error_already_set();
              const meshtalk::SafetensorsFile file =
                  meshtalk::SafetensorsFile::from_memory(data, static_cast<size_t>(size), "<memory>");
-             return PyCoreModel{meshtalk::Model::load(file, meshtalk::GemmBackend::kBuiltin,
-                                                      meshtalk::WeightStorage::kF32, audio_context_ms)};
-           }, py::arg("image"), py::arg("audio_context_ms") = 0)
+             return PyCoreModel{meshtalk::Model::load(file, meshtalk::GemmBackend::kBuiltin, storage, audio_context_ms)};
+           }, py::arg("image"), py::arg("audio_context_ms") = 0, py::arg("weights") = "f32")
       .def_property_readonly("weights", [](const PyCoreModel& c) {
              return std::string(meshtalk::weight_storage_name(c.m->storage));
            })

@@ -190,6 +190,14 @@ inline meshtalk::GemmBackend parse_backend(const std::string& name) {
   bad_argument("gemm", "'builtin' or 'blas'", "'" + name + "'");
 }
 
+// weights: "f32" (exact, the default) | "bf16" | "int8", as mt_model_params.weights.
+inline meshtalk::WeightStorage parse_storage(const std::string& name) {
+  if (name == "f32") return meshtalk::WeightStorage::kF32;
+  if (name == "bf16") return meshtalk::WeightStorage::kBF16;
+  if (name == "int8") return meshtalk::WeightStorage::kInt8;
+  bad_argument("weights", "'f32', 'bf16' or 'int8'", "'" + name + "'");
+}
+
 inline py::dict config_dict(const meshtalk::ModelConfig& c) {
   py::dict d;
   d["heads"] = c.heads;

@@ -134,52 +134,70 @@ PYBIND11_MODULE(_core, m) {
 
   py::class_<PyContextWeights>(m, "ContextWeights",
                                "The ContextModel laid out for the sampler (a copy of the weights).")
-      .def(py::init([](const py::dict& config, const py::dict& tensors, const std::string& gemm) {
+      .def(py::init([](const py::dict& config, const py::dict& tensors, const std::string& gemm,
+                       const std::string& weights) {
              const meshtalk::ModelConfig c = config_from_dict(config);
              const meshtalk::GemmBackend be = parse_backend(gemm);
+             const meshtalk::WeightStorage st = parse_storage(weights);
              std::vector<py::object> keep;
              const meshtalk::BufferSource src = buffer_source(tensors, &keep);
              py::gil_scoped_release release;
-             return PyContextWeights{meshtalk::ContextWeights::load(src, c, "context_model.", be)};
+             return PyContextWeights{meshtalk::ContextWeights::load(src, c, "context_model.", be, st)};
            }),
-           py::arg("config"), py::arg("tensors"), py::arg("gemm") = "builtin",
+           py::arg("config"), py::arg("tensors"), py::arg("gemm") = "builtin", py::arg("weights") = "f32",
            "From float32 arrays keyed like MeshTalk.state_dict() ('context_model.logits.masked_linear.weight', ...) "
            "and a config {heads, classes, n_vertices, context_hidden, audio_dim[, dilations]}. gemm: 'builtin' "
-           "(our kernel: faster, and results independent of batch composition) or 'blas' (OpenBLAS, to compare).")
-      .def_static("from_file", [](const std::filesystem::path& path, const std::string& gemm) {
+           "(our kernel: faster, and results independent of batch composition) or 'blas' (OpenBLAS, to compare). "
+           "weights: 'f32' (exact, default), 'bf16' or 'int8' storage of the per-frame products (builtin only).")
+      .def_static("from_file", [](const std::filesystem::path& path, const std::string& gemm,
+                                  const std::string& weights) {
              const meshtalk::GemmBackend be = parse_backend(gemm);
+             const meshtalk::WeightStorage st = parse_storage(weights);
              return load_from_file(path, [&](const meshtalk::TensorSource& src, const meshtalk::ModelConfig& c) {
-               return PyContextWeights{meshtalk::ContextWeights::load(src, c, "context_model.", be)};
+               return PyContextWeights{meshtalk::ContextWeights::load(src, c, "context_model.", be, st)};
              });
-           }, py::arg("path"), py::arg("gemm") = "builtin", "From a file written by MeshTalk.save.")
+           }, py::arg("path"), py::arg("gemm") = "builtin", py::arg("weights") = "f32",
+           "From a file written by MeshTalk.save.")
       .def_property_readonly("config", [](const PyContextWeights& w) { return config_dict(w.w->config); })
       .def_property_readonly("nbytes", [](const PyContextWeights& w) { return w.w->nbytes(); })
       .def_property_readonly("gemm", [](const PyContextWeights& w) {
         return std::string(meshtalk::gemm_backend_name(w.w->backend));
+      })
+      .def_property_readonly("weights", [](const PyContextWeights& w) {
+        return std::string(meshtalk::weight_storage_name(w.w->storage));
       });
 
   py::class_<PyDecoderWeights>(m, "DecoderWeights", "The VertexUnet laid out for the decoder (a copy of the weights).")
-      .def(py::init([](const py::dict& config, const py::dict& tensors, const std::string& gemm) {
+      .def(py::init([](const py::dict& config, const py::dict& tensors, const std::string& gemm,
+                       const std::string& weights) {
              const meshtalk::ModelConfig c = config_from_dict(config);
              const meshtalk::GemmBackend be = parse_backend(gemm);
+             const meshtalk::WeightStorage st = parse_storage(weights);
              std::vector<py::object> keep;
              const meshtalk::BufferSource src = buffer_source(tensors, &keep);
              py::gil_scoped_release release;
-             return PyDecoderWeights{meshtalk::DecoderWeights::load(src, c, be)};
+             return PyDecoderWeights{meshtalk::DecoderWeights::load(src, c, be, "vertex_unet.", st)};
            }),
-           py::arg("config"), py::arg("tensors"), py::arg("gemm") = "builtin",
+           py::arg("config"), py::arg("tensors"), py::arg("gemm") = "builtin", py::arg("weights") = "f32",
            "From float32 arrays keyed like MeshTalk.state_dict() ('vertex_unet.fusion.weight', ...) and a config. "
-           "gemm: 'builtin' (our kernel, the faster one measured) or 'blas' (OpenBLAS, when linked in).")
-      .def_static("from_file", [](const std::filesystem::path& path, const std::string& gemm) {
+           "gemm: 'builtin' (our kernel, the faster one measured) or 'blas' (OpenBLAS, when linked in). weights: "
+           "'f32' (exact, default), 'bf16' or 'int8' storage of the per-frame products (builtin only).")
+      .def_static("from_file", [](const std::filesystem::path& path, const std::string& gemm,
+                                  const std::string& weights) {
              const meshtalk::GemmBackend be = parse_backend(gemm);
+             const meshtalk::WeightStorage st = parse_storage(weights);
              return load_from_file(path, [&](const meshtalk::TensorSource& src, const meshtalk::ModelConfig& c) {
-               return PyDecoderWeights{meshtalk::DecoderWeights::load(src, c, be)};
+               return PyDecoderWeights{meshtalk::DecoderWeights::load(src, c, be, "vertex_unet.", st)};
              });
-           }, py::arg("path"), py::arg("gemm") = "builtin", "From a file written by MeshTalk.save.")
+           }, py::arg("path"), py::arg("gemm") = "builtin", py::arg("weights") = "f32",
+           "From a file written by MeshTalk.save.")
       .def_property_readonly("config", [](const PyDecoderWeights& w) { return config_dict(w.w->config); })
       .def_property_readonly("nbytes", [](const PyDecoderWeights& w) { return w.w->nbytes(); })
       .def_property_readonly("gemm", [](const PyDecoderWeights& w) {
         return std::string(meshtalk::gemm_backend_name(w.w->backend));
+      })
+      .def_property_readonly("weights", [](const PyDecoderWeights& w) {
+        return std::string(meshtalk::weight_storage_name(w.w->storage));
       });
 
   m.def("sample", &sample_py, py::arg("weights"), py::arg("audio_code"), py::arg("argmax") = false,

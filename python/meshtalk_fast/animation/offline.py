@@ -102,7 +102,7 @@ def animate(audio: Union[str, os.PathLike, torch.Tensor], template: torch.Tensor
             expression: Optional[torch.Tensor] = None, seed: Optional[int] = None, argmax: bool = False,
             backend: str = "auto", smooth_masks: Optional[Sequence[torch.Tensor]] = None,
             progress: bool = True, normalize: bool = True, strict_expression: bool = False,
-            chunk_frames: int = CHUNK_FRAMES) -> torch.Tensor:
+            chunk_frames: int = CHUNK_FRAMES, weights: Optional[str] = None) -> torch.Tensor:
     """Speech -> animated face: ``Tensor[T, V, 3]`` at ``model.config.fps`` frames per second.
 
     audio: a file path, or a 16 kHz mono tensor ``[L]`` of any length.
@@ -124,6 +124,10 @@ def animate(audio: Union[str, os.PathLike, torch.Tensor], template: torch.Tensor
     normalize: apply the released loudness normalisation (see ``prepare_audio``); ``False`` takes the
         samples as given, which is what ``StreamingAnimator`` does.
     chunk_frames: audio windows per audio-encoder call.
+    weights: the C++ core's storage of the prior's and the decoder's products: None or "f32" (exact), "bf16"
+        or "int8" (faster, measured in benchmarks/RESULTS.md "Issue 17"; ``mt_model_params.weights`` of the C
+        API). Given, the sampler and decoder must run on backend "cpp" (``auto`` picks it on the CPU); any
+        other backend is refused by name. Expression transfer decodes with it too.
     """
     c = model.config
     check_template(template, c.n_vertices)
@@ -158,13 +162,14 @@ def animate(audio: Union[str, os.PathLike, torch.Tensor], template: torch.Tensor
             bar.set_description("codes (prior)" if expression is None else "codes (expression)")
         if expression is None:
             generator = None if seed is None else torch.Generator(device=device).manual_seed(int(seed))
-            one_hot = model.sample(audio_code, argmax=argmax, generator=generator, backend=backend)
+            one_hot = model.sample(audio_code, argmax=argmax, generator=generator, backend=backend,
+                                   **({} if weights is None else {"weights": weights}))
         else:
             expression_code = model.encode_expression(expression.to(device, torch.float32)[None], template)
             one_hot = model.quantize(model.fuse(expression_code, audio_code), argmax=True)
         if bar is not None:
             bar.set_description("decoder")
-        geom = model.decode(template, one_hot, backend=backend)[0]
+        geom = model.decode(template, one_hot, backend=backend, weights=weights)[0]
         if masks is not None:
             if bar is not None:
                 bar.set_description("smoothing")

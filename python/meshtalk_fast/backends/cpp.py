@@ -143,26 +143,28 @@ def _check_masks(model) -> None:
                          "embedding when 'inclusive'): the C++ sampler applies that mask by construction")
 
 
-def context_weights(model, gemm: str = "builtin"):
-    """The model's ContextModel in the core's layout (cached until a weight changes)."""
+def context_weights(model, gemm: str = "builtin", weights: str = "f32"):
+    """The model's ContextModel in the core's layout (cached until a weight or ``weights`` changes).
+    ``weights``: the storage of its products, "f32" (exact), "bf16" or "int8" (``mt_model_params.weights``)."""
     entries = _CACHE.setdefault(model, {})
-    key = (_state_key(model.context_model), gemm)
+    key = (_state_key(model.context_model), gemm, weights)
     hit = entries.get("context")
     if hit is None or hit[0] != key:
         _check_masks(model)
-        weights = _core.ContextWeights(_config(model), _arrays(model.context_model, "context_model."), gemm)
-        entries["context"] = hit = (key, weights)
+        laid_out = _core.ContextWeights(_config(model), _arrays(model.context_model, "context_model."), gemm, weights)
+        entries["context"] = hit = (key, laid_out)
     return hit[1]
 
 
-def decoder_weights(model, gemm: str = "builtin"):
-    """The model's VertexUnet in the core's layout (cached until a weight changes)."""
+def decoder_weights(model, gemm: str = "builtin", weights: str = "f32"):
+    """The model's VertexUnet in the core's layout (cached until a weight or ``weights`` changes); ``weights``
+    as ``context_weights`` (the LSTM's and the decoder's per-frame products; the template encoder stays f32)."""
     entries = _CACHE.setdefault(model, {})
-    key = (_state_key(model.vertex_unet), gemm)
+    key = (_state_key(model.vertex_unet), gemm, weights)
     hit = entries.get("decoder")
     if hit is None or hit[0] != key:
-        weights = _core.DecoderWeights(_config(model), _arrays(model.vertex_unet, "vertex_unet."), gemm)
-        entries["decoder"] = hit = (key, weights)
+        laid_out = _core.DecoderWeights(_config(model), _arrays(model.vertex_unet, "vertex_unet."), gemm, weights)
+        entries["decoder"] = hit = (key, laid_out)
     return hit[1]
 
 
@@ -195,8 +197,9 @@ def _seed_array(seeds: Union[int, Sequence[int], np.ndarray, torch.Tensor, None]
 
 
 def cpp_sample(model, audio_code: torch.Tensor, argmax: bool = False, generator: Optional[torch.Generator] = None,
-               seeds=None, lengths=None, threads: Optional[int] = None) -> torch.Tensor:
-    """``audio_code [B, T, A]`` -> ``one_hot [B, T, H, C]`` (zeros past each sequence's length)."""
+               seeds=None, lengths=None, threads: Optional[int] = None, weights: str = "f32") -> torch.Tensor:
+    """``audio_code [B, T, A]`` -> ``one_hot [B, T, H, C]`` (zeros past each sequence's length). ``weights``:
+    the prior's products in "f32" (exact), "bf16" or "int8" (``context_weights``)."""
     B, T, _ = audio_code.shape
     c = model.config
     audio = _f32(audio_code)
@@ -204,13 +207,15 @@ def cpp_sample(model, audio_code: torch.Tensor, argmax: bool = False, generator:
     length_values = None if lengths is None else np.asarray(
         lengths.tolist() if isinstance(lengths, torch.Tensor) else lengths)
     one_hot = torch.zeros(B, T, c.heads, c.classes, dtype=torch.float32)
-    _core.sample(context_weights(model), audio.numpy(), argmax=argmax, seeds=seed_values, lengths=length_values,
-                 threads=_n_threads(threads), one_hot=one_hot.numpy())
+    _core.sample(context_weights(model, weights=weights), audio.numpy(), argmax=argmax, seeds=seed_values,
+                 lengths=length_values, threads=_n_threads(threads), one_hot=one_hot.numpy())
     return _as_dtype(one_hot, audio_code.dtype)
 
 
-def cpp_decode(model, template: torch.Tensor, one_hot: torch.Tensor, threads: Optional[int] = None) -> torch.Tensor:
-    """``template [B, 1, V, 3]`` (as ``MeshTalk.decode`` passes it), ``one_hot [B, T, H, C]`` -> ``[B, T, V, 3]``."""
+def cpp_decode(model, template: torch.Tensor, one_hot: torch.Tensor, threads: Optional[int] = None,
+               weights: str = "f32") -> torch.Tensor:
+    """``template [B, 1, V, 3]`` (as ``MeshTalk.decode`` passes it), ``one_hot [B, T, H, C]`` -> ``[B, T, V, 3]``;
+    ``weights`` as ``decoder_weights``."""
     B, T = one_hot.shape[:2]
     V = model.config.n_vertices
     # One template for the whole batch is passed once (MeshTalk.decode expands it with stride 0).
@@ -219,7 +224,8 @@ def cpp_decode(model, template: torch.Tensor, one_hot: torch.Tensor, threads: Op
     tp = _f32(template)
     codes = _f32(one_hot)
     out = torch.empty(B, T, V, 3, dtype=torch.float32)
-    _core.decode(decoder_weights(model), tp.numpy(), codes.numpy(), threads=_n_threads(threads), out=out.numpy())
+    _core.decode(decoder_weights(model, weights=weights), tp.numpy(), codes.numpy(), threads=_n_threads(threads),
+                 out=out.numpy())
     return _as_dtype(out, one_hot.dtype)
 
 
@@ -395,14 +401,14 @@ class CppStreamingSmoother:
 # ---------------------------------------------------------------------------------------------------------
 # The live pipeline: op "live_session", the C API's own session (csrc/core/session.cpp) that engines run.
 # ---------------------------------------------------------------------------------------------------------
-def core_model(model):
+def core_model(model, weights: str = "f32"):
     """The model as the C API's model (``_core.CoreModel``), loaded from its file image in memory (no
-    temporary file; cached until a weight changes)."""
+    temporary file; cached until a weight or ``weights``, the storage as ``context_weights``, changes)."""
     entries = _CACHE.setdefault(model, {})
-    key = _state_key(model)
+    key = (_state_key(model), weights)
     hit = entries.get("session_model")
     if hit is None or hit[0] != key:
-        entries["session_model"] = hit = (key, _core.CoreModel.from_bytes(model_image(model)))
+        entries["session_model"] = hit = (key, _core.CoreModel.from_bytes(model_image(model), weights=weights))
     return hit[1]
 
 
@@ -411,14 +417,15 @@ class CppLiveSession:
     pipeline, which is the C API's session (readiness, latency and smoothing delay decided by the core, as
     ``mt_session_push`` does). Noise: one seed drawn from ``generator`` exactly as ``CppPriorStepper`` draws
     it (``torch.randint(0, 2**63 - 1, (1,), generator=generator)``; none with argmax). ``threads``: cores
-    for this session (default 1, as ``mt_session_default_params``; 0: every core)."""
+    for this session (default 1, as ``mt_session_default_params``; 0: every core). ``weights``: the model's
+    storage, as ``mt_model_params.weights`` ("f32" exact, "bf16", "int8")."""
 
     def __init__(self, model, template: torch.Tensor, generator: Optional[torch.Generator], argmax: bool,
                  masks: Optional[Tuple[torch.Tensor, torch.Tensor]], smoothing_delay: int,
-                 threads: Optional[int] = None):
+                 threads: Optional[int] = None, weights: str = "f32"):
         seed = 0 if argmax else int(_seed_array(None, 1, generator)[0])
         smooth = None if masks is None else (_f32(masks[0]).numpy(), _f32(masks[1]).numpy())
-        self._s = _core.Session(core_model(model), _f32(template).numpy(), seed=seed, argmax=bool(argmax),
+        self._s = _core.Session(core_model(model, weights), _f32(template).numpy(), seed=seed, argmax=bool(argmax),
                                 smooth_masks=smooth, smoothing_delay=int(smoothing_delay),
                                 threads=1 if threads is None else threads)
 
@@ -453,8 +460,8 @@ def cpp_solve_blendshapes(meshes: torch.Tensor, neutral: torch.Tensor, deltas: t
 # The one table of the cpp backend: op -> Impl(function, options it accepts, when it can run).
 TABLE = {
     "log_mel": Impl(cpp_log_mel, ("threads",), _no_grad_rule("log_mel"), _log_mel_prefer_not),
-    "sample": Impl(cpp_sample, ("seeds", "lengths", "threads"), _core_rule),
-    "decode": Impl(cpp_decode, ("threads",), _no_grad_rule("decode")),
+    "sample": Impl(cpp_sample, ("seeds", "lengths", "threads", "weights"), _core_rule),
+    "decode": Impl(cpp_decode, ("threads", "weights"), _no_grad_rule("decode")),
     "encode_audio": Impl(cpp_encode_audio, ("threads",), _no_grad_rule("encode")),
     "encode_stream": Impl(cpp_encode_stream, ("threads",), _no_grad_rule("encode")),
     "sample_step": Impl(CppPriorStepper, ("exact", "seeds", "threads"), _core_rule),
@@ -462,5 +469,5 @@ TABLE = {
     "post_smooth": Impl(cpp_post_smooth, ("threads",), _no_grad_rule("smooth"), _float32_prefer_not),
     "smooth_step": Impl(CppStreamingSmoother, (), _core_rule),
     "solve_blendshapes": Impl(cpp_solve_blendshapes, (), _core_rule),
-    "live_session": Impl(CppLiveSession, ("threads",), _core_rule),
+    "live_session": Impl(CppLiveSession, ("threads", "weights"), _core_rule),
 }

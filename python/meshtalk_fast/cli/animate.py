@@ -187,7 +187,8 @@ def run_animate(args) -> int:
     # every input was checked above, each error naming its argument or file: what fails now names itself
     geom = _about("", lambda: mf.animate(
         audio, template, model, expression=expression, seed=args.seed, argmax=args.argmax, backend=args.backend,
-        smooth_masks=masks, progress=True, normalize=False, strict_expression=args.expression_strict)).cpu()
+        smooth_masks=masks, progress=True, normalize=False, strict_expression=args.expression_strict,
+        weights=args.weights)).cpu()
     compute_s = time.perf_counter() - t0
     T = geom.shape[0]
     seconds = audio.shape[0] / mf.ops.audio.SAMPLE_RATE
@@ -328,7 +329,7 @@ def run_stream(args) -> int:
     animator = _about("stream", lambda: mf.StreamingAnimator(
         model, template, seed=args.seed, smooth_masks=masks, backend=args.backend,
         smoothing_delay=args.smoothing_delay, blendshapes=rig[0] if rig else None,
-        blendshape_smoothing=args.blendshape_smoothing))
+        blendshape_smoothing=args.blendshape_smoothing, weights=args.weights))
     if sender is not None:
         print(f"sending Live Link Face packets to {sender.address[0]}:{sender.address[1]} (subject "
               f"{sender.subject!r})", file=sys.stderr if to_stdout else sys.stdout, flush=True)
@@ -415,6 +416,9 @@ def _common(p) -> None:
                                    "post-smoothing (default: the model directory's, if it has them)")
     p.add_argument("--seed", type=int, help="sampling seed (reproducible); default: random")
     p.add_argument("--backend", default="auto", help="auto | torch | cpp | triton (default auto)")
+    p.add_argument("--weights", choices=("f32", "bf16", "int8"), default=None,
+                   help="the C++ core's storage of the prior's and decoder's weights: f32 (exact, default), bf16 or "
+                        "int8 (faster; needs backend auto or cpp, and a CPU with AVX2+FMA)")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
 
 

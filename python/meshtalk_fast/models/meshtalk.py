@@ -161,15 +161,17 @@ class MeshTalk(nn.Module):
         return template.reshape(-1, 1, V, 3).expand(B, 1, V, 3)
 
     def decode(self, template: torch.Tensor, one_hot: torch.Tensor, backend: str = "auto",
-               threads: Optional[int] = None) -> torch.Tensor:
+               threads: Optional[int] = None, weights: Optional[str] = None) -> torch.Tensor:
         """``template [V, 3] or [B, V, 3]``, ``one_hot [B, T, H, C]`` -> meshes ``[B, T, V, 3]``.
 
-        ``threads`` (backend "cpp" only): cores to use, default all. The cpp backend computes no
-        gradients, so ``auto`` picks it only outside grad mode (under ``torch.no_grad()``).
+        ``threads`` (backend "cpp" only): cores to use, default all. ``weights`` (backend "cpp" only): the
+        storage of the per-frame products, "f32" (exact, the default), "bf16" or "int8" (README, "Reduced
+        precision"). The cpp backend computes no gradients, so ``auto`` picks it only outside grad mode
+        (under ``torch.no_grad()``).
         """
         self._check_codes("one_hot", one_hot)
         template = self._template_batch(template, one_hot.shape[0])
-        options = {} if threads is None else {"threads": threads}
+        options = {k: v for k, v in (("threads", threads), ("weights", weights)) if v is not None}
         return resolve("decode", backend, Inputs.model(one_hot), options)(self, template, one_hot, **options)
 
     # ---------------------------------------------------------------- prior
@@ -192,6 +194,7 @@ class MeshTalk(nn.Module):
         None, B seeds are drawn from ``generator`` (torch's global generator if None), so ``generator``
         still makes a run repeatable but is not itself the noise source. ``lengths``: ``[B]`` steps per
         sequence in [0, T], outputs past a length are zero. ``threads``: cores to use, default all.
+        ``weights``: the storage of the prior's products, "f32" (exact, the default), "bf16" or "int8".
         """
         self._check_audio_code(audio_code)
         options = {k: v for k, v in (("seeds", seeds), ("lengths", lengths), ("threads", threads), *kwargs.items())

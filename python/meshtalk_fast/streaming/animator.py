@@ -83,13 +83,15 @@ class StreamingAnimator:
     Samples are 16 kHz mono, taken as given (no normalisation).
     blendshapes: a ``BlendshapeBasis`` on the model's topology: each returned frame is also solved into
     the rig's weights (``BlendshapeStream``, causal, ``blendshape_smoothing``), collected by ``pop_weights()``.
+    weights: the session's storage of the prior's and decoder's weights (backend "cpp" only, as
+    ``mt_model_params.weights``): None or "f32" (exact), "bf16" or "int8" (faster; ``animate``'s ``weights``).
     """
 
     def __init__(self, model, template: torch.Tensor, seed: Optional[int] = None,
                  smooth_masks: Optional[Sequence[torch.Tensor]] = None, argmax: bool = False,
                  backend: str = "auto", smoothing_delay: int = 4, chunk_frames: int = CHUNK_FRAMES,
                  exact_sampler: bool = False, blendshapes=None, blendshape_smoothing: float = 0.0,
-                 threads: Optional[int] = None):
+                 threads: Optional[int] = None, weights: Optional[str] = None):
         c = model.config
         check_template(template, c.n_vertices)
         check_choice("smoothing_delay", smoothing_delay, (4, 8))
@@ -104,11 +106,12 @@ class StreamingAnimator:
         self._session = self._sampler = self._decoder = self._smoother = None
         if backend == "cpp" or (backend == "auto" and runs("live_session", "cpp", inputs)):
             # the C API's own session: one live pipeline per backend, the one engines run
-            options = {} if threads is None else {"threads": threads}
+            options = {k: v for k, v in (("threads", threads), ("weights", weights)) if v is not None}
             self._session = resolve("live_session", "cpp", inputs, options)(
                 model, template, generator, argmax, self.masks, self.smoothing_delay, **options)
-        elif threads is not None:
-            raise ValueError(f"threads applies to backend 'cpp' only (the core's session), got threads={threads} "
+        elif threads is not None or weights is not None:
+            name, value = ("threads", threads) if threads is not None else ("weights", weights)
+            raise ValueError(f"{name} applies to backend 'cpp' only (the core's session), got {name}={value!r} "
                              f"with backend={backend!r}")
         else:  # the reference pipeline: the step ops orchestrated here (torch, or any backend that has them)
             with torch.no_grad():
