@@ -12,8 +12,13 @@ from meshtalk_fast import cli
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
     out = tmp_path_factory.mktemp("speechface")
-    assert cli.main(["make-dataset", "--out", str(out / "data"), "--sentences", "3", "--seed", "1"]) == 0
+    # the quick start's data set at 3 sentences: its default 4 faces per voice, so the quick start reuses it
+    assert cli.main(["make-dataset", "--out", str(out / "data"), "--sentences", "3", "--seed", "1",
+                     "--faces-per-voice", "4"]) == 0
     return out / "data"
+
+
+QUICK = ["--minutes", "0.05", "--seed", "1", "--sentences", "3"]  # the fixture's data set
 
 
 def test_train_evaluate(dataset, tmp_path, capsys):
@@ -59,7 +64,7 @@ def test_quickstart_smoke(dataset, tmp_path, capsys):
 
     out = tmp_path / "qs"
     shutil.copytree(dataset, out / "data")
-    assert cli.main(["quickstart", "--out", str(out), "--minutes", "0.05"]) == 0
+    assert cli.main(["quickstart", "--out", str(out), *QUICK]) == 0
     printed = capsys.readouterr().out
     metrics = json.loads((out / "metrics.json").read_text())
     for key in ("lve", "lve_static", "lve_ratio", "lve_l2", "fdd", "disentanglement_expression",
@@ -84,7 +89,7 @@ def test_quickstart_with_the_600ms_audio_context(dataset, tmp_path, capsys):
 
     out = tmp_path / "qs600"
     shutil.copytree(dataset, out / "data")
-    assert cli.main(["quickstart", "--out", str(out), "--minutes", "0.05", "--audio-context-ms", "600"]) == 0
+    assert cli.main(["quickstart", "--out", str(out), *QUICK, "--audio-context-ms", "600"]) == 0
     model = mf.MeshTalk.load(out / "model.safetensors", audio_context_ms=600)
     assert (model.config.audio_context_ms, model.config.lookahead) == (600, 4800)
     assert model.encoder.audio_encoder.receptive_field == 61
@@ -94,6 +99,23 @@ def test_quickstart_with_the_600ms_audio_context(dataset, tmp_path, capsys):
     with pytest.raises(SystemExit):
         cli.main(["quickstart", "--out", str(out), "--audio-context-ms", "500"])
     assert "invalid choice: 500" in capsys.readouterr().err
+
+
+def test_quickstart_refuses_a_data_set_made_with_other_arguments(dataset, tmp_path, capsys):
+    """DIR/data is reused only if it is the data set the quick start's arguments make: another --seed or
+    --faces-per-voice is refused naming what differs, before any training (nothing is written)."""
+    import shutil
+
+    out = tmp_path / "other"
+    shutil.copytree(dataset, out / "data")
+    assert cli.main(["quickstart", "--out", str(out), "--minutes", "0.05", "--seed", "2", "--sentences", "3"]) == 2
+    assert "made with other arguments than this quick start's (seed differ)" in capsys.readouterr().err
+    assert cli.main(["quickstart", "--out", str(out), *QUICK, "--faces-per-voice", "1"]) == 2
+    assert "(faces_per_voice differ)" in capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == ["data"]
+    assert cli.main(["quickstart", "--out", str(tmp_path / "q"), *QUICK, "--template", "t.obj", "--masks", "m",
+                     "--faces-per-voice", "2"]) == 2
+    assert "--faces-per-voice must be 1 with --template" in capsys.readouterr().err
 
 
 def test_train_errors(dataset, tmp_path, capsys):

@@ -279,7 +279,8 @@ def test_faces_per_voice_gives_each_voice_several_faces(tmp_path):
     assert float((two.subject(0, 1)[0] - two.subject(0, 0)[0]).norm(dim=-1).mean()) > 1.0
     assert not torch.equal(two.subject(1, 1)[0], two.subject(0, 1)[0])  # every voice's faces are its own
     for s, v in two.items:
-        assert two.subject_id(s, v) == f"{two.all_voices[v].id}_face{s % 2}" and one.subject_id(s, v) == one.all_voices[v].id
+        assert two.subject_id(s, v) == f"{two.all_voices[v].id}_face{s % 2}"
+        assert one.subject_id(s, v) == one.all_voices[v].id
     s, v = two.items[0]
     seq_one, seq_two = one[0], two[0]
     assert seq_two.subject == two.subject_id(s, v)
@@ -295,7 +296,8 @@ def test_faces_per_voice_gives_each_voice_several_faces(tmp_path):
     read = {q.name: q for q in read_folder(root, "test")}
     subjects = {q.subject for q in read.values()}
     assert len(subjects) == len({two.subject_id(s, v) for s, v in two.items}) > 1
-    assert torch.equal(read[seq_two.name].template, seq_two.template) and torch.equal(read[seq_two.name].geom, seq_two.geom)
+    back = read[seq_two.name]
+    assert torch.equal(back.template, seq_two.template) and torch.equal(back.geom, seq_two.geom)
     assert {p.stem for p in (root / "templates").iterdir()} >= subjects
     cached = SpeechFaceSet(root=root, seed=2, split="test", n_sentences=6, voices=[VOICE], held_out_voices=[HELD_OUT],
                            faces_per_voice=2)

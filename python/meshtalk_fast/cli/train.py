@@ -18,7 +18,8 @@ def _make_dataset(args) -> int:
     from ..data import make_dataset
     from ..training.setup import dataset_options
 
-    kwargs, _ = dataset_options(args.seed, args.sentences, args.template, args.masks, args.rig, args.rig_map)
+    kwargs, _ = dataset_options(args.seed, args.sentences, args.template, args.masks, args.rig, args.rig_map,
+                                faces_per_voice=args.faces_per_voice)
     info = make_dataset(args.out, overwrite=args.overwrite, progress=True, **kwargs)
     print(f"wrote {args.out}: " + ", ".join(f"{k} {len(v)}" for k, v in info["splits"].items()))
     return 0
@@ -98,7 +99,7 @@ def _quickstart(args) -> int:
 
     quickstart(args.out, minutes=args.minutes, template=args.template, masks=args.masks, seed=args.seed,
                n_sentences=args.sentences, device=args.device, rig=args.rig, rig_map=args.rig_map,
-               audio_context_ms=args.audio_context_ms)
+               audio_context_ms=args.audio_context_ms, faces_per_voice=args.faces_per_voice)
     return 0
 
 
@@ -117,6 +118,8 @@ def add_parsers(sub) -> None:
     p.add_argument("--template", help="a user template OBJ (default: procedural faces)")
     p.add_argument("--masks", help="the template's (or rig's) mask folder")
     _rig_arguments(p)
+    p.add_argument("--faces-per-voice", type=int, default=None,
+                   help="procedural faces per voice (default 1): sentence s is spoken with face s %% N")
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(fn=_make_dataset)
 
@@ -154,4 +157,7 @@ def add_parsers(sub) -> None:
     p.add_argument("--audio-context-ms", type=int, choices=(1000, 600), default=1000,
                    help="audio per frame (model.audio_context_ms): 1000 (released, look-ahead 500 ms) or 600 "
                         "(the seed's 600 ms window, look-ahead 300 ms)")
+    p.add_argument("--faces-per-voice", type=int, default=None,
+                   help="procedural faces per voice in the data set (default 4; 1 is the data set of one face per "
+                        "voice; must be 1 with --template or --rig)")
     p.set_defaults(fn=_quickstart)

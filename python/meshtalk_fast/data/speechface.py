@@ -327,7 +327,8 @@ class SpeechFaceSet(torch.utils.data.Dataset):
                 "held_out_voice": voice_index >= len(self.voices),
                 "phonemes": [[round(float(a), 5), round(float(b), 5), p]
                              for a, b, p in zip(starts, ends, utt.phonemes)]}
-        seq = FaceSequence(f"{voice.id}__s{sentence_index:03d}", self.subject_id(sentence_index, voice_index), vertices, rig.deform(curves), audio,
+        subject = self.subject_id(sentence_index, voice_index)
+        seq = FaceSequence(f"{voice.id}__s{sentence_index:03d}", subject, vertices, rig.deform(curves), audio,
                            self.fps, meta)
         return align_sequence(seq, 0)  # a no-op here: states that mesh and audio agree
 

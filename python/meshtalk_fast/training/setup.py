@@ -37,13 +37,20 @@ def training_masks(fm: FaceMasks) -> TrainingMasks:
 
 def dataset_options(seed: int = 0, n_sentences: Optional[int] = None, template: Optional[str] = None,
                     masks: Optional[str] = None, rig: Optional[str] = None, rig_map: Optional[str] = None,
-                    report: Callable[[str], None] = print) -> Tuple[Dict[str, object], object]:
+                    report: Callable[[str], None] = print,
+                    faces_per_voice: Optional[int] = None) -> Tuple[Dict[str, object], object]:
     """``make_dataset``'s keyword arguments for the built-in data set on the procedural face, a user template
     (``template`` + its ``masks`` folder) or an ARKit rig (``rig``, optional ``rig_map`` and ``masks``), with
-    the rules between them checked. Returns (kwargs, the loaded rig or None); the rig's report goes to ``report``."""
+    the rules between them checked. ``faces_per_voice``: procedural faces per voice (None: 1; more than 1 with a
+    template or rig is an error). Returns (kwargs, the loaded rig or None); the rig's report goes to ``report``."""
     if rig_map and not rig:
         raise ValueError("--rig-map needs --rig (the rig it maps)")
+    if faces_per_voice not in (None, 1) and (rig or template):
+        raise ValueError(f"--faces-per-voice must be 1 with --{'rig' if rig else 'template'} (one face), got "
+                         f"{faces_per_voice}; more faces per voice need the procedural faces")
     kwargs: Dict[str, object] = dict(seed=seed, n_sentences=n_sentences)
+    if faces_per_voice is not None:
+        kwargs["faces_per_voice"] = faces_per_voice
     if rig:
         from ..data.arkit_rig import load_arkit_rig
 
