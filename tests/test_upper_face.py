@@ -526,3 +526,14 @@ def test_the_quick_start_warns_for_each_stuck_group():
     assert len(stuck_heads_warning([1, 4, 1, 3], 2)) == 2 and "(the eyes)" in stuck_heads_warning([1, 4, 5, 3], 2)[0]
     assert stuck_heads_warning([12, 9, 3, 2], 2) == [] and stuck_heads_warning([], 1) == []
     assert "(group 0)" in stuck_heads_warning([1, 1], 1)[0]
+
+
+def test_the_quick_start_warns_when_the_mouth_ignores_the_speech():
+    from meshtalk_fast.training.quickstart import speech_ignored_warning
+
+    line = speech_ignored_warning(0.0)
+    assert line.startswith("WARNING: swapping the audio moves the mouth 0.00x as much as the upper face")
+    assert "code_perplexity" in line
+    assert speech_ignored_warning(0.7) is not None
+    assert speech_ignored_warning(1.0) is None and speech_ignored_warning(34.0) is None
+    assert speech_ignored_warning(None) is None  # a data set without an upper-face mask: no ratio, no warning
