@@ -157,7 +157,7 @@ def test_cli_make_dataset_and_quickstart_with_the_make_rig_output(rig_files, tmp
     seq = next(iter(read_folder(out / "data", "train", mmap=False)))
     w = mf.solve_blendshapes(seq.geom, basis, bounds=(-1, 2), backend="torch")
     assert mf.blendshape_residual(seq.geom, basis, w).max().item() < 1e-6
-    assert cli.main(["quickstart", "--out", str(out), "--minutes", "0.05", "--rig", rig]) == 0
+    assert cli.main(["quickstart", "--out", str(out), "--minutes", "0.05", "--sentences", "3", "--rig", rig]) == 0
     printed = capsys.readouterr().out
     assert "heldout/ blendshapes.csv, blendshapes.json, rig_animation.glb: rig residual" in printed
     doc = json.loads((out / "heldout" / "blendshapes.json").read_text())
