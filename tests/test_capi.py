@@ -103,7 +103,9 @@ def test_fuzz_loader_under_sanitizers(sanitized_build):
         assert m, out
         runs[name] = (int(m.group(1)), float(m.group(2)))
     assert runs["fuzz_loader"][0] > 100 and runs["fuzz_loader"][1] >= 19, runs
-    assert runs["fuzz_session"][0] > 10 and runs["fuzz_session"][1] >= 14, runs
+    # fuzz_session runs a whole session per input, ~1 s each under the sanitizers on a 2-core VM (10 to 14 runs
+    # measured in 15 s): this checks that it ran and mutated, not how fast
+    assert runs["fuzz_session"][0] >= 5 and runs["fuzz_session"][1] >= 14, runs
 
 
 # ------------------------------------------------------------------------------------------- Python's files
