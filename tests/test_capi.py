@@ -78,7 +78,8 @@ def sanitized_build(tmp_path_factory):
 
 def test_ctest(release_build):
     out = _ctest(release_build.build)
-    for name in ("capi", "capi_c", "capi_c_shared", "shared_exports_only_the_c_api"):
+    for name in ("capi", "capi_c", "capi_c_shared", "shared_exports_only_the_c_api", "gemm", "gemm_avx2",
+                 "gemm_baseline"):
         assert re.search(rf"Test +#\d+: {name} \.+ +Passed", out), (name, out)
 
 

@@ -235,6 +235,21 @@ def test_other_builtin_kernels(isa):
             t = torch.randn(50, 3)
             torch.testing.assert_close(m.decode(t, oh, backend="cpp"), m.decode(t, oh, backend="torch"),
                                        rtol=1e-5, atol=1e-5)
+            # reduced weights: refused by name on the baseline kernel, near float32 on the AVX2 kernel
+            for weights in ("bf16", "int8"):
+                if isa == "baseline":
+                    for call in (lambda: m.sample(a, argmax=True, backend="cpp", weights=weights),
+                                 lambda: m.decode(t, oh, backend="cpp", weights=weights)):
+                        try:
+                            call()
+                        except ValueError as e:
+                            assert "use weights 'f32'" in str(e), e
+                        else:
+                            raise AssertionError(f"weights {{weights}} ran on the baseline kernel")
+                else:
+                    exact = m.decode(t, oh, backend="cpp")
+                    extent = float(exact.max() - exact.min())
+                    assert float((m.decode(t, oh, backend="cpp", weights=weights) - exact).abs().max()) <= 0.02 * extent
         print("ISA", isa)
     """)
     env = dict(os.environ, MESHTALK_GEMM_ISA=isa)

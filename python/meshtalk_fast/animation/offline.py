@@ -162,8 +162,7 @@ def animate(audio: Union[str, os.PathLike, torch.Tensor], template: torch.Tensor
             bar.set_description("codes (prior)" if expression is None else "codes (expression)")
         if expression is None:
             generator = None if seed is None else torch.Generator(device=device).manual_seed(int(seed))
-            one_hot = model.sample(audio_code, argmax=argmax, generator=generator, backend=backend,
-                                   **({} if weights is None else {"weights": weights}))
+            one_hot = model.sample(audio_code, argmax=argmax, generator=generator, backend=backend, weights=weights)
         else:
             expression_code = model.encode_expression(expression.to(device, torch.float32)[None], template)
             one_hot = model.quantize(model.fuse(expression_code, audio_code), argmax=True)

@@ -186,7 +186,7 @@ class MeshTalk(nn.Module):
 
     def sample(self, audio_code: torch.Tensor, argmax: bool = False, generator: Optional[torch.Generator] = None,
                backend: str = "auto", seeds=None, lengths=None, threads: Optional[int] = None,
-               **kwargs) -> torch.Tensor:
+               weights: Optional[str] = None, **kwargs) -> torch.Tensor:
         """Sample codes from the prior: ``audio_code [B, T, A]`` -> ``one_hot [B, T, H, C]``.
 
         Options of backend "cpp" (the C++ core; ``auto`` picks it for CPU tensors):
@@ -197,8 +197,8 @@ class MeshTalk(nn.Module):
         ``weights``: the storage of the prior's products, "f32" (exact, the default), "bf16" or "int8".
         """
         self._check_audio_code(audio_code)
-        options = {k: v for k, v in (("seeds", seeds), ("lengths", lengths), ("threads", threads), *kwargs.items())
-                   if v is not None}
+        options = {k: v for k, v in (("seeds", seeds), ("lengths", lengths), ("threads", threads),
+                                     ("weights", weights), *kwargs.items()) if v is not None}
         return resolve("sample", backend, Inputs.model(audio_code), options)(self, audio_code, argmax=argmax,
                                                                              generator=generator, **options)
 
