@@ -73,6 +73,19 @@ def test_diversity_loss_known_answers_and_gradient():
     assert diversity_loss(collapsed.log_softmax(-1)).item() == pytest.approx(1 - 1 / C, rel=1e-5)
 
 
+def test_one_diversity_term_over_all_heads_is_the_head_weighted_split():
+    """One code-usage term over all H heads (stage1.diversity == stage1.expression_diversity) is the mean over
+    heads, so it weighs the k expression heads k / H and the others (H - k) / H: the quick start's earlier joint
+    weight 1 was 0.25 on its 4 expression heads and 0.75 on the other 12 (quickstart_config sets them apart)."""
+    from meshtalk_fast.training.objectives import diversity_loss
+
+    torch.manual_seed(0)
+    H, k, C = 16, 4, 128
+    lp = (3 * torch.randn(5, 7, H, C)).log_softmax(-1)
+    joint = diversity_loss(lp)
+    split = (H - k) / H * diversity_loss(lp[..., k:, :]) + k / H * diversity_loss(lp[..., :k, :])
+    assert joint.item() == pytest.approx(split.item(), rel=1e-5)
+    assert diversity_loss(lp[..., :k, :]).item() != pytest.approx(diversity_loss(lp[..., k:, :]).item(), rel=1e-3)
 def test_statistics_errors():
     with pytest.raises(ValueError, match=r"logprobs must have shape \[\.\.\., H, C\]"):
         code_statistics(torch.zeros(5))

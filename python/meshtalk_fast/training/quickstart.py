@@ -67,8 +67,14 @@ def quickstart_config(seed: int = 0, audio_context_ms: int = 1000) -> TrainConfi
     - the identity-free expression input (``model.expression_input = "offset"``) of the upper face alone,
       each vertex normalised by its largest motion (``model.expression_std = "upper"``): a blink (in ~4 %
       of frames) and a brow raise (~20 %) both peak at 1, and the expression codes cannot carry the mouth;
-    - the code-usage term (``stage1.diversity``, weight 1), without which the modality-crossing terms
-      push every frame to one class within ~150 steps (at weight 0.1 the same happened at step ~920);
+    - the code-usage term (``stage1.diversity``), without which the modality-crossing terms push every
+      frame to one class within ~150 steps (at weight 0.1 the same happened at step ~920), weight 3 on the
+      12 audio heads and 0.5 on the 4 expression heads (``stage1.expression_diversity``). One term of weight
+      1 over all 16 heads, the earlier recipe, is the same as 0.75 and 0.25 (a mean over heads): with it
+      seed 2 collapsed its audio codes between steps 100 and 200 for good (LVE ratio 0.415, audio swap 0),
+      and a stronger term switched on after a collapse did not undo it (saturated softmax). At 3 / 0.5 no
+      seed of three collapsed; 3 / 0.25 (and a 100-step lr warm-up) left seed 2's brow heads on one code,
+      3 / 1.0 halved the expression swap of seeds 0 and 1 (RESULTS.md, "Seed 2's collapse");
     - no weight decay on the decoder: under Adam it shrinks the code columns (each used by a few frames)
       to zero within ~100 steps at this lr;
     - a cosine lr schedule (to 10 %) over each stage's share of the budget: at a constant 1e-3, stage 1
@@ -77,8 +83,8 @@ def quickstart_config(seed: int = 0, audio_context_ms: int = 1000) -> TrainConfi
       (``model.expression_heads``) and the other 12 from the audio code alone (``model.audio_heads =
       "audio"``), so the expression reaches the face only through the 4 heads (with the whole face as the
       expression input and fused heads, swapping expression codes moved the mouth 4-5x more than the upper
-      face); the code-usage term on them too (``stage1.expression_diversity`` 1.0; at 0.2 the brow heads
-      collapsed to one class by step ~200, their softmax saturated, and in one quick start never left it);
+      face); the code-usage term on them too (``stage1.expression_diversity``, above; at 0.2 the brow
+      heads collapsed to one class by step ~200, their softmax saturated, and in one quick start never left it);
       the expression code and the 4 heads split in two groups (``model.expression_groups =
       2``), each with an encoder of its own, one reading the eye region and feeding heads 0-1, the other
       the forehead and heads 2-3 (one shared encoder learnt either the blinks or the brows, whichever term
@@ -120,8 +126,8 @@ def quickstart_config(seed: int = 0, audio_context_ms: int = 1000) -> TrainConfi
     cfg.model.audio_heads, cfg.model.prior_expression, cfg.model.expression_groups = "audio", "free", 2
     cfg.model.prior_head_masks = "inclusive"
     cfg.stage1.lr, cfg.stage1.batch_size, cfg.stage1.segment_frames = 1e-3, 8, 16
-    cfg.stage1.codes, cfg.stage1.diversity, cfg.stage1.weight_decay = "argmax", 1.0, 0.0
-    cfg.stage1.expression_diversity, cfg.stage1.event_crops = 1.0, 0.5
+    cfg.stage1.codes, cfg.stage1.diversity, cfg.stage1.weight_decay = "argmax", 3.0, 0.0
+    cfg.stage1.expression_diversity, cfg.stage1.event_crops = 0.5, 0.5
     cfg.stage1.landmarks_weight, cfg.stage1.brow_weight, cfg.stage1.mouth_weight = 20.0, 20.0, 3.0
     cfg.stage1.adam_beta2, cfg.stage1.upper_face_codes = 0.99, "split"
     cfg.stage1.schedule = cfg.stage2.schedule = "cosine"  # over the time budget (Trainer._lr)
@@ -281,7 +287,8 @@ def speech_ignored_warning(disentanglement_audio: Optional[float]) -> Optional[s
     """A warning when swapping the audio moves the mouth no more than the upper face (``disentanglement_audio``
     below 1): the mouth does not follow the speech, whatever the code sensitivity says (the expression codes can
     keep it high). Seen once in 10 minutes (seed 2 with 4 faces per voice: the codes' perplexity fell to ~2
-    by step 200 and the audio heads never left one code; benchmarks/RESULTS.md, "More faces")."""
+    by step 200 and the audio heads never left one code; benchmarks/RESULTS.md, "More faces"), with the
+    earlier single code-usage term; not seen in three seeds since the audio heads' term weighs 3."""
     if disentanglement_audio is None or disentanglement_audio >= 1.0:
         return None
     return (f"WARNING: swapping the audio moves the mouth {disentanglement_audio:.2f}x as much as the upper face: "
