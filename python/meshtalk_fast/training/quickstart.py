@@ -72,9 +72,10 @@ def quickstart_config(seed: int = 0, audio_context_ms: int = 1000) -> TrainConfi
       12 audio heads and 0.5 on the 4 expression heads (``stage1.expression_diversity``). One term of weight
       1 over all 16 heads, the earlier recipe, is the same as 0.75 and 0.25 (a mean over heads): with it
       seed 2 collapsed its audio codes between steps 100 and 200 for good (LVE ratio 0.415, audio swap 0),
-      and a stronger term switched on after a collapse did not undo it (saturated softmax). At 3 / 0.5 no
-      seed of three collapsed; 3 / 0.25 (and a 100-step lr warm-up) left seed 2's brow heads on one code,
-      3 / 1.0 halved the expression swap of seeds 0 and 1 (RESULTS.md, "Seed 2's collapse");
+      and a stronger term switched on after a collapse did not undo it (saturated softmax). At 3 / 0.5 none
+      of seeds 0-4 collapsed; 3 / 0.25 (and a 100-step lr warm-up) left seed 2's brow heads on one code;
+      3 / 1.0 gave seeds 0 and 1 expression swaps of 2.7 and 2.1, one run each (a rerun of one seed can
+      differ that much: RESULTS.md, "Seed 2's collapse");
     - no weight decay on the decoder: under Adam it shrinks the code columns (each used by a few frames)
       to zero within ~100 steps at this lr;
     - a cosine lr schedule (to 10 %) over each stage's share of the budget: at a constant 1e-3, stage 1
@@ -288,7 +289,7 @@ def speech_ignored_warning(disentanglement_audio: Optional[float]) -> Optional[s
     below 1): the mouth does not follow the speech, whatever the code sensitivity says (the expression codes can
     keep it high). Seen once in 10 minutes (seed 2 with 4 faces per voice: the codes' perplexity fell to ~2
     by step 200 and the audio heads never left one code; benchmarks/RESULTS.md, "More faces"), with the
-    earlier single code-usage term; not seen in three seeds since the audio heads' term weighs 3."""
+    earlier single code-usage term; not seen in five seeds since the audio heads' term weighs 3."""
     if disentanglement_audio is None or disentanglement_audio >= 1.0:
         return None
     return (f"WARNING: swapping the audio moves the mouth {disentanglement_audio:.2f}x as much as the upper face: "
