@@ -408,6 +408,34 @@ def test_core_model_weights_modes_stay_near_float32(tmp_path, V, heads, classes,
 
 
 @pytest.mark.parametrize("framing", ["window", "stream"])
+def test_session_frames_do_not_depend_on_the_thread_count(tmp_path, framing):
+    """A live session on 1, 2 or 3 threads: the same frames, bit for bit. The face is large enough
+    (V = 3000: 9000 coordinates) that a push's smoothing is split into blocks of columns, and one push
+    is one frame, so the window framing's audio encoder splits that window's convolutions over the
+    threads; the decoder's products are split by columns (threads.hpp, smoothing.hpp)."""
+    import numpy as np
+
+    _core = core_module()
+    V = 3000
+    extra = dict(framing="stream", clock="exact") if framing == "stream" else {}
+    model = sharpened_prior(V, heads=3, classes=8, context_hidden=16, seed=4, **extra)
+    model.save(tmp_path / "m.safetensors")
+    core = _core.CoreModel.from_file(str(tmp_path / "m.safetensors"))
+    gen = torch.Generator().manual_seed(3)
+    template, forehead, neck = torch.randn(V, 3, generator=gen), torch.rand(V, generator=gen), torch.rand(V, generator=gen)
+    audio = (torch.randn(16000 + 3210, generator=gen) * 0.2).numpy()
+    outs = {}
+    for threads in (1, 2, 3):
+        session = _core.Session(core, template.numpy(), seed=11, smooth_masks=(forehead.numpy(), neck.numpy()),
+                                smoothing_delay=4, threads=threads)
+        outs[threads] = np.concatenate([session.push(audio[i:i + 533]) for i in range(0, audio.size, 533)]
+                                       + [session.finish()])
+    assert outs[1].shape[0] == mf.num_frames(audio.size, 30, model.config.clock) > 20
+    for threads in (2, 3):
+        assert np.array_equal(outs[threads], outs[1]), (threads, float(np.abs(outs[threads] - outs[1]).max()))
+
+
+@pytest.mark.parametrize("framing", ["window", "stream"])
 def test_streaming_animator_cpp_is_the_c_api_session(tmp_path, framing):
     """StreamingAnimator(backend="cpp") runs the C API's own session with the weights passed from memory:
     frame for frame equal (bit for bit) to a session on the model's saved file, for pushes of any size,

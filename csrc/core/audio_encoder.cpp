@@ -67,8 +67,19 @@ void conv_layer(const AudioEncoderWeights::Conv& conv, const float* x, int64_t i
     conv_rows(conv, x, in, 0, rows_out, y, residual);
     return;
   }
-  pool->parallel_for(tasks, [&](int64_t t) {
-    conv_rows(conv, x, in, t * rows_out / tasks, (t + 1) * rows_out / tasks, y, residual);
+  // The task captures one pointer, which std::function stores inline: a live stream's window
+  // (split over the session's threads) allocates nothing here.
+  struct Job {
+    const AudioEncoderWeights::Conv* conv;
+    const float* x;
+    int64_t in, rows_out, tasks;
+    float* y;
+    bool residual;
+  };
+  const Job job{&conv, x, in, rows_out, tasks, y, residual};
+  const Job* j = &job;
+  pool->parallel_for(tasks, [j](int64_t t) {
+    conv_rows(*j->conv, j->x, j->in, t * j->rows_out / j->tasks, (t + 1) * j->rows_out / j->tasks, j->y, j->residual);
   });
 }
 
@@ -101,9 +112,12 @@ struct WindowScratch {
   std::vector<float> a = std::vector<float>((kReceptiveField - 4) * C), b = a;
 };
 
-void encode_window(const AudioEncoderWeights& w, const float* window, float* code, WindowScratch& s) {
+// pool: splits each convolution's rows over its threads (one window at a time: a live stream); the
+// rows are computed the same way whichever thread runs them, so the code is the same bits.
+void encode_window(const AudioEncoderWeights& w, const float* window, float* code, WindowScratch& s,
+                   ThreadPool* pool = nullptr) {
   log_mel_time_major(*w.mel, window, w.window_samples(), s.mel.data(), s.mel_scratch);
-  const float* x = conv_stack(w, s.mel.data(), w.receptive_field(), s.a.data(), s.b.data(), nullptr);
+  const float* x = conv_stack(w, s.mel.data(), w.receptive_field(), s.a.data(), s.b.data(), pool);
   project(w.code, x, 1, code);  // the mean over the one output position is that position
 }
 
@@ -120,6 +134,10 @@ void encode_windows_with(const AudioEncoderWeights& w, const float* windows, int
   };
   const Job job{&w, windows, N, ldw, std::min<int64_t>(static_cast<int64_t>(scratch.size()), N), codes, scratch.data()};
   const Job* j = &job;
+  if (job.tasks == 1 && pool.size() > 1) {  // fewer windows than threads: split each one's convolutions
+    for (int64_t n = 0; n < N; ++n) encode_window(w, windows + n * ldw, codes + n * w.audio_dim, scratch[0], &pool);
+    return;
+  }
   pool.parallel_for(job.tasks, [j](int64_t t) {
     for (int64_t n = t * j->N / j->tasks; n < (t + 1) * j->N / j->tasks; ++n)
       encode_window(*j->w, j->windows + n * j->ldw, j->codes + n * j->w->audio_dim, j->scratch[t]);
@@ -302,7 +320,13 @@ struct AudioStreamEncoder::WindowWork {
 
 AudioStreamEncoder::AudioStreamEncoder(std::shared_ptr<const AudioEncoderWeights> weights, int64_t batch,
                                        const FrameClock& clock, Framing framing, int64_t threads)
-    : w_(std::move(weights)), batch_(batch), clock_(clock), framing_(framing) {
+    : AudioStreamEncoder(std::move(weights), batch, clock, framing,
+                         std::make_shared<ThreadPool>(resolve_thread_count(threads))) {}
+
+AudioStreamEncoder::AudioStreamEncoder(std::shared_ptr<const AudioEncoderWeights> weights, int64_t batch,
+                                       const FrameClock& clock, Framing framing, std::shared_ptr<ThreadPool> pool)
+    : w_(std::move(weights)), batch_(batch), clock_(clock), framing_(framing), pool_(std::move(pool)) {
+  if (!pool_) throw_mismatch("AudioStreamEncoder pool", "a thread pool", "a null pointer");
   if (!w_) throw_mismatch("AudioStreamEncoder weights", "AudioEncoderWeights", "null");
   if (batch < 1 || batch > 4096)
     throw_mismatch("AudioStreamEncoder batch", "an integer in [1, 4096]", std::to_string(batch));
@@ -316,8 +340,7 @@ AudioStreamEncoder::AudioStreamEncoder(std::shared_ptr<const AudioEncoderWeights
                        std::to_string(w_->context_ms) + ")",
                    std::to_string(clock_.window) + " samples (audio_context_ms=" +
                        std::to_string(clock_.audio_context_ms()) + ")");
-  const int nthreads = resolve_thread_count(threads);
-  pool_ = std::make_unique<ThreadPool>(nthreads);
+  const int nthreads = pool_->size();
   const int64_t A = w_->audio_dim, period = std::max<int64_t>(1, kSampleRate / clock_.fps - 1);
   if (framing_ == Framing::kWindow) {
     window_ = std::make_unique<WindowWork>();
@@ -471,7 +494,12 @@ void AudioStreamEncoder::encode_ready_windows(int64_t stop, const CodeSink& sink
         if (hi > lo) std::memcpy(dst + (lo - s), row + (lo - ww.start), static_cast<size_t>(hi - lo) * sizeof(float));
       }
     }
-    encode_windows_with(*w_, ww.windows.data(), count * batch_, clock_.window, ww.codes.data(), *pool_, ww.scratch);
+    if (threaded_) {
+      encode_windows_with(*w_, ww.windows.data(), count * batch_, clock_.window, ww.codes.data(), *pool_, ww.scratch);
+    } else {
+      for (int64_t n = 0; n < count * batch_; ++n)
+        encode_window(*w_, ww.windows.data() + n * clock_.window, ww.codes.data() + n * w_->audio_dim, ww.scratch[0]);
+    }
     for (int64_t f = 0; f < count; ++f) {
       ++emitted_;
       if (sink) sink(emitted_ - 1, ww.codes.data() + f * batch_ * A);

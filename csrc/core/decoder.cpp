@@ -244,12 +244,13 @@ std::shared_ptr<const EncodedTemplate> encode_template(const DecoderWeights& w, 
 }
 
 struct DecoderState::Impl {
-  Impl(const DecoderWeights& weights, std::shared_ptr<const DecoderWeights> keep, int64_t capacity, int64_t threads)
-      : keep_(std::move(keep)), w_(weights), cap_(capacity) {
+  Impl(const DecoderWeights& weights, std::shared_ptr<const DecoderWeights> keep, int64_t capacity,
+       std::shared_ptr<ThreadPool> pool)
+      : keep_(std::move(keep)), w_(weights), cap_(capacity), pool_(std::move(pool)) {
+    if (!pool_) throw_mismatch("pool", "a thread pool", "a null pointer");
     if (capacity < 1) throw_mismatch("capacity", "at least 1 slot", std::to_string(capacity));
     if (capacity > (int64_t(1) << 20)) throw_mismatch("capacity", "at most 2^20 slots", std::to_string(capacity));
-    threads_ = resolve_thread_count(threads);
-    pool_ = std::make_unique<ThreadPool>(threads_);
+    threads_ = pool_->size();
     V3_ = w_.config.n_vertices * 3;
     HC_ = w_.config.heads * w_.config.classes;
     const size_t cap = static_cast<size_t>(cap_);
@@ -414,8 +415,8 @@ struct DecoderState::Impl {
   std::shared_ptr<const DecoderWeights> keep_;
   const DecoderWeights& w_;
   int64_t cap_;
+  std::shared_ptr<ThreadPool> pool_;
   int threads_ = 1;
-  std::unique_ptr<ThreadPool> pool_;
   int64_t V3_ = 0, HC_ = 0;
   std::vector<std::shared_ptr<const EncodedTemplate>> templ_;
   std::vector<int64_t> t_;
@@ -434,14 +435,19 @@ struct DecoderState::Impl {
   std::function<void(int64_t)> product_task_, last_task_;
 };
 
-DecoderState::DecoderState(std::shared_ptr<const DecoderWeights> weights, int64_t capacity, int64_t threads) {
+DecoderState::DecoderState(std::shared_ptr<const DecoderWeights> weights, int64_t capacity, int64_t threads)
+    : DecoderState(std::move(weights), capacity, std::make_shared<ThreadPool>(resolve_thread_count(threads))) {}
+
+DecoderState::DecoderState(std::shared_ptr<const DecoderWeights> weights, int64_t capacity,
+                           std::shared_ptr<ThreadPool> pool) {
   if (!weights) throw_mismatch("weights", "loaded DecoderWeights", "a null pointer");
   const DecoderWeights& w = *weights;
-  impl_ = std::make_unique<Impl>(w, std::move(weights), capacity, threads);
+  impl_ = std::make_unique<Impl>(w, std::move(weights), capacity, std::move(pool));
 }
 
 DecoderState::DecoderState(const DecoderWeights& weights, int64_t capacity, int64_t threads)
-    : impl_(std::make_unique<Impl>(weights, nullptr, capacity, threads)) {}
+    : impl_(std::make_unique<Impl>(weights, nullptr, capacity,
+                                   std::make_shared<ThreadPool>(resolve_thread_count(threads)))) {}
 
 DecoderState::~DecoderState() = default;
 DecoderState::DecoderState(DecoderState&&) noexcept = default;

@@ -70,8 +70,10 @@ struct Rows {
 }  // namespace
 
 struct SamplerState::Impl {
-  Impl(const ContextWeights& weights, std::shared_ptr<const ContextWeights> keep, int64_t capacity, int64_t threads)
-      : keep_(std::move(keep)), w_(weights), cap_(capacity) {
+  Impl(const ContextWeights& weights, std::shared_ptr<const ContextWeights> keep, int64_t capacity,
+       std::shared_ptr<ThreadPool> pool)
+      : keep_(std::move(keep)), w_(weights), cap_(capacity), pool_(std::move(pool)) {
+    if (!pool_) throw_mismatch("pool", "a thread pool", "a null pointer");
     const ModelConfig& c = w_.config;
     if (capacity < 1) throw_mismatch("capacity", "at least 1 slot", std::to_string(capacity));
     if (capacity > (int64_t(1) << 24)) throw_mismatch("capacity", "at most 2^24 slots", std::to_string(capacity));
@@ -83,7 +85,6 @@ struct SamplerState::Impl {
     L_ = static_cast<int64_t>(w_.layers.size());
     own_ = c.inclusive_head_masks;
     const size_t cap = static_cast<size_t>(cap_), hi = static_cast<size_t>(HI_);
-    pool_ = std::make_unique<ThreadPool>(resolve_thread_count(threads));
     seed_.assign(cap, 0);
     t_.assign(cap, 0);
     argmax_.assign(cap, 0);
@@ -307,7 +308,7 @@ struct SamplerState::Impl {
   int64_t cap_;
   int64_t H_ = 0, C_ = 0, hid_ = 0, A_ = 0, HI_ = 0, L_ = 0;
   bool own_ = false;  // the layers after the embedding read head h itself (ModelConfig::inclusive_head_masks)
-  std::unique_ptr<ThreadPool> pool_;
+  std::shared_ptr<ThreadPool> pool_;
   int64_t splits_ = 1, row_splits_ = 1;
   std::function<void(int64_t)> fixed_task_, head_task_;
   // per slot
@@ -330,14 +331,19 @@ struct SamplerState::Impl {
   std::vector<float*> one_hot_ptr_;
 };
 
-SamplerState::SamplerState(std::shared_ptr<const ContextWeights> weights, int64_t capacity, int64_t threads) {
+SamplerState::SamplerState(std::shared_ptr<const ContextWeights> weights, int64_t capacity, int64_t threads)
+    : SamplerState(std::move(weights), capacity, std::make_shared<ThreadPool>(resolve_thread_count(threads))) {}
+
+SamplerState::SamplerState(std::shared_ptr<const ContextWeights> weights, int64_t capacity,
+                           std::shared_ptr<ThreadPool> pool) {
   if (!weights) throw_mismatch("weights", "loaded ContextWeights", "a null pointer");
   const ContextWeights& w = *weights;
-  impl_ = std::make_unique<Impl>(w, std::move(weights), capacity, threads);
+  impl_ = std::make_unique<Impl>(w, std::move(weights), capacity, std::move(pool));
 }
 
 SamplerState::SamplerState(const ContextWeights& weights, int64_t capacity, int64_t threads)
-    : impl_(std::make_unique<Impl>(weights, nullptr, capacity, threads)) {}
+    : impl_(std::make_unique<Impl>(weights, nullptr, capacity,
+                                   std::make_shared<ThreadPool>(resolve_thread_count(threads)))) {}
 
 SamplerState::~SamplerState() = default;
 SamplerState::SamplerState(SamplerState&&) noexcept = default;

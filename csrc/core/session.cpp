@@ -42,6 +42,8 @@ Session::Session(std::shared_ptr<const Model> model, SessionParams params) : mod
     if (!std::isfinite(p_.templ[i]))
       throw_mismatch("template[" + std::to_string(i) + "]", "a finite coordinate", std::to_string(p_.templ[i]));
   check_threads(p_.threads, "threads");
+  // One pool for the encoder, sampler, decoder and smoother (threads.hpp: pools that spin must not compete).
+  pool_ = std::make_shared<ThreadPool>(resolve_thread_count(p_.threads));
   if (p_.smoothing) {
     if (p_.smoothing_delay < 0 || p_.smoothing_delay > kSmoothingReach)
       throw_mismatch("smoothing_delay", "4 or 8 frames", std::to_string(p_.smoothing_delay));
@@ -55,11 +57,12 @@ Session::Session(std::shared_ptr<const Model> model, SessionParams params) : mod
           throw_mismatch(std::string(name) + "[" + std::to_string(i) + "]", "a weight in [0, 1]",
                          std::to_string((*mask)[i]));
     }
-    smoother_ = std::make_unique<StreamingSmoother>(c.n_vertices, p_.forehead.data(), p_.neck.data(), p_.smoothing_delay);
+    smoother_ = std::make_unique<StreamingSmoother>(c.n_vertices, p_.forehead.data(), p_.neck.data(),
+                                                    p_.smoothing_delay, pool_);
   }
-  encoder_ = std::make_unique<AudioStreamEncoder>(model_->audio, 1, model_->frames, model_->frames.framing, p_.threads);
-  own_sampler_ = std::make_unique<SamplerState>(model_->context, 1, p_.threads);
-  own_decoder_ = std::make_unique<DecoderState>(model_->decoder, 1, p_.threads);
+  encoder_ = std::make_unique<AudioStreamEncoder>(model_->audio, 1, model_->frames, model_->frames.framing, pool_);
+  own_sampler_ = std::make_unique<SamplerState>(model_->context, 1, pool_);
+  own_decoder_ = std::make_unique<DecoderState>(model_->decoder, 1, pool_);
   templ_ = own_decoder_->encode_template(p_.templ.data());
   labels_.assign(static_cast<size_t>(H_), 0);
   frame_.assign(static_cast<size_t>(V3_), 0.0f);
@@ -79,6 +82,10 @@ Session::~Session() {
 }
 
 void Session::attach_own_states() {
+  // Standalone: the encoder and smoother split their work over the session's threads (in a batch the
+  // batch's threads split the sessions instead, and a session's own threads would oversubscribe).
+  encoder_->set_threaded(true);
+  if (smoother_) smoother_->set_threaded(true);
   sampler_ = own_sampler_.get();
   decoder_ = own_decoder_.get();
   slot_ = 0;
@@ -224,8 +231,9 @@ int64_t Session::pop_frames(float* out, int64_t max_frames) {
 Batch::Batch(std::shared_ptr<const Model> model, int64_t capacity, int64_t threads)
     : model_(checked_batch_model(std::move(model), capacity, threads)),
       capacity_(capacity),
-      sampler_(model_->context, capacity, threads),
-      decoder_(model_->decoder, capacity, threads) {
+      pool_(std::make_shared<ThreadPool>(resolve_thread_count(threads))),
+      sampler_(model_->context, capacity, pool_),
+      decoder_(model_->decoder, capacity, pool_) {
   const int64_t H = model_->config.heads, V3 = model_->config.n_vertices * 3;
   sessions_.reserve(static_cast<size_t>(capacity));
   for (int64_t s = capacity - 1; s >= 0; --s) free_slots_.push_back(s);
@@ -236,7 +244,6 @@ Batch::Batch(std::shared_ptr<const Model> model, int64_t capacity, int64_t threa
   frames_.assign(static_cast<size_t>(capacity * V3), 0.0f);
   round_.reserve(static_cast<size_t>(capacity));
   for (int64_t j = 0; j < capacity; ++j) label_rows_[j] = labels_.data() + j * H;
-  pool_ = std::make_unique<ThreadPool>(resolve_thread_count(threads));
   was_failed_.assign(static_cast<size_t>(capacity), 0);
   // Built once: a step allocates nothing for them. A session failing in one is marked failed; step()
   // reports the first (was_failed_ tells which failed in this step).
@@ -292,6 +299,8 @@ void Batch::add(Session& s) {
   free_slots_.pop_back();
   sessions_.push_back(&s);
   s.batch_ = this;
+  s.encoder_->set_threaded(false);
+  if (s.smoother_) s.smoother_->set_threaded(false);
   s.sampler_ = &sampler_;
   s.decoder_ = &decoder_;
   s.slot_ = slot;

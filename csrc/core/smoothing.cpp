@@ -22,6 +22,7 @@ namespace {
 
 constexpr int64_t kHalf = kSmoothingTaps / 2;
 constexpr int64_t kBlock = 2048;  // columns per task of the whole-sequence function
+constexpr int64_t kStreamBlock = 4096;  // fewest columns per thread of a streaming push
 
 // out[j] = (sum_k taps[k] * rows[k][j]) * m[j] + center[j] * om[j] for j < len.
 void blend_row(const float* const* rows, const float* center, const float* m, const float* om, const float* taps,
@@ -106,8 +107,9 @@ void post_smooth(const float* frames, int64_t B, int64_t T, int64_t V, const flo
   });
 }
 
-StreamingSmoother::StreamingSmoother(int64_t n_vertices, const float* forehead, const float* neck, int64_t delay)
-    : V_(n_vertices), V3_(n_vertices * 3), delay_(delay), taps_(smoothing_taps()) {
+StreamingSmoother::StreamingSmoother(int64_t n_vertices, const float* forehead, const float* neck, int64_t delay,
+                                     std::shared_ptr<ThreadPool> pool)
+    : V_(n_vertices), V3_(n_vertices * 3), delay_(delay), taps_(smoothing_taps()), pool_(std::move(pool)) {
   if (n_vertices < 1 || n_vertices > (int64_t(1) << 24))
     throw_mismatch("n_vertices", "a vertex count in [1, 2^24]", std::to_string(n_vertices));
   if (delay < 0 || delay > kSmoothingReach)
@@ -118,6 +120,8 @@ StreamingSmoother::StreamingSmoother(int64_t n_vertices, const float* forehead, 
   x_.assign(static_cast<size_t>(kSmoothingTaps * V3_), 0.0f);
   y1_.assign(static_cast<size_t>(kSmoothingTaps * V3_), 0.0f);
   provisional_.assign(static_cast<size_t>(kHalf * V3_), 0.0f);
+  // Blocks of at least kStreamBlock columns, one per thread at most, starting on 16-float boundaries.
+  if (pool_) blocks_ = std::max<int64_t>(1, std::min<int64_t>(pool_->size(), V3_ / kStreamBlock));
 }
 
 void StreamingSmoother::reset() noexcept {
@@ -130,28 +134,60 @@ void StreamingSmoother::reset() noexcept {
 const float* StreamingSmoother::x(int64_t u) const { return x_.data() + (u % kSmoothingTaps) * V3_; }
 
 // First-pass frame u (0 <= u < end) of the sequence of frames [0, end): final once frame u + 4 exists
-// (kept in the y1 ring since that push), else computed with replicate padding at end - 1.
-const float* StreamingSmoother::y1(int64_t u, int64_t end) {
+// (kept in the y1 ring since that push), else computed with replicate padding at end - 1 (planned into
+// job->todo when not already computed for this end).
+const float* StreamingSmoother::y1_row(int64_t u, int64_t end, Job* job) {
   if (u + kHalf < pushed_) return y1_.data() + (u % kSmoothingTaps) * V3_;
   if (provisional_end_ != end) {
     std::fill(std::begin(provisional_at_), std::end(provisional_at_), -1);
     provisional_end_ = end;
   }
-  float* dst = provisional_.data() + (u % kHalf) * V3_;
   if (provisional_at_[u % kHalf] != u) {
-    const float* rows[kSmoothingTaps];
-    for (int64_t k = 0; k < kSmoothingTaps; ++k) rows[k] = x(clamp(u + k - kHalf, 0, end - 1));
-    blend_row(rows, x(u), m1_.data(), om1_.data(), taps_.data(), V3_, dst);
     provisional_at_[u % kHalf] = u;
+    job->todo[job->n_todo++] = u;
   }
-  return dst;
+  return provisional_.data() + (u % kHalf) * V3_;
 }
 
-void StreamingSmoother::emit(int64_t t, int64_t end, float* out) {
+void StreamingSmoother::plan_emit(int64_t t, int64_t end, float* out, Job* job) {
+  job->end = end;
+  for (int64_t k = 0; k < kSmoothingTaps; ++k) job->rows[k] = y1_row(clamp(t + k - kHalf, 0, end - 1), end, job);
+  job->center = y1_row(t, end, job);
+  job->out = out;
+}
+
+// Columns [j0, j1) of the job's rows, in the order the rows depend on each other.
+void StreamingSmoother::columns(const Job& job, int64_t j0, int64_t j1) {
+  const int64_t len = j1 - j0;
+  if (len <= 0) return;
   const float* rows[kSmoothingTaps];
-  for (int64_t k = 0; k < kSmoothingTaps; ++k) rows[k] = y1(clamp(t + k - kHalf, 0, end - 1), end);
-  blend_row(rows, y1(t, end), m2_.data(), om2_.data(), taps_.data(), V3_, out);
-  ++emitted_;
+  const auto first_pass = [&](int64_t u, int64_t end, float* dst) {
+    for (int64_t k = 0; k < kSmoothingTaps; ++k) rows[k] = x(clamp(u + k - kHalf, 0, end - 1)) + j0;
+    blend_row(rows, x(u) + j0, m1_.data() + j0, om1_.data() + j0, taps_.data(), len, dst + j0);
+  };
+  if (job.final_u >= 0)
+    first_pass(job.final_u, job.final_u + kHalf + 1, y1_.data() + (job.final_u % kSmoothingTaps) * V3_);
+  for (int i = 0; i < job.n_todo; ++i)
+    first_pass(job.todo[i], job.end, provisional_.data() + (job.todo[i] % kHalf) * V3_);
+  if (job.out == nullptr) return;
+  for (int64_t k = 0; k < kSmoothingTaps; ++k) rows[k] = job.rows[k] + j0;
+  blend_row(rows, job.center + j0, m2_.data() + j0, om2_.data() + j0, taps_.data(), len, job.out + j0);
+}
+
+void StreamingSmoother::run(const Job& job) {
+  if (threaded_ && blocks_ > 1) {
+    // The task captures one pointer, which std::function stores inline: a push allocates nothing (and
+    // a moved smoother has no task pointing at its old self).
+    job_ = &job;
+    pool_->parallel_for(blocks_, [this](int64_t b) {
+      const int64_t j0 = (V3_ * b / blocks_) & ~int64_t(15);
+      const int64_t j1 = b + 1 == blocks_ ? V3_ : (V3_ * (b + 1) / blocks_) & ~int64_t(15);
+      columns(*job_, j0, j1);
+    });
+    job_ = nullptr;
+  } else {
+    columns(job, 0, V3_);
+  }
 }
 
 bool StreamingSmoother::push(const float* frame, float* out) {
@@ -161,15 +197,13 @@ bool StreamingSmoother::push(const float* frame, float* out) {
   std::memcpy(x_.data() + (pushed_ % kSmoothingTaps) * V3_, frame, V3_ * sizeof(float));
   pushed_ = K;
   provisional_end_ = -1;  // the end moved: provisional first-pass frames are stale
-  const int64_t u = K - 1 - kHalf;  // the first-pass frame that just became final
-  if (u >= 0) {
-    const float* rows[kSmoothingTaps];
-    for (int64_t k = 0; k < kSmoothingTaps; ++k) rows[k] = x(clamp(u + k - kHalf, 0, K - 1));
-    blend_row(rows, x(u), m1_.data(), om1_.data(), taps_.data(), V3_, y1_.data() + (u % kSmoothingTaps) * V3_);
-  }
+  Job job;
+  job.final_u = K - 1 - kHalf;  // the first-pass frame that just became final (its window: frames .. K - 1)
   const int64_t t = K - 1 - delay_;
+  if (t >= 0) plan_emit(t, K, out, &job);
+  run(job);
   if (t < 0) return false;
-  emit(t, K, out);
+  ++emitted_;
   return true;
 }
 
@@ -181,7 +215,12 @@ int64_t StreamingSmoother::close(float* out, int64_t max_frames) {
                    std::to_string(max_frames));
   if (n > 0 && !out) throw_mismatch("out", "a non-null [pending, V, 3] buffer", "a null pointer");
   closed_ = true;
-  for (int64_t i = 0; i < n; ++i) emit(emitted_, pushed_, out + i * V3_);
+  for (int64_t i = 0; i < n; ++i) {
+    Job job;
+    plan_emit(emitted_, pushed_, out + i * V3_, &job);
+    run(job);
+    ++emitted_;
+  }
   return n;
 }
 

@@ -73,9 +73,10 @@ struct Stream {
   }
   ~Stream() { mt_model_free(model); }
 
-  mt_session_params params(uint64_t seed) const {
+  mt_session_params params(uint64_t seed, int32_t threads = 1) const {
     mt_session_params p = mt_session_default_params();
     p.seed = seed;
+    p.threads = threads;
     p.template_vertices = templ.data();
     p.template_size = V * 3;
     p.smoothing = 1;
@@ -86,9 +87,9 @@ struct Stream {
   }
 };
 
-ModelSpec spec_of(const char* framing) {
+ModelSpec spec_of(const char* framing, int64_t n_vertices = 40) {
   ModelSpec spec;
-  spec.n_vertices = 40;
+  spec.n_vertices = n_vertices;
   spec.framing = framing;
   if (std::string(framing) == "stream") spec.clock = "exact";
   return spec;
@@ -96,10 +97,10 @@ ModelSpec spec_of(const char* framing) {
 
 // n sessions (standalone when batch is false) fed the same audio in 533-sample pushes; returns the
 // allocations made in the second half of the audio (*early: those between 10 s and the half).
-int64_t allocations_late(const Stream& s, int n, bool batch, int64_t* frames, int64_t* early) {
+int64_t allocations_late(const Stream& s, int n, bool batch, int64_t* frames, int64_t* early, int32_t threads = 1) {
   std::vector<mt_session*> sessions(static_cast<size_t>(n), nullptr);
   for (int i = 0; i < n; ++i) {
-    const mt_session_params p = s.params(static_cast<uint64_t>(i));
+    const mt_session_params p = s.params(static_cast<uint64_t>(i), threads);
     CHECK_EQ(mt_session_create(s.model, &p, &sessions[i]), MT_OK);
   }
   mt_batch* b = nullptr;
@@ -148,6 +149,23 @@ TEST(a_long_stream_allocates_nothing_after_warmup) {
       CHECK(frames > n * (seconds * 30 - 30));  // 30 fps, less the look-ahead and smoothing delay
       CHECK_EQ(allocations, 0);
     }
+  }
+}
+
+// A session on 2 threads with a face large enough (3000 vertices) that each push's smoothing is split
+// over them, and (window framing) each frame's audio encoder: the split allocates nothing either.
+TEST(a_threaded_session_allocates_nothing_after_warmup) {
+  for (const char* framing : {"window", "stream"}) {
+    const int64_t seconds = 24;
+    const Stream s(spec_of(framing, 3000), seconds);
+    int64_t frames = 0, early = 0;
+    const int64_t allocations = allocations_late(s, 1, false, &frames, &early, 2);
+    std::printf("  %s, one session on 2 threads, V = 3000, %lld s: %lld frames; allocations from 10 s to the half "
+                "%lld, after it %lld\n", framing, static_cast<long long>(seconds), static_cast<long long>(frames),
+                static_cast<long long>(early), static_cast<long long>(allocations));
+    CHECK(early <= 2);
+    CHECK(frames > seconds * 30 - 30);
+    CHECK_EQ(allocations, 0);
   }
 }
 

@@ -129,12 +129,17 @@ class AudioStreamEncoder {
   // its window must be the weights' (else kInvalidArgument: "audio context mismatch ...").
   AudioStreamEncoder(std::shared_ptr<const AudioEncoderWeights> weights, int64_t batch, const FrameClock& clock,
                      Framing framing, int64_t threads = 1);
+  // The same on a thread pool shared with other states (a session's: threads.hpp).
+  AudioStreamEncoder(std::shared_ptr<const AudioEncoderWeights> weights, int64_t batch, const FrameClock& clock,
+                     Framing framing, std::shared_ptr<ThreadPool> pool);
   ~AudioStreamEncoder();
 
   // samples: [batch, n], row b at samples + b * ld (ld >= n when batch > 1).
   void push(const float* samples, int64_t n, int64_t ld, const CodeSink& sink);
   void close(const CodeSink& sink);  // the remaining frames; the stream is then finished
   void reset();                      // a new, empty stream (no allocation)
+  // Off: the calling thread only (a session in a batch, whose threads already split the sessions).
+  void set_threaded(bool on) noexcept { threaded_ = on; }
 
   int64_t batch() const noexcept { return batch_; }
   int64_t audio_dim() const noexcept { return w_->audio_dim; }
@@ -154,7 +159,8 @@ class AudioStreamEncoder {
   Framing framing_;
   int64_t samples_ = 0, emitted_ = 0;
   bool closed_ = false;
-  std::unique_ptr<ThreadPool> pool_;
+  std::shared_ptr<ThreadPool> pool_;
+  bool threaded_ = true;
   // window framing
   struct WindowWork;
   std::unique_ptr<WindowWork> window_;

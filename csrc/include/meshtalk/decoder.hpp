@@ -17,6 +17,7 @@
 #include <memory>
 #include <vector>
 
+#include "meshtalk/threads.hpp"
 #include "meshtalk/weights.hpp"
 
 namespace meshtalk {
@@ -54,6 +55,8 @@ class DecoderState {
  public:
   // Keeps `weights` alive. Throws kInvalidArgument for capacity < 1 or a bad thread count.
   DecoderState(std::shared_ptr<const DecoderWeights> weights, int64_t capacity, int64_t threads = 0);
+  // The same on a thread pool shared with other states (a session's or a batch's: threads.hpp).
+  DecoderState(std::shared_ptr<const DecoderWeights> weights, int64_t capacity, std::shared_ptr<ThreadPool> pool);
   // The same on weights the caller keeps alive for the lifetime of this state.
   DecoderState(const DecoderWeights& weights, int64_t capacity, int64_t threads = 0);
   ~DecoderState();

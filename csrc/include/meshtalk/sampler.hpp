@@ -23,6 +23,7 @@
 #include <cstdint>
 #include <memory>
 
+#include "meshtalk/threads.hpp"
 #include "meshtalk/weights.hpp"
 
 namespace meshtalk {
@@ -63,6 +64,8 @@ class SamplerState {
   // Keeps `weights` alive. threads: 0 = every core this process may use, 1 = the calling thread only.
   // Throws kInvalidArgument for capacity < 1 or a bad thread count.
   SamplerState(std::shared_ptr<const ContextWeights> weights, int64_t capacity, int64_t threads = 0);
+  // The same on a thread pool shared with other states (a session's or a batch's: threads.hpp).
+  SamplerState(std::shared_ptr<const ContextWeights> weights, int64_t capacity, std::shared_ptr<ThreadPool> pool);
   // The same on weights the caller keeps alive for the lifetime of this state.
   SamplerState(const ContextWeights& weights, int64_t capacity, int64_t threads = 0);
   ~SamplerState();

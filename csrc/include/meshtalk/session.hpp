@@ -99,6 +99,7 @@ class Session {
   std::shared_ptr<const Model> model_;
   SessionParams p_;
   int64_t V3_ = 0, A_ = 0, H_ = 0;
+  std::shared_ptr<ThreadPool> pool_;  // the session's threads, shared by the states below
   std::unique_ptr<AudioStreamEncoder> encoder_;
   AudioStreamEncoder::CodeSink sink_;
   std::unique_ptr<SamplerState> own_sampler_;
@@ -161,6 +162,9 @@ class Batch {
 
   std::shared_ptr<const Model> model_;
   int64_t capacity_;
+  // The batch's threads, shared by its sampler and decoder and used to run the sessions' audio
+  // encoders and smoothing in parallel across sessions.
+  std::shared_ptr<ThreadPool> pool_;
   SamplerState sampler_;
   DecoderState decoder_;
   std::vector<Session*> sessions_;
@@ -172,9 +176,6 @@ class Batch {
   std::vector<int32_t> labels_;  // [capacity, H]
   std::vector<float> frames_;    // [capacity, V3]
   std::vector<Session*> round_;
-  // The batch's own threads: the sessions' audio encoders and their smoothing run in parallel
-  // across sessions (the sampler and the decoder have their own pools, of the same size).
-  std::unique_ptr<ThreadPool> pool_;
   std::function<void(int64_t)> encode_task_, emit_task_;
   std::vector<uint8_t> was_failed_;  // [capacity]: which sessions had failed before this step
 };

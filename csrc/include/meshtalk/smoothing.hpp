@@ -14,7 +14,10 @@
 
 #include <array>
 #include <cstdint>
+#include <memory>
 #include <vector>
+
+#include "meshtalk/threads.hpp"
 
 namespace meshtalk {
 
@@ -34,7 +37,10 @@ void post_smooth(const float* frames, int64_t B, int64_t T, int64_t V, const flo
 class StreamingSmoother {
  public:
   // forehead, neck: [V] (copied); delay in [0, 8] (streaming.py offers 4 and 8).
-  StreamingSmoother(int64_t n_vertices, const float* forehead, const float* neck, int64_t delay);
+  // pool (optional): each push's rows are split into blocks of columns over its threads (the same
+  // bits: every column is blended on its own).
+  StreamingSmoother(int64_t n_vertices, const float* forehead, const float* neck, int64_t delay,
+                    std::shared_ptr<ThreadPool> pool = nullptr);
 
   int64_t n_vertices() const noexcept { return V_; }
   int64_t delay() const noexcept { return delay_; }
@@ -51,11 +57,25 @@ class StreamingSmoother {
   int64_t close(float* out, int64_t max_frames);
   // A new stream (the masks and delay stay).
   void reset() noexcept;
+  // Off: the calling thread only (a session in a batch, whose threads already split the sessions).
+  void set_threaded(bool on) noexcept { threaded_ = on; }
 
  private:
   const float* x(int64_t u) const;         // pushed frame u (one of the last 9)
-  const float* y1(int64_t u, int64_t end);  // first-pass frame u of a sequence ending at frame end - 1
-  void emit(int64_t t, int64_t end, float* out);
+  // The rows a push or close computes, planned first (bookkeeping), then blended in blocks of columns.
+  struct Job {
+    int64_t final_u = -1;          // first-pass frame that became final (-1: none)
+    int64_t end = 0;               // frames of the sequence so far
+    int64_t todo[4] = {0, 0, 0, 0};  // provisional first-pass frames to compute
+    int n_todo = 0;
+    const float* rows[kSmoothingTaps] = {};  // first-pass rows of the output frame
+    const float* center = nullptr;
+    float* out = nullptr;          // null: no output frame
+  };
+  const float* y1_row(int64_t u, int64_t end, Job* job);  // plans first-pass frame u
+  void plan_emit(int64_t t, int64_t end, float* out, Job* job);
+  void run(const Job& job);
+  void columns(const Job& job, int64_t j0, int64_t j1);
 
   int64_t V_, V3_, delay_;
   std::array<float, kSmoothingTaps> taps_;
@@ -67,6 +87,10 @@ class StreamingSmoother {
   int64_t provisional_end_ = -1;
   int64_t pushed_ = 0, emitted_ = 0;
   bool closed_ = false;
+  std::shared_ptr<ThreadPool> pool_;
+  bool threaded_ = true;
+  int64_t blocks_ = 1;  // column blocks per push when threaded
+  const Job* job_ = nullptr;  // the job of the running push, for the column tasks
 };
 
 }  // namespace meshtalk
