@@ -48,6 +48,9 @@ def test_train_evaluate(dataset, tmp_path, capsys):
     assert result["code_sensitivity"] >= 0 and "blink_rate_ratio" in result and "brow_error_ratio" in result
     # the test split's faces checked against the train split's: the held-out voice is a face never trained on
     assert {"brow_error_ratio_known_faces", "brow_error_ratio_new_faces", "eyelid_error_ratio_new_faces"} <= set(result)
+    # and the train split as the rates' second reference (its ground-truth events, counted the same way)
+    assert result["blink_events_train"] > 0 and result["blink_rate_train"] > 0
+    assert result["blink_rate_ratio_train"] == pytest.approx(result["blink_rate"] / result["blink_rate_train"])
     assert len(result["expression_head_classes"]) == 0  # this config has no expression heads
     assert "squared-max convention" in capsys.readouterr().out
     assert cli.main(["evaluate", "--model", str(run / "model.safetensors"), "--data", str(dataset),
@@ -69,8 +72,9 @@ def test_quickstart_smoke(dataset, tmp_path, capsys):
     metrics = json.loads((out / "metrics.json").read_text())
     for key in ("lve", "lve_static", "lve_ratio", "lve_l2", "fdd", "disentanglement_expression",
                 "disentanglement_audio", "code_sensitivity", "eyelid_error_ratio", "brow_error_ratio",
-                "blink_rate_ratio", "brow_rate_ratio", "blink_rate_gt"):
+                "blink_rate_ratio", "brow_rate_ratio", "blink_rate_gt", "blink_rate_train", "blink_rate_ratio_train"):
         assert isinstance(metrics[key], float), key
+    assert isinstance(metrics["blink_events_gt"], int) and isinstance(metrics["blink_events_train"], int)
     assert metrics["lve_static"] > 0 and metrics["stage1_steps"] >= 1 and metrics["missing"] == []
     for name in ("model.safetensors", "checkpoint.safetensors", "training_curves.png", "heldout/meshes.npz",
                  "heldout/upper_face.png", "heldout/speech.wav"):

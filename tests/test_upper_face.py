@@ -327,6 +327,29 @@ def test_missing_masks_give_no_rates_and_say_why(stand_ins):
         ev.upper_face(model, still, EYE, BROW, seeds=())
 
 
+def test_event_rates_count_the_ground_truth_as_upper_face_does(stand_ins):
+    """event_rates: the clips' own events per minute, the same count upper_face reports for its ground
+    truth; None (not a rate of nothing) for an empty mask; bad arguments named."""
+    model = mf.MeshTalk(V, heads=4, classes=8)
+    clips = _clips()
+    stand_ins(lambda c: c.geom, lambda c, s: c.geom)
+    minutes = sum(c.frames for c in clips) / 30 / 60
+    r = ev.event_rates(clips, EYE, BROW, 30)
+    assert r["blink_events"] == 5 and r["blink_rate"] == pytest.approx(5 / minutes)
+    assert r["brow_events"] == 3 and r["brow_rate"] == pytest.approx(3 / minutes)  # one raise per clip
+    u = ev.upper_face(model, clips, EYE, BROW, seeds=(0, 1))
+    assert (u["blink_events_gt"], u["brow_events_gt"]) == (5, 3)
+    assert u["blink_rate_gt"] == pytest.approx(r["blink_rate"]) and u["brow_rate_gt"] == pytest.approx(r["brow_rate"])
+    assert (u["blink_events"], u["brow_events"]) == (10, 6)  # every seed blinks as the data: 2 x the events
+    assert ev.event_rates(clips[:1], EYE, BROW, 15)["blink_rate"] == pytest.approx(2 / (90 / 15 / 60))  # at 15 fps
+    empty = ev.event_rates(clips, torch.zeros(V), BROW, 30)
+    assert empty["blink_rate"] is None and empty["blink_events"] is None and empty["brow_events"] == 3
+    with pytest.raises(ValueError, match="fps must be positive, got 0"):
+        ev.event_rates(clips, EYE, BROW, 0)
+    with pytest.raises(ValueError, match="at least one sequence"):
+        ev.event_rates([], EYE, BROW, 30)
+
+
 def test_report_of_a_small_model_has_every_number():
     torch.manual_seed(0)
     model = mf.MeshTalk(V, heads=4, classes=8, expression_input="offset", expression_heads=1).eval()
@@ -341,6 +364,15 @@ def test_report_of_a_small_model_has_every_number():
         assert key in r and (r[key] is None or math.isfinite(r[key])), key
     text = ev.format_report(r)
     assert "squared-max" in text and "blinks/min" in text
+    assert "blink_rate_ratio_train" not in r and "against the training split" not in text
+    # with the training split as reference: its rates, and the sampled rates over them
+    reference = [_blinking_clip("t", [10, 40, 70], seed=5)]  # 3 blinks and 1 brow raise in 3 s
+    r = ev.report(model, _clips(), masks, seeds=(0, 1), reference_clips=reference)
+    assert r["blink_events_train"] == 3 and r["blink_rate_train"] == pytest.approx(60.0)
+    assert r["brow_events_train"] == 1 and r["brow_rate_train"] == pytest.approx(20.0)
+    assert r["blink_rate_ratio_train"] == pytest.approx(r["blink_rate"] / 60.0)
+    assert r["brow_rate_ratio_train"] == pytest.approx(r["brow_rate"] / 20.0)
+    assert "against the training split's 60.0 blinks/min (3 blinks)" in ev.format_report(r)
 
 
 # ------------------------------------------------------------------------------------------ pictures

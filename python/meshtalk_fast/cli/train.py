@@ -77,12 +77,15 @@ def _evaluate(args) -> int:
     model = MeshTalk.load(args.model).eval()
     clips = folder_clips(args.data, args.split, model.config)
     known = None  # the training faces, so the upper-face errors are also given on known and new faces apart
+    reference = None  # the training split, whose event rates are counted from ~10x more events than held-out clips
     if args.split != "train" and os.path.isdir(os.path.join(args.data, "train")):
         from ..data.folder import folder_templates
 
         known = folder_templates(args.data, "train") or None
+        reference = folder_clips(args.data, "train", model.config) or None
     result = report(model, clips, folder_masks(args.data), mode=args.mode, seed=args.seed,
-                    seeds=tuple(range(args.seed, args.seed + args.samples)), known_faces=known)
+                    seeds=tuple(range(args.seed, args.seed + args.samples)), known_faces=known,
+                    reference_clips=reference)
     text = json.dumps(result, indent=1)
     if args.out:
         tmp = f"{args.out}.tmp"

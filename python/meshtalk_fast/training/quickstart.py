@@ -249,7 +249,7 @@ def quickstart(out_dir: str, minutes: float = 10.0, template: Optional[str] = No
 
     print("evaluating on the held-out sentences and voice ...", flush=True)
     result = report(model, test, fm, mode="audio", seed=seed, seeds=EVAL_SEEDS,
-                    known_faces=distinct_templates(train))
+                    known_faces=distinct_templates(train), reference_clips=train)
     log = [json.loads(line) for line in open(os.path.join(out_dir, "metrics.jsonl"))]
     metrics = {**result, "test_frames": result["frames"], "minutes": minutes, "seed": seed,
                "stage1_steps": max((r["step"] for r in log if r["stage"] == 1 and r["split"] == "train"), default=0),
