@@ -258,8 +258,10 @@ typedef struct mt_session_params {
   int64_t mask_size;                /* floats in each mask: must equal n_vertices when smoothing */
   int32_t threads;                  /* cores the session's own work may use: 1 (default) = the calling
                                        thread only; 0 = every core this process may use; at most 4096.
-                                       In a batch the session's audio encoder still uses these, its
-                                       sampler and decoder steps the batch's threads */
+                                       One pool for the session's encoder, sampler, decoder and
+                                       smoothing; after a task its threads spin up to MESHTALK_SPIN_US
+                                       microseconds (environment; default 200, 0 = never) before they
+                                       sleep. In a batch the batch's threads do all the session's work */
 } mt_session_params;
 
 /* Defaults as documented per field (template NULL: set it before creating a session). Thread-safe. */
@@ -392,9 +394,9 @@ MT_API mt_status mt_batch_size(const mt_batch* batch, int64_t* out_sessions);
  * A session that fails keeps its error in mt_session_error and computes nothing more until reset;
  * the other sessions still advance, and the call returns MT_ERR_INTERNAL (MT_ERR_OUT_OF_MEMORY when
  * an allocation failed) with a message naming the session (its index in the batch and its handle).
- * Per session the frames equal those of the same session run standalone. The audio of each session
- * is encoded on that session's own threads (mt_session_params.threads); the sampler and decoder run
- * batched over the sessions on the batch's threads.
+ * Per session the frames equal those of the same session run standalone. The sessions' audio
+ * encoders and smoothing run in parallel across sessions, and the sampler and decoder batched over
+ * the sessions, all on the batch's threads (a session's own threads stay idle while it is in a batch).
  * One thread at a time per batch; no call on its sessions from other threads meanwhile. */
 MT_API mt_status mt_batch_step(mt_batch* batch, int64_t* out_frames);
 
