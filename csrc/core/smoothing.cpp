@@ -25,12 +25,28 @@ constexpr int64_t kBlock = 2048;  // columns per task of the whole-sequence func
 constexpr int64_t kStreamBlock = 4096;  // fewest columns per thread of a streaming push
 
 // out[j] = (sum_k taps[k] * rows[k][j]) * m[j] + center[j] * om[j] for j < len.
+//
+// Vectorised, and also compiled for AVX2 (chosen at load by the CPU, GCC's target_clones): twice the lanes of
+// the baseline SSE2 loop, the same operations in the same order per element. AVX2 does not include FMA, so
+// nothing is contracted into a fused multiply-add and every ISA gives the same bits (AVX-512F would: not
+// cloned).
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__) && \
+    !defined(MESHTALK_NO_TARGET_CLONES)
+__attribute__((target_clones("avx2", "default")))
+#endif
 void blend_row(const float* const* rows, const float* center, const float* m, const float* om, const float* taps,
                int64_t len, float* out) {
   const float *r0 = rows[0], *r1 = rows[1], *r2 = rows[2], *r3 = rows[3], *r4 = rows[4], *r5 = rows[5],
               *r6 = rows[6], *r7 = rows[7], *r8 = rows[8];
   const float w0 = taps[0], w1 = taps[1], w2 = taps[2], w3 = taps[3], w4 = taps[4], w5 = taps[5], w6 = taps[6],
               w7 = taps[7], w8 = taps[8];
+  // out never overlaps a row read here (every caller writes another buffer), so the loop may be vectorised
+  // (without this GCC keeps it scalar: it cannot prove the 12 pointers apart).
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC ivdep
+#elif defined(__clang__)
+#pragma clang loop vectorize(assume_safety)
+#endif
   for (int64_t j = 0; j < len; ++j) {
     float s = w0 * r0[j];
     s += w1 * r1[j];
