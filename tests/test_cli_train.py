@@ -33,6 +33,8 @@ def test_train_evaluate(dataset, tmp_path, capsys):
                      "--model", str(run / "model.safetensors")]) == 0
     records = [json.loads(line) for line in open(run / "metrics.jsonl")]
     assert {(r["stage"], r["split"]) for r in records} >= {(1, "train"), (1, "val"), (2, "train"), (2, "val")}
+    # stage 2's validation logs the prior's held-out cross-entropy beside the LVE
+    assert all(r["cross_entropy"] > 0 for r in records if r["stage"] == 2 and r["split"] == "val")
     # --resume of the finished stage-2 checkpoint with more steps continues from step 2
     config.write_text(config.read_text().replace("[stage2]\nbatch_size = 2\nsegment_frames = 8\nsteps = 2",
                                                  "[stage2]\nbatch_size = 2\nsegment_frames = 8\nsteps = 3"))

@@ -350,6 +350,32 @@ def test_event_rates_count_the_ground_truth_as_upper_face_does(stand_ins):
         ev.event_rates([], EYE, BROW, 30)
 
 
+def test_prior_cross_entropy_is_the_teacher_forced_loss_per_head_group():
+    """prior_cross_entropy: the prior's mean negative log-probability of the encoders' argmax codes over
+    the clips' frames, all heads and the expression / audio groups apart; the groups average to the whole."""
+    torch.manual_seed(1)
+    model = mf.MeshTalk(V, heads=4, classes=8, expression_input="offset", expression_heads=1).eval()
+    clips = _clips()
+    r = ev.prior_cross_entropy(model, clips)
+    per_head, frames = torch.zeros(4, dtype=torch.float64), 0
+    for clip in clips:  # the direct computation (no_grad: the model's parameters require grad)
+        with torch.no_grad():
+            e, a = ev._codes(model, clip)
+            one_hot = model.quantize(model.fuse(e, a), argmax=True)
+            per_head += -(model.context_model(one_hot, a).double() * one_hot).sum(-1)[0].sum(0)
+        frames += clip.frames
+    per_head /= frames
+    assert r["cross_entropy"] == pytest.approx(float(per_head.mean()), rel=1e-9)
+    assert r["cross_entropy_expression"] == pytest.approx(float(per_head[0]), rel=1e-9)
+    assert r["cross_entropy_audio"] == pytest.approx(float(per_head[1:].mean()), rel=1e-9)
+    assert (r["cross_entropy_expression"] + 3 * r["cross_entropy_audio"]) / 4 == pytest.approx(r["cross_entropy"])
+    assert 0 < r["cross_entropy"] < 2 * math.log(8)  # near log(classes) at initialisation
+    released = mf.MeshTalk(V, heads=4, classes=8).eval()  # no expression heads: no such group
+    assert ev.prior_cross_entropy(released, clips)["cross_entropy_expression"] is None
+    with pytest.raises(ValueError, match="at least one sequence"):
+        ev.prior_cross_entropy(model, [])
+
+
 def test_report_of_a_small_model_has_every_number():
     torch.manual_seed(0)
     model = mf.MeshTalk(V, heads=4, classes=8, expression_input="offset", expression_heads=1).eval()

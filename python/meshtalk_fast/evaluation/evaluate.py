@@ -128,6 +128,32 @@ def disentanglement(model: MeshTalk, a: Clip, b: Clip, mouth: torch.Tensor, uppe
 
 
 @torch.no_grad()
+def prior_cross_entropy(model: MeshTalk, clips: Sequence[Clip]) -> Dict[str, Optional[float]]:
+    """The prior's cross-entropy (nats per head and frame, frame-weighted over ``clips``) on the codes the
+    encoders give each whole clip (argmax), teacher-forced: what stage 2 minimises, on held-out clips.
+    ``cross_entropy``: all heads; ``cross_entropy_expression`` / ``cross_entropy_audio``: the expression
+    heads (``config.expression_heads``, the first ones) and the rest apart (None for a group without heads).
+    Stage 2 trains on crops, whose codes can differ near a crop's start (the expression encoder's LSTM)."""
+    if not clips:
+        raise ValueError("clips must hold at least one sequence, got none")
+    was_training = model.training
+    model.eval()
+    E, H = model.config.expression_heads, model.config.heads
+    total, frames = torch.zeros(H, dtype=torch.float64), 0
+    for clip in clips:
+        expression_code, audio_code = _codes(model, clip)
+        one_hot = model.quantize(model.fuse(expression_code, audio_code), argmax=True)
+        logprobs = model.context_model(one_hot, audio_code)
+        total += -(logprobs.double() * one_hot.double()).sum(-1)[0].sum(0).cpu()  # [H]
+        frames += one_hot.shape[1]
+    model.train(was_training)
+    per_head = total / frames
+    return {"cross_entropy": float(per_head.mean()),
+            "cross_entropy_expression": float(per_head[:E].mean()) if E > 0 else None,
+            "cross_entropy_audio": float(per_head[E:].mean()) if E < H else None}
+
+
+@torch.no_grad()
 def code_sensitivity(model: MeshTalk, clips: Sequence[Clip]) -> float:
     """Does the decoded face depend on the codes? Each clip is decoded from its own argmax codes and
     from the same codes rotated by half its length in time (so every frame gets another frame's

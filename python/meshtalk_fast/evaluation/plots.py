@@ -17,6 +17,7 @@ CURVE_PANELS = [
     (1, "val", "stage 1: validation (reconstruction)", ("lve", "lve_static", "code_sensitivity")),
     (2, "train", "stage 2: prior", ("cross_entropy",)),
     (2, "val", "stage 2: validation (speech only)", ("lve", "lve_static")),
+    (2, "val", "stage 2: validation (prior)", ("cross_entropy", "cross_entropy_expression", "cross_entropy_audio")),
 ]
 
 

@@ -244,7 +244,7 @@ class Trainer:
                     self._tb.add_scalar(f"stage{record['stage']}/{record.get('split', 'train')}/{k}", v, record["step"])
 
     def validate(self, stage: int) -> Optional[Dict[str, float]]:
-        from ..evaluation.evaluate import code_sensitivity, evaluate
+        from ..evaluation.evaluate import code_sensitivity, evaluate, prior_cross_entropy
 
         if self.rank != 0 or not self.val_clips:
             return None
@@ -253,6 +253,8 @@ class Trainer:
                           seed=self.config.seed)
         if stage == 1:  # 0 = the decoder ignores the codes (collapse); see evaluate.code_sensitivity
             result["code_sensitivity"] = code_sensitivity(self.model, self.val_clips)
+        else:  # the prior's loss on held-out clips, beside the training loss: overfitting shows here first
+            result.update({k: v for k, v in prior_cross_entropy(self.model, self.val_clips).items() if v is not None})
         self._log({"stage": stage, "step": self.step, "split": "val", "mode": mode, **result})
         return result
 
