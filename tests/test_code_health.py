@@ -86,6 +86,8 @@ def test_one_diversity_term_over_all_heads_is_the_head_weighted_split():
     split = (H - k) / H * diversity_loss(lp[..., k:, :]) + k / H * diversity_loss(lp[..., :k, :])
     assert joint.item() == pytest.approx(split.item(), rel=1e-5)
     assert diversity_loss(lp[..., :k, :]).item() != pytest.approx(diversity_loss(lp[..., k:, :]).item(), rel=1e-3)
+
+
 def test_statistics_errors():
     with pytest.raises(ValueError, match=r"logprobs must have shape \[\.\.\., H, C\]"):
         code_statistics(torch.zeros(5))

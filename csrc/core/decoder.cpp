@@ -250,7 +250,6 @@ struct DecoderState::Impl {
     if (!pool_) throw_mismatch("pool", "a thread pool", "a null pointer");
     if (capacity < 1) throw_mismatch("capacity", "at least 1 slot", std::to_string(capacity));
     if (capacity > (int64_t(1) << 20)) throw_mismatch("capacity", "at most 2^20 slots", std::to_string(capacity));
-    threads_ = pool_->size();
     V3_ = w_.config.n_vertices * 3;
     HC_ = w_.config.heads * w_.config.classes;
     const size_t cap = static_cast<size_t>(cap_);
@@ -337,7 +336,7 @@ struct DecoderState::Impl {
     job_ldc_ = ldc;
     job_accumulate_ = accumulate;
     const int64_t work = n_ * W.n() * W.k();
-    job_splits_ = work < (int64_t(1) << 17) ? 1 : std::min<int64_t>(threads_, W.panels());
+    job_splits_ = work < (int64_t(1) << 17) ? 1 : std::min<int64_t>(pool_->size(), W.panels());
     if (job_splits_ > 1) pool_->parallel_for(job_splits_, product_task_);
     else job_gemm(0, W.panels());
   }
@@ -390,7 +389,7 @@ struct DecoderState::Impl {
       for (int64_t k = 0; k < 512; ++k) b_[j * 512 + k] = skip[k] + leaky(b_[j * 512 + k]);
     }
     const int64_t blocks = (w_.decoder[2].weight.panels() + kColumnBlock - 1) / kColumnBlock;
-    if (threads_ > 1 && blocks > 1) pool_->parallel_for(blocks, last_task_);
+    if (pool_->size() > 1 && blocks > 1) pool_->parallel_for(blocks, last_task_);
     else for (int64_t k = 0; k < blocks; ++k) last_block(k);
     for (int64_t j = 0; j < n; ++j) ++t_[slots[j]];
   }
@@ -416,7 +415,6 @@ struct DecoderState::Impl {
   const DecoderWeights& w_;
   int64_t cap_;
   std::shared_ptr<ThreadPool> pool_;
-  int threads_ = 1;
   int64_t V3_ = 0, HC_ = 0;
   std::vector<std::shared_ptr<const EncodedTemplate>> templ_;
   std::vector<int64_t> t_;

@@ -42,6 +42,12 @@ def _codes(model: MeshTalk, clip: Clip):
     return expression_code, audio_code
 
 
+def _argmax_codes(model: MeshTalk, clip: Clip):
+    """The clip's argmax codes from its true meshes and speech ``one_hot [1, T, H, C]``, and its audio codes."""
+    expression_code, audio_code = _codes(model, clip)
+    return model.quantize(model.fuse(expression_code, audio_code), argmax=True), audio_code
+
+
 @torch.no_grad()
 def animate_clip(model: MeshTalk, clip: Clip, seed: int = 0, argmax: bool = False) -> torch.Tensor:
     """Speech -> meshes ``[T, V, 3]`` on the model's device, with codes sampled from the prior (Gumbel,
@@ -56,8 +62,7 @@ def animate_clip(model: MeshTalk, clip: Clip, seed: int = 0, argmax: bool = Fals
 def reconstruct_clip(model: MeshTalk, clip: Clip) -> torch.Tensor:
     """Ground-truth meshes + speech -> argmax codes -> meshes ``[T, V, 3]`` on the model's device."""
     clip = on_model_device(model, clip)
-    expression_code, audio_code = _codes(model, clip)
-    one_hot = model.quantize(model.fuse(expression_code, audio_code), argmax=True)
+    one_hot, _ = _argmax_codes(model, clip)
     return model.decode(clip.template, one_hot)[0]
 
 
@@ -141,8 +146,7 @@ def prior_cross_entropy(model: MeshTalk, clips: Sequence[Clip]) -> Dict[str, Opt
     E, H = model.config.expression_heads, model.config.heads
     total, frames = torch.zeros(H, dtype=torch.float64), 0
     for clip in clips:
-        expression_code, audio_code = _codes(model, clip)
-        one_hot = model.quantize(model.fuse(expression_code, audio_code), argmax=True)
+        one_hot, audio_code = _argmax_codes(model, clip)
         logprobs = model.context_model(one_hot, audio_code)
         total += -(logprobs.double() * one_hot.double()).sum(-1)[0].sum(0).cpu()  # [H]
         frames += one_hot.shape[1]
@@ -171,8 +175,7 @@ def code_sensitivity(model: MeshTalk, clips: Sequence[Clip]) -> float:
             raise ValueError(f"sequence {clip.name!r} must have at least 2 frames to rotate, got {clip.frames}")
         shift = clip.frames // 2
         clip = on_model_device(model, clip)
-        expression_code, audio_code = _codes(model, clip)
-        one_hot = model.quantize(model.fuse(expression_code, audio_code), argmax=True)
+        one_hot, _ = _argmax_codes(model, clip)
         own = model.decode(clip.template, one_hot)[0]
         other = model.decode(clip.template, one_hot.roll(shift, 1))[0]
         moved += float((own - other).norm(dim=-1).mean()) * clip.frames
@@ -297,18 +300,17 @@ def upper_face(model: MeshTalk, clips: Sequence[Clip], eye_keypoints: Optional[t
             out["missing"].append(f"{mask_name} mask is missing or empty: no {name} numbers")
             out.update({k: None for k in keys})
             continue
-        gt, scale = event_signals([(c.geom, c.template) for c in clips], mask, reduce)
-        if scale is None:
+        truth = _true_events(clips, mask, reduce, level)
+        if truth is None:
             out["missing"].append(f"the ground truth has no {name} events (its {mask_name} region never moves)")
             out.update({k: None for k in keys})
             continue
-        usable[name] = (mask, reduce, level * scale, err, gt)
+        usable[name] = (mask, reduce, err, *truth)
     recon = [reconstruct_clip(model, c) for c in clips] if usable else []
     # one speech-only animation per (seed, clip), shared by the blink and brow numbers
     animations = {s: [animate_clip(model, c, seed=s + 1000 * i) for i, c in enumerate(clips)]
                   for s in (seeds if usable else ())}
-    for name, (mask, reduce, threshold, err, gt) in usable.items():
-        gt_events = _events(gt, threshold)
+    for name, (mask, reduce, err, gt, threshold, gt_events) in usable.items():
         inside = [_inside(ev, c.frames) for ev, c in zip(gt_events, clips)]
         model_err = [float(region_error(r, c.geom, mask)[m].sum()) for r, c, m in zip(recon, clips, inside)]
         static_err = [float(region_error(c.template.expand_as(c.geom), c.geom, mask)[m].sum())
@@ -345,6 +347,16 @@ def upper_face(model: MeshTalk, clips: Sequence[Clip], eye_keypoints: Optional[t
     return out
 
 
+def _true_events(clips: Sequence[Clip], mask: torch.Tensor, reduce: str, level: float):
+    """The clips' true event signals, the threshold (``level`` of their ``event_scale``) and the events above
+    it per clip; None when the region never moves."""
+    signals, scale = event_signals([(c.geom, c.template) for c in clips], mask, reduce)
+    if scale is None:
+        return None
+    threshold = level * scale
+    return signals, threshold, _events(signals, threshold)
+
+
 @torch.no_grad()
 def event_rates(clips: Sequence[Clip], eye_keypoints: Optional[torch.Tensor], forehead: Optional[torch.Tensor],
                 fps: float) -> Dict[str, Optional[float]]:
@@ -361,12 +373,10 @@ def event_rates(clips: Sequence[Clip], eye_keypoints: Optional[torch.Tensor], fo
     for name, mask, reduce, level in (("blink", eye_keypoints, "max", EYE_EVENT_LEVEL),
                                       ("brow", forehead, "mean", BROW_EVENT_LEVEL)):
         out[f"{name}_rate"] = out[f"{name}_events"] = None
-        if mask is None or not bool((mask > 0).any()):
+        truth = _true_events(clips, mask, reduce, level) if mask is not None and bool((mask > 0).any()) else None
+        if truth is None:
             continue
-        signals, scale = event_signals([(c.geom, c.template) for c in clips], mask, reduce)
-        if scale is None:
-            continue
-        n = sum(len(e) for e in _events(signals, level * scale))
+        n = sum(len(e) for e in truth[2])
         out[f"{name}_events"] = n
         out[f"{name}_rate"] = n / minutes
     return out
