@@ -8,6 +8,7 @@
 """
 from __future__ import annotations
 
+import atexit
 import json
 import os
 
@@ -31,10 +32,20 @@ def _setup_distributed():
 
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        atexit.register(_teardown_distributed)
         if torch.cuda.is_available():
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
             return f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
     return None
+
+
+def _teardown_distributed():
+    """The process group ``_setup_distributed`` made, torn down at exit (every rank leaves ``Trainer.fit``
+    together, so none is left waiting on a collective)."""
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def _train(args) -> int:

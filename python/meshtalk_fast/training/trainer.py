@@ -308,6 +308,11 @@ class Trainer:
             from ..evaluation.plots import plot_training_curves
 
             plot_training_curves(self.log_path, os.path.join(self.out_dir, "training_curves.png"))
+        if self.world > 1:
+            # every rank leaves fit() together, after rank 0 has written the model: a rank that went on to
+            # tear its process group down while another still had a collective in flight died with
+            # "terminate called without an active exception" (SIGABRT) in this project's test suites
+            dist.barrier()
         return last
 
     def _loop(self, stage, cfg, objective, sampler, start, max_seconds, bar, frames_per_step, pool, pending):
