@@ -76,6 +76,11 @@ class StageSection:
     event_crops: float = 0.0      # stage 1 share of each batch's crops drawn around an upper-face event of
                                   # the training data (a blink or brow raise; batches.CropSampler); 0 =
                                   # released (crops uniform over the data)
+    ema: float = 0.0              # decay per step of an exponential moving average of the stage's weights
+                                  # (Polyak averaging): the stage ends with the averaged weights, and
+                                  # validation reads them; 0 = off (released). Adam's last steps leave each
+                                  # weight jittering around its optimum; the average does not (RESULTS.md,
+                                  # "Averaged weights")
     identity_mix: float = 0.0     # share of each micro-batch's crops moved to another face: template and
                                   # frames shifted by a random combination of the training identities'
                                   # differences (batches.IdentityMix); 0 = released. Needs >= 2 identities
@@ -124,6 +129,8 @@ class TrainConfig:
                 raise ValueError(f"{name}.event_crops must be a number in [0, 1], got {st.event_crops!r}")
             if not (isinstance(st.identity_mix, (int, float)) and 0 <= st.identity_mix <= 1):
                 raise ValueError(f"{name}.identity_mix must be a number in [0, 1], got {st.identity_mix!r}")
+            if not (isinstance(st.ema, (int, float)) and 0 <= st.ema < 1):
+                raise ValueError(f"{name}.ema must be a number in [0, 1) (0: off), got {st.ema!r}")
             if st.weight_decay < 0:
                 raise ValueError(f"{name}.weight_decay must be >= 0, got {st.weight_decay}")
         for field in ("log_every", "val_every", "checkpoint_every"):

@@ -1,14 +1,15 @@
 """Training checkpoints: model + optimizer + step + RNG state in one safetensors file.
 
 Written atomically (``atomic_save_file``): a kill during the write leaves the last good checkpoint.
-Tensors live under ``model.*``, ``optim.<param index>.<name>`` and ``rng.torch``; the rest (configs,
-stage, step, the optimizer's hyper-parameters) is JSON in the metadata.
+Tensors live under ``model.*``, ``optim.<param index>.<name>``, ``ema.<param index>`` (the averaged weights of
+``stage{N}.ema``, when on) and ``rng.torch``; the rest (configs, stage, step, the optimizer's
+hyper-parameters) is JSON in the metadata.
 """
 from __future__ import annotations
 
 import json
 import os
-from typing import Any, Dict
+from typing import Any, Dict, Optional, Sequence
 
 import torch
 
@@ -21,8 +22,11 @@ TRAIN_FORMAT = "meshtalk_fast.train"
 
 
 def save_train_state(path: str, model: MeshTalk, optimizer: torch.optim.Optimizer, stage: int, step: int,
-                     train_config: Dict[str, Any]) -> None:
+                     train_config: Dict[str, Any], ema: Optional[Sequence[torch.Tensor]] = None) -> None:
+    """``ema``: the averaged weights, one per parameter of the optimizer's groups in their order."""
     tensors = {f"model.{k}": v for k, v in saved_state(model).items()}
+    for i, v in enumerate(ema or ()):
+        tensors[f"ema.{i}"] = v.detach().cpu().contiguous()
     opt = optimizer.state_dict()
     scalars: Dict[str, Dict[str, Any]] = {}
     for idx, entry in opt["state"].items():
@@ -42,7 +46,8 @@ def save_train_state(path: str, model: MeshTalk, optimizer: torch.optim.Optimize
 
 
 def load_train_state(path: str) -> Dict[str, Any]:
-    """-> dict(model=MeshTalk, optimizer_state=..., stage, step, train_config, rng_state)."""
+    """-> dict(model=MeshTalk, optimizer_state=..., stage, step, train_config, rng_state, ema): ``ema`` the list of
+    averaged weights, or None when the checkpoint has none."""
     from safetensors import safe_open
 
     path = os.fspath(path)
@@ -59,6 +64,7 @@ def load_train_state(path: str) -> Dict[str, Any]:
     state = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
     check_state(saved_state(model), state, path, config)
     model.load_state_dict(state, strict=False)  # head masks are rebuilt by the constructor
+    ema = _indexed(tensors, "ema.", path)
     try:
         opt_state: Dict[int, Dict[str, Any]] = {}
         for k, v in tensors.items():
@@ -72,6 +78,18 @@ def load_train_state(path: str) -> Dict[str, Any]:
             "train_config": json.loads(meta["train_config"]),
             "optimizer_state": {"state": opt_state, "param_groups": json.loads(meta["param_groups"])},
             "rng_state": tensors["rng.torch"],
+            "ema": ema,
         }
     except (ValueError, TypeError, AttributeError) as exc:
         raise CheckpointError(f"{path}: the optimizer state or step in the metadata is malformed ({exc})") from None
+
+
+def _indexed(tensors: Dict[str, torch.Tensor], prefix: str, path: str) -> Optional[list]:
+    """``prefix0, prefix1, ...`` in index order, or None when there is none; an error when one is missing."""
+    names = [k[len(prefix):] for k in tensors if k.startswith(prefix)]
+    if not names:
+        return None
+    if sorted(names, key=lambda n: int(n) if n.isdigit() else -1) != [str(i) for i in range(len(names))]:
+        raise CheckpointError(f"{path}: tensors {prefix}0 .. {prefix}{len(names) - 1} expected, got {sorted(names)}")
+    found = {int(n): tensors[prefix + n] for n in names}
+    return [found[i] for i in range(len(found))]

@@ -71,6 +71,8 @@ class Trainer:
         self.stage = 1
         self.optimizer: Optional[torch.optim.Optimizer] = None
         self._resume_state: Optional[dict] = None
+        self._resume_ema: Optional[List[torch.Tensor]] = None
+        self._ema: Optional[List[torch.Tensor]] = None  # the averaged weights of stage{N}.ema, while a stage runs
         self._budget_frac: Optional[float] = None  # fraction of the time budget used, while fit runs under one
         self._identity_mix: Optional[IdentityMix] = None  # the stage's identity augmentation (stage{N}.identity_mix)
         os.makedirs(out_dir, exist_ok=True)
@@ -157,7 +159,8 @@ class Trainer:
     def save_checkpoint(self) -> str:
         path = os.path.join(self.out_dir, "checkpoint.safetensors")
         if self.rank == 0:
-            save_train_state(path, self.model, self.optimizer, self.stage, self.step, self.config.to_dict())
+            save_train_state(path, self.model, self.optimizer, self.stage, self.step, self.config.to_dict(),
+                             ema=self._ema)
         return path
 
     def resume(self, path: str) -> None:
@@ -170,6 +173,7 @@ class Trainer:
         self.stage, self.step = state["stage"], state["step"]
         torch.set_rng_state(state["rng_state"])
         self._resume_state = state["optimizer_state"]
+        self._resume_ema = state["ema"]
 
     # ------------------------------------------------------------------ one step
     def _micro_batches(self, sampler: CropSampler, stage: int, step: int):
@@ -224,7 +228,12 @@ class Trainer:
         # backend's weight cache (backends/cpp.py) sees a change: bump them, or validation and the quick
         # start's evaluation decode with the weights of the first time they ran (measured: a validation LVE
         # frozen at 0.53 while the model's own was 0.16).
-        increment_version([p for group in optimizer.param_groups for p in group["params"]])
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        increment_version(params)
+        if self._ema is not None:
+            with torch.no_grad():
+                for avg, p in zip(self._ema, params):
+                    avg.lerp_(p.detach(), 1.0 - cfg.ema)
         optimizer.zero_grad(set_to_none=True)
         keys = sorted(sums)
         vec = torch.stack([sums[k] for k in keys])
@@ -244,19 +253,63 @@ class Trainer:
                     self._tb.add_scalar(f"stage{record['stage']}/{record.get('split', 'train')}/{k}", v, record["step"])
 
     def validate(self, stage: int) -> Optional[Dict[str, float]]:
-        from ..evaluation.evaluate import code_sensitivity, evaluate, prior_cross_entropy
-
+        """Numbers on the validation clips (rank 0), from the averaged weights when ``stage{N}.ema`` is on."""
         if self.rank != 0 or not self.val_clips:
             return None
         mode = "reconstruct" if stage == 1 else "audio"
+        with self._averaged_weights():
+            return self._validate(stage, mode)
+
+    def _validate(self, stage: int, mode: str) -> Dict[str, float]:
+        from ..evaluation.evaluate import code_sensitivity, evaluate, prior_cross_entropy
+
         result = evaluate(self.model, self.val_clips, self.masks.lips, self.masks.upper_face, mode=mode,
                           seed=self.config.seed)
         if stage == 1:  # 0 = the decoder ignores the codes (collapse); see evaluate.code_sensitivity
             result["code_sensitivity"] = code_sensitivity(self.model, self.val_clips)
         else:  # the prior's loss on held-out clips, beside the training loss: overfitting shows here first
             result.update({k: v for k, v in prior_cross_entropy(self.model, self.val_clips).items() if v is not None})
-        self._log({"stage": stage, "step": self.step, "split": "val", "mode": mode, **result})
+        self._log({"stage": stage, "step": self.step, "split": "val", "mode": mode, "ema": self._ema is not None,
+                   **result})
         return result
+
+    # ------------------------------------------------------------------ averaged weights (stage{N}.ema)
+    def _params(self) -> List[torch.Tensor]:
+        return [p for group in self.optimizer.param_groups for p in group["params"]]
+
+    def _start_ema(self, decay: float) -> None:
+        """The averaged weights: from the checkpoint being resumed when it holds them, else the weights now."""
+        params, saved, self._resume_ema = self._params(), self._resume_ema, None
+        if decay <= 0:
+            self._ema = None
+            return
+        if saved is not None and [t.shape for t in saved] != [p.shape for p in params]:
+            raise ValueError(f"the checkpoint's averaged weights (ema) do not match this stage's parameters: "
+                             f"{len(saved)} tensors {[tuple(t.shape) for t in saved[:3]]}..., expected {len(params)} "
+                             f"{[tuple(p.shape) for p in params[:3]]}...")
+        source = params if saved is None else saved
+        self._ema = [t.detach().to(device=p.device, dtype=p.dtype).clone() for t, p in zip(source, params)]
+
+    @contextlib.contextmanager
+    def _averaged_weights(self):
+        """The model holds the averaged weights inside (when ``stage{N}.ema`` is on), its own again after."""
+        if self._ema is None:
+            yield
+            return
+        params = self._params()
+        own = [p.detach().clone() for p in params]
+        self._load_weights(self._ema)
+        try:
+            yield
+        finally:
+            self._load_weights(own)
+
+    def _load_weights(self, values: Sequence[torch.Tensor]) -> None:
+        params = self._params()
+        with torch.no_grad():
+            for p, v in zip(params, values):
+                p.copy_(v)
+        increment_version(params)  # the cpp backend's weight cache keys on the version counters (_train_step)
 
     # ------------------------------------------------------------------ the loop
     def fit(self, stage: int, max_seconds: Optional[float] = None) -> Dict[str, float]:
@@ -282,6 +335,9 @@ class Trainer:
         if resuming:
             self.optimizer.load_state_dict(self._resume_state)
         self._resume_state = None
+        if not resuming:
+            self._resume_ema = None
+        self._start_ema(cfg.ema)
         self.model.train()
         if stage == 2:
             self.model.encoder.eval()
@@ -302,6 +358,8 @@ class Trainer:
             self._budget_frac = None
         if last and self.step % self.config.log_every:
             self._log(last)
+        if self._ema is not None:  # the stage ends with the averaged weights (stage{N}.ema)
+            self._load_weights(self._ema)
         self.save_checkpoint()
         if self.rank == 0:
             self.model.save(os.path.join(self.out_dir, "model.safetensors"))

@@ -1,0 +1,109 @@
+"""Averaged weights (``stage{N}.ema``): the stage ends with the exponential moving average of its weights,
+validation reads it without changing the training, and a resumed run averages as an uninterrupted one."""
+import json
+
+import pytest
+import torch
+
+from meshtalk_fast.training.state import load_train_state
+from meshtalk_fast.training.trainer import Trainer
+from test_training import make_model, masks, small_config, synthetic_clips
+
+
+def _trajectory(trainer):
+    """Record the stage's weights after every optimizer step (the raw weights, before any averaging)."""
+    seen = []
+    step = trainer._train_step
+
+    def recording(*args, **kwargs):
+        out = step(*args, **kwargs)
+        seen.append([p.detach().clone() for p in trainer._params()])
+        return out
+
+    trainer._train_step = recording
+    return seen
+
+
+@pytest.mark.parametrize("stage", [1, 2])
+def test_the_stage_ends_with_the_moving_average_of_its_weights(tmp_path, stage):
+    clips = synthetic_clips()
+    decay = 0.7
+    plain_cfg, cfg = small_config(steps=4), small_config(steps=4, ema=decay)
+    plain_cfg.stage2.steps = 4
+    cfg.stage2.ema, cfg.stage2.steps = decay, 4
+    plain = Trainer(make_model(), clips[:3], masks(), plain_cfg, str(tmp_path / "plain"), val_clips=clips[3:],
+                    progress=False)
+    averaged = Trainer(make_model(), clips[:3], masks(), cfg, str(tmp_path / "ema"), val_clips=clips[3:],
+                       progress=False)
+    if stage == 2:
+        plain.fit(1)
+        averaged.fit(1)
+        averaged.model.load_state_dict(plain.model.state_dict())  # the same stage-1 model under both priors
+    raw, raw_ema = _trajectory(plain), _trajectory(averaged)
+    start = [p.detach().clone() for p in (plain.model.encoder.parameters() if stage == 1 else
+                                          plain.model.context_model.parameters())]
+    if stage == 1:
+        start += [p.detach().clone() for p in plain.model.vertex_unet.parameters()]
+    plain.fit(stage)
+    averaged.fit(stage)
+    # validation every step swapped the averaged weights in and out: the raw weights trained exactly as without
+    assert len(raw) == len(raw_ema) == 4
+    for a, b in zip(raw, raw_ema):
+        for x, y in zip(a, b):
+            assert torch.equal(x, y)
+    expect = start
+    for weights in raw:  # avg <- decay * avg + (1 - decay) * weights, written out
+        expect = [decay * e + (1 - decay) * w for e, w in zip(expect, weights)]
+    got = averaged._params()
+    for e, g, w in zip(expect, got, raw[-1]):
+        torch.testing.assert_close(g, e, rtol=1e-5, atol=1e-6)
+    moved = max(float((g.detach() - w).abs().max()) for g, w in zip(got, raw[-1]))
+    assert moved > 1e-4  # the average is not the last weights
+    # the saved model is the average
+    saved = load_train_state(str(tmp_path / "ema" / "checkpoint.safetensors"))
+    for k, v in saved["model"].state_dict().items():
+        assert torch.equal(v, averaged.model.state_dict()[k]), k
+    # validation read the averaged weights (logged as such)
+    vals = [json.loads(line) for line in open(tmp_path / "ema" / "metrics.jsonl")]
+    vals = [r for r in vals if r["split"] == "val" and r["stage"] == stage]
+    assert len(vals) == 4 and all(r["ema"] for r in vals)
+    if stage == 1:  # the last validation ran after the last step, on the weights the stage ended with
+        from meshtalk_fast.evaluation.evaluate import evaluate
+
+        m = masks()
+        final = evaluate(averaged.model, clips[3:], m.lips, m.upper_face, mode="reconstruct", seed=0)
+        assert vals[-1]["lve"] == pytest.approx(final["lve"], rel=1e-6)
+
+
+def test_a_resumed_run_averages_as_an_uninterrupted_one(tmp_path):
+    clips = synthetic_clips()
+    full = Trainer(make_model(), clips, masks(), small_config(steps=4, ema=0.6), str(tmp_path / "a"), progress=False)
+    full.fit(1)
+    # stop after 2 of 4 steps: the mid-stage checkpoint (checkpoint_every = 1) holds the raw weights and the average
+    cfg = small_config(steps=4, ema=0.6)
+    cut = Trainer(make_model(), clips, masks(), cfg, str(tmp_path / "c"), progress=False)
+    step = cut._train_step
+    calls = []
+
+    def stop_after_two(*args, **kwargs):
+        if len(calls) == 2:
+            raise KeyboardInterrupt("stopped")
+        calls.append(1)
+        return step(*args, **kwargs)
+
+    cut._train_step = stop_after_two
+    with pytest.raises(KeyboardInterrupt):
+        cut.fit(1)
+    state = load_train_state(str(tmp_path / "c" / "checkpoint.safetensors"))
+    assert state["step"] == 2 and state["ema"] is not None
+    resumed = Trainer(make_model(), clips, masks(), cfg, str(tmp_path / "c"), progress=False)
+    resumed.resume(str(tmp_path / "c" / "checkpoint.safetensors"))
+    resumed.fit(1)
+    for k, v in full.model.state_dict().items():
+        assert torch.equal(v, resumed.model.state_dict()[k]), k
+
+
+def test_ema_is_checked(tmp_path):
+    for bad in (1.0, -0.1, "0.9"):
+        with pytest.raises(ValueError, match=r"stage1.ema must be a number in \[0, 1\)"):
+            small_config(ema=bad).validate()
