@@ -24,6 +24,18 @@ def _trajectory(trainer):
     return seen
 
 
+def _scores(trainer, last, averaged):
+    """The stage-end check sees these losses: first for the last weights, then for the average."""
+    calls = []
+
+    def fixed(*args):
+        calls.append(1)
+        return last if len(calls) == 1 else averaged
+
+    trainer._fixed_objective = fixed
+    return calls
+
+
 @pytest.mark.parametrize("stage", [1, 2])
 def test_the_stage_ends_with_the_moving_average_of_its_weights(tmp_path, stage):
     clips = synthetic_clips()
@@ -40,6 +52,7 @@ def test_the_stage_ends_with_the_moving_average_of_its_weights(tmp_path, stage):
         averaged.fit(1)
         averaged.model.load_state_dict(plain.model.state_dict())  # the same stage-1 model under both priors
     raw, raw_ema = _trajectory(plain), _trajectory(averaged)
+    checked = _scores(averaged, last=1.0, averaged=0.5)
     start = [p.detach().clone() for p in (plain.model.encoder.parameters() if stage == 1 else
                                           plain.model.context_model.parameters())]
     if stage == 1:
@@ -47,7 +60,7 @@ def test_the_stage_ends_with_the_moving_average_of_its_weights(tmp_path, stage):
     plain.fit(stage)
     averaged.fit(stage)
     # validation every step swapped the averaged weights in and out: the raw weights trained exactly as without
-    assert len(raw) == len(raw_ema) == 4
+    assert len(raw) == len(raw_ema) == 4 and len(checked) == 2
     for a, b in zip(raw, raw_ema):
         for x, y in zip(a, b):
             assert torch.equal(x, y)
@@ -67,12 +80,48 @@ def test_the_stage_ends_with_the_moving_average_of_its_weights(tmp_path, stage):
     vals = [json.loads(line) for line in open(tmp_path / "ema" / "metrics.jsonl")]
     vals = [r for r in vals if r["split"] == "val" and r["stage"] == stage]
     assert len(vals) == 4 and all(r["ema"] for r in vals)
+    kept = [r for r in map(json.loads, open(tmp_path / "ema" / "metrics.jsonl")) if r["split"] == "average"]
+    assert kept[-1]["kept"] == "average" and kept[-1]["objective_average"] == 0.5
     if stage == 1:  # the last validation ran after the last step, on the weights the stage ended with
         from meshtalk_fast.evaluation.evaluate import evaluate
 
         m = masks()
         final = evaluate(averaged.model, clips[3:], m.lips, m.upper_face, mode="reconstruct", seed=0)
         assert vals[-1]["lve"] == pytest.approx(final["lve"], rel=1e-6)
+
+
+def test_the_last_weights_stay_when_their_loss_is_lower(tmp_path):
+    clips = synthetic_clips()
+    plain = Trainer(make_model(), clips, masks(), small_config(steps=3), str(tmp_path / "a"), progress=False)
+    averaged = Trainer(make_model(), clips, masks(), small_config(steps=3, ema=0.5), str(tmp_path / "b"),
+                       progress=False)
+    _scores(averaged, last=0.5, averaged=1.0)
+    plain.fit(1)
+    averaged.fit(1)
+    for k, v in plain.model.state_dict().items():
+        assert torch.equal(v, averaged.model.state_dict()[k]), k
+    kept = [r for r in map(json.loads, open(tmp_path / "b" / "metrics.jsonl")) if r["split"] == "average"]
+    assert kept == [{"stage": 1, "step": 3, "split": "average", "objective_last": 0.5, "objective_average": 1.0,
+                     "kept": "last"}]
+
+
+def test_the_check_is_the_same_number_for_the_same_weights(tmp_path):
+    clips = synthetic_clips()
+    trainer = Trainer(make_model(), clips, masks(), small_config(steps=2, ema=0.5), str(tmp_path), progress=False)
+    trainer.fit(1)
+    objective, _ = trainer._build(1)
+    from meshtalk_fast.training.batches import CropSampler
+
+    mc = trainer.model.config
+    sampler = CropSampler(trainer.train_clips, 6, mc.fps, mc.clock, mc.lookahead, 0, mc.framing)
+    rng, mode = torch.get_rng_state(), trainer.model.training
+    a = trainer._fixed_objective(objective, sampler, 1)
+    assert torch.equal(torch.get_rng_state(), rng)  # the check draws nothing from the training's generator
+    assert a == trainer._fixed_objective(objective, sampler, 1) and a > 0
+    with torch.no_grad():
+        trainer.model.vertex_unet.vertex_bias.add_(0.5)
+    assert trainer._fixed_objective(objective, sampler, 1) > a
+    assert trainer.model.training == mode  # back in the mode it was in
 
 
 def test_a_resumed_run_averages_as_an_uninterrupted_one(tmp_path):
