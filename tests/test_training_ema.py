@@ -156,3 +156,23 @@ def test_ema_is_checked(tmp_path):
     for bad in (1.0, -0.1, "0.9"):
         with pytest.raises(ValueError, match=r"stage1.ema must be a number in \[0, 1\)"):
             small_config(ema=bad).validate()
+
+
+@pytest.fixture
+def denormals_back():
+    yield
+    torch.set_flush_denormal(False)
+
+
+@pytest.mark.parametrize("flush", [True, False])
+def test_the_cpu_trainer_flushes_denormals_unless_told_not_to(tmp_path, denormals_back, flush):
+    torch.set_flush_denormal(False)
+    tiny = torch.tensor([1e-39])  # a denormal float32
+    assert float(tiny * 1.0) != 0
+    cfg = small_config()
+    cfg.flush_denormal = flush
+    Trainer(make_model(), synthetic_clips(), masks(), cfg, str(tmp_path), progress=False)
+    assert (float(tiny * 1.0) == 0) == flush
+    cfg.flush_denormal = "yes"
+    with pytest.raises(ValueError, match="flush_denormal must be true or false, got 'yes'"):
+        cfg.validate()

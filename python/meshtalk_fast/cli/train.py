@@ -59,6 +59,8 @@ def _train(args) -> int:
 
     config = load_config(args.config)
     device = _setup_distributed() or args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if config.flush_denormal and device == "cpu":  # before any torch work: torch's worker threads inherit it
+        torch.set_flush_denormal(True)
     train = folder_clips(args.data, "train", config)
     val = folder_clips(args.data, "val", config) if has_split(args.data, "val") else []
     fm = folder_masks(args.data)

@@ -81,6 +81,11 @@ class StageSection:
                                   # validation reads them; 0 = off (released). Adam's last steps leave each
                                   # weight jittering around its optimum; the average does not (RESULTS.md,
                                   # "Averaged weights")
+    revive_after: int = 0         # stage 1: an expression group whose heads' softmax stays saturated (largest
+                                  # class probability > 0.99 on average) for this many steps in a row gets its
+                                  # fusion MLP drawn afresh (and its Adam state cleared): no gradient reaches a
+                                  # saturated softmax, so such a group never learns its region (RESULTS.md,
+                                  # "Stuck brow heads"); 0 = off (released)
     identity_mix: float = 0.0     # share of each micro-batch's crops moved to another face: template and
                                   # frames shifted by a random combination of the training identities'
                                   # differences (batches.IdentityMix); 0 = released. Needs >= 2 identities
@@ -97,6 +102,10 @@ class TrainConfig:
     val_every: int = 500
     checkpoint_every: int = 500
     amp: bool = True              # bf16 autocast on CUDA for the encoders/decoder (never on CPU)
+    flush_denormal: bool = True   # CPU: denormal floats flushed to zero while training (torch.set_flush_denormal,
+                                  # set by the Trainer and left set): a trained prior's softmax puts ~1e-40 on
+                                  # the classes it rules out, and on an Intel Xeon its backward ran 1.75x slower
+                                  # per stage-2 step with them (RESULTS.md, "Denormal floats in stage 2")
 
     def validate(self) -> "TrainConfig":
         self.model.validate()
@@ -131,8 +140,14 @@ class TrainConfig:
                 raise ValueError(f"{name}.identity_mix must be a number in [0, 1], got {st.identity_mix!r}")
             if not (isinstance(st.ema, (int, float)) and 0 <= st.ema < 1):
                 raise ValueError(f"{name}.ema must be a number in [0, 1) (0: off), got {st.ema!r}")
+            if not (isinstance(st.revive_after, int) and not isinstance(st.revive_after, bool)
+                    and st.revive_after >= 0):
+                raise ValueError(f"{name}.revive_after must be an integer >= 0 (0: off), got {st.revive_after!r}")
             if st.weight_decay < 0:
                 raise ValueError(f"{name}.weight_decay must be >= 0, got {st.weight_decay}")
+        for field in ("amp", "flush_denormal"):
+            if not isinstance(getattr(self, field), bool):
+                raise ValueError(f"{field} must be true or false, got {getattr(self, field)!r}")
         for field in ("log_every", "val_every", "checkpoint_every"):
             check_positive_int(field, getattr(self, field))
         self.check_model()

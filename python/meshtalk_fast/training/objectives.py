@@ -127,6 +127,7 @@ class Stage1Objective(nn.Module):
                 terms["diversity"] = diversity_loss(own)
                 terms["total"] = terms["total"] + self.diversity * terms["diversity"]
             terms.update(code_statistics(own))  # diagnostics only (no gradient, not in "total"): see quantize.py
+            terms.update(group_saturation(own.detach(), fuse))
         return terms
 
     def _upper_face_codes(self, one_hot: torch.Tensor):
@@ -193,6 +194,19 @@ class Stage1Objective(nn.Module):
         return terms
 
 
+def group_saturation(logprobs: torch.Tensor, fuse) -> Dict[str, torch.Tensor]:
+    """``saturation_group{g}``: the mean over frames and heads of the largest class probability of expression
+    group g's heads, from ``logprobs [..., H, C]`` (diagnostics: no gradient). About 1/C to a few times that in
+    a stage 1 that learns (the argmax reads small differences); near 1 when the group's softmax saturated on
+    one class, where no gradient reaches its logits (the trainer's ``stage1.revive_after``)."""
+    k = fuse.expression_heads
+    if not k:
+        return {}
+    spans = group_heads(k, fuse.expression_groups) if fuse.expression_groups > 1 else [(0, k)]
+    top = logprobs.float().amax(-1).exp()  # [..., H]
+    return {f"saturation_group{g}": top[..., lo:hi].mean() for g, (lo, hi) in enumerate(spans)}
+
+
 def live_heads(one_hot: torch.Tensor, lo: int, hi: int) -> torch.Tensor:
     """``one_hot [B, T, H, C]`` with the gradient kept on heads ``lo:hi`` only (the others detached)."""
     return torch.cat([one_hot[:, :, :lo].detach(), one_hot[:, :, lo:hi], one_hot[:, :, hi:].detach()], 2)
@@ -222,9 +236,10 @@ def frozen_codes(encoder: MultimodalEncoder, geom: torch.Tensor, windows=None, m
     for an encoder with the offset input)."""
     was_training = encoder.training
     encoder.eval()
-    expression_code = encoder.expression_encoder(geom, template)
-    audio_code = encode_audio_inputs(encoder, windows, mel, positions)
-    one_hot = quantize(encoder.fusion_model(expression_code, audio_code), argmax=True)
+    with torch.no_grad():  # targets only: no graph through the encoders
+        expression_code = encoder.expression_encoder(geom, template)
+        audio_code = encode_audio_inputs(encoder, windows, mel, positions)
+        one_hot = quantize(encoder.fusion_model(expression_code, audio_code), argmax=True)
     encoder.train(was_training)
     return one_hot.detach(), audio_code.detach()
 

@@ -98,6 +98,9 @@ def quickstart_config(seed: int = 0, audio_context_ms: int = 1000) -> TrainConfi
       0.999; the eyelid term reaches the eye group's heads only and the brow term the brow group's
       (``stage1.upper_face_codes = "split"``): on the audio heads they collapsed the audio codes in the
       quick start with beta2 0.99 alone (code sensitivity 0.62 -> 0.15);
+    - stage 1 ends with the moving average of its weights (``stage1.ema = 0.99``, ~100 steps): Adam leaves
+      each vertex of the decoder's last layer jittering around its optimum, and the brow error (the largest
+      vertex error over the forehead) reads that jitter (RESULTS.md, "Averaged weights");
     - the prior draws the expression heads free of the speech (``model.prior_expression = "free"``), as
       the data draws its blinks: with the speech reaching them, the blinks of two seeds coincided 4.6-8.4x
       more often than chance (they followed the speech);
@@ -131,6 +134,7 @@ def quickstart_config(seed: int = 0, audio_context_ms: int = 1000) -> TrainConfi
     cfg.stage1.expression_diversity, cfg.stage1.event_crops = 0.5, 0.5
     cfg.stage1.landmarks_weight, cfg.stage1.brow_weight, cfg.stage1.mouth_weight = 20.0, 20.0, 3.0
     cfg.stage1.adam_beta2, cfg.stage1.upper_face_codes = 0.99, "split"
+    cfg.stage1.ema = 0.99  # stage 1 ends with its weights averaged over its last ~100 steps
     cfg.stage1.schedule = cfg.stage2.schedule = "cosine"  # over the time budget (Trainer._lr)
     cfg.stage2.lr, cfg.stage2.batch_size, cfg.stage2.segment_frames = 1e-3, 8, 32
     cfg.stage1.steps = cfg.stage2.steps = 1_000_000  # the time budget ends each stage
@@ -216,6 +220,8 @@ def quickstart(out_dir: str, minutes: float = 10.0, template: Optional[str] = No
     if not minutes > 0:
         raise ValueError(f"minutes must be > 0, got {minutes}")
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cpu":  # before any torch work, so that torch's worker threads inherit it (TrainConfig.flush_denormal)
+        torch.set_flush_denormal(True)
     t_start = time.perf_counter()
     if faces_per_voice is None:  # several procedural faces per voice; a template or a rig is one face
         faces_per_voice = FACES_PER_VOICE if template is None and rig is None else 1
