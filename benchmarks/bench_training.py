@@ -108,3 +108,50 @@ def test_quickstart_stage1_step(benchmark, decode_rows):
         return terms["total"].item()
 
     assert torch.isfinite(torch.tensor(benchmark(step)))
+
+
+@pytest.fixture
+def one_thread_no_flush():
+    """One thread (torch's workers keep the denormal mode they were made with; the calling thread's is set
+    per case) and denormals back on afterwards."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_flush_denormal(False)
+    torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("flush", ["denormals", "flushed"])
+def test_stage2_step_of_a_confident_prior(benchmark, one_thread_no_flush, flush):
+    """A stage-2 step (the prior, forward + backward + Adam) whose softmax rules classes out as a trained
+    prior's does (logits falling by 120 over the classes: the gradient of the loss reaches the logits with
+    probabilities / frames down to e^-120 / N, many of them denormal in float32), with denormal floats kept
+    (IEEE) vs flushed to zero (``TrainConfig.flush_denormal``, the trainer's default on the CPU), same inputs.
+    On one thread, the one whose mode is set here."""
+    if DEVICE != "cpu":
+        pytest.skip("denormal flushing is the CPU trainer's (TrainConfig.flush_denormal); GPUs flush in hardware")
+    from meshtalk_fast.training.objectives import Stage2Objective
+
+    torch.manual_seed(0)
+    H, C, B, T = SIZE["H"], SIZE["C"], SIZE["B"], SIZE["T"]
+    model = mf.MeshTalk(SIZE["V"], heads=H, classes=C).train()
+    g = torch.Generator().manual_seed(1)
+    labels = torch.randint(0, C, (B, T, H), generator=g)
+    one_hot = torch.nn.functional.one_hot(labels, C).float()
+    audio = torch.randn(B, T, 128, generator=g)
+    with torch.no_grad():  # every frame's logits fall from class 0 to class C-1 by 120 in all
+        model.context_model.logits.masked_linear.bias.view(H, C).add_(torch.linspace(0.0, -120.0, C))
+    objective = Stage2Objective(model.context_model)
+    optimizer = torch.optim.Adam(model.context_model.parameters(), lr=1e-4)
+    torch.set_flush_denormal(flush == "flushed")
+    benchmark.group = f"stage-2 step, confident prior, 1 thread, B={B} T={T} H={H} C={C} (cpu)"
+    benchmark.extra_info["frames"] = B * T
+
+    def step():
+        terms = objective(one_hot, audio)
+        terms["total"].backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        return terms["total"].item()
+
+    assert torch.isfinite(torch.tensor(benchmark(step)))

@@ -81,11 +81,6 @@ class StageSection:
                                   # validation reads them; 0 = off (released). Adam's last steps leave each
                                   # weight jittering around its optimum; the average does not (RESULTS.md,
                                   # "Averaged weights")
-    revive_after: int = 0         # stage 1: an expression group whose heads' softmax stays saturated (largest
-                                  # class probability > 0.99 on average) for this many steps in a row gets its
-                                  # fusion MLP drawn afresh (and its Adam state cleared): no gradient reaches a
-                                  # saturated softmax, so such a group never learns its region (RESULTS.md,
-                                  # "Stuck brow heads"); 0 = off (released)
     identity_mix: float = 0.0     # share of each micro-batch's crops moved to another face: template and
                                   # frames shifted by a random combination of the training identities'
                                   # differences (batches.IdentityMix); 0 = released. Needs >= 2 identities
@@ -140,9 +135,6 @@ class TrainConfig:
                 raise ValueError(f"{name}.identity_mix must be a number in [0, 1], got {st.identity_mix!r}")
             if not (isinstance(st.ema, (int, float)) and 0 <= st.ema < 1):
                 raise ValueError(f"{name}.ema must be a number in [0, 1) (0: off), got {st.ema!r}")
-            if not (isinstance(st.revive_after, int) and not isinstance(st.revive_after, bool)
-                    and st.revive_after >= 0):
-                raise ValueError(f"{name}.revive_after must be an integer >= 0 (0: off), got {st.revive_after!r}")
             if st.weight_decay < 0:
                 raise ValueError(f"{name}.weight_decay must be >= 0, got {st.weight_decay}")
         for field in ("amp", "flush_denormal"):

@@ -198,7 +198,7 @@ def group_saturation(logprobs: torch.Tensor, fuse) -> Dict[str, torch.Tensor]:
     """``saturation_group{g}``: the mean over frames and heads of the largest class probability of expression
     group g's heads, from ``logprobs [..., H, C]`` (diagnostics: no gradient). About 1/C to a few times that in
     a stage 1 that learns (the argmax reads small differences); near 1 when the group's softmax saturated on
-    one class, where no gradient reaches its logits (the trainer's ``stage1.revive_after``)."""
+    one class, where no gradient reaches its logits (RESULTS.md, "Stuck brow heads")."""
     k = fuse.expression_heads
     if not k:
         return {}

@@ -48,8 +48,6 @@ class TrainingMasks:
 # as training draws its batches, at step indices no run reaches) is not higher (Trainer._settle_average).
 AVERAGE_CHECK_BATCHES = 4
 AVERAGE_CHECK_STEP = 10**12
-# stage1.revive_after: a group's heads count as saturated above this mean largest class probability
-SATURATED = 0.99
 
 
 def _world():
@@ -85,7 +83,6 @@ class Trainer:
         self._resume_state: Optional[dict] = None
         self._resume_ema: Optional[List[torch.Tensor]] = None
         self._ema: Optional[List[torch.Tensor]] = None  # the averaged weights of stage{N}.ema, while a stage runs
-        self._saturated: Dict[int, int] = {}  # expression group -> steps in a row its softmax was saturated
         self._budget_frac: Optional[float] = None  # fraction of the time budget used, while fit runs under one
         self._identity_mix: Optional[IdentityMix] = None  # the stage's identity augmentation (stage{N}.identity_mix)
         os.makedirs(out_dir, exist_ok=True)
@@ -344,41 +341,6 @@ class Trainer:
         self._log({"stage": stage, "step": self.step, "split": "average", "objective_last": last,
                    "objective_average": averaged, "kept": kept})
 
-    # ------------------------------------------------------------------ stuck expression groups (stage1.revive_after)
-    def _revive_saturated(self, losses: Dict[str, float], patience: int) -> None:
-        """Count the steps each expression group's softmax has been saturated (``saturation_group{g}``, the same
-        on every process: the losses are all-reduced); after ``patience`` in a row draw the group's fusion MLP
-        afresh, with a seed of its own, and clear its Adam state and averaged weights. The counts start at 0
-        with each ``fit`` (a resumed run too)."""
-        fuse = self.model.encoder.fusion_model
-        for key, value in losses.items():
-            if not key.startswith("saturation_group"):
-                continue
-            g = int(key[len("saturation_group"):])
-            self._saturated[g] = self._saturated.get(g, 0) + 1 if value > SATURATED else 0
-            if self._saturated[g] < patience:
-                continue
-            mlp = fuse.expression_mlp[g] if fuse.expression_groups > 1 else fuse.expression_mlp
-            gen = torch.Generator().manual_seed(step_seed(self.config.seed, "revive", self.step, g))
-            fresh = set()
-            with torch.no_grad():
-                for layer in mlp:
-                    if isinstance(layer, torch.nn.Linear):  # PyTorch's default initialisation of a Linear
-                        bound = 1.0 / math.sqrt(layer.in_features)
-                        for p in (layer.weight, layer.bias):
-                            p.copy_(torch.empty(p.shape).uniform_(-bound, bound, generator=gen))
-                            fresh.add(id(p))
-            params = self._params()
-            increment_version(params)
-            for i, p in enumerate(params):
-                if id(p) in fresh:
-                    self.optimizer.state.pop(p, None)
-                    if self._ema is not None:
-                        self._ema[i].copy_(p.detach())
-            self._log({"stage": 1, "step": self.step, "split": "revive", "group": g, "saturation": value,
-                       "steps_saturated": self._saturated[g]})
-            self._saturated[g] = 0
-
     @contextlib.contextmanager
     def _averaged_weights(self):
         """The model holds the averaged weights inside (when ``stage{N}.ema`` is on), its own again after."""
@@ -421,7 +383,6 @@ class Trainer:
                                           f"stage{stage}.identity_mix")
                               if cfg.identity_mix > 0 else None)
         objective, self.optimizer = self._build(stage)
-        self._saturated = {}
         if resuming:
             self.optimizer.load_state_dict(self._resume_state)
         self._resume_state = None
@@ -482,8 +443,6 @@ class Trainer:
             losses = self._train_step(objective, self.optimizer, micros, stage)
             dt = time.perf_counter() - t0
             self.step += 1
-            if stage == 1 and cfg.revive_after > 0:
-                self._revive_saturated(losses, cfg.revive_after)
             last = {"stage": stage, "step": self.step, "split": "train", **losses,
                     "lr": self.optimizer.param_groups[0]["lr"], "frames_per_s": frames_per_step / dt}
             if self.step % self.config.log_every == 0 or self.step == 1:
