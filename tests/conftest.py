@@ -15,6 +15,15 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 ASSETS = pathlib.Path(os.environ.get("MESHTALK_ASSETS", ROOT.parent / "shared" / "assets" / "meshtalk"))
 
 
+@pytest.fixture(autouse=True)
+def ieee_denormals():
+    """Every test starts and ends with denormal floats kept (IEEE): the CPU trainer flushes them for the rest of
+    its process (TrainConfig.flush_denormal), and no test's numbers should depend on which test ran before it."""
+    torch.set_flush_denormal(False)
+    yield
+    torch.set_flush_denormal(False)
+
+
 @pytest.fixture(scope="session")
 def assets() -> pathlib.Path:
     if not (ASSETS / "face_template.obj").is_file():

@@ -158,15 +158,8 @@ def test_ema_is_checked(tmp_path):
             small_config(ema=bad).validate()
 
 
-@pytest.fixture
-def denormals_back():
-    yield
-    torch.set_flush_denormal(False)
-
-
 @pytest.mark.parametrize("flush", [True, False])
-def test_the_cpu_trainer_flushes_denormals_unless_told_not_to(tmp_path, denormals_back, flush):
-    torch.set_flush_denormal(False)
+def test_the_cpu_trainer_flushes_denormals_unless_told_not_to(tmp_path, flush):
     tiny = torch.tensor([1e-39])  # a denormal float32
     assert float(tiny * 1.0) != 0
     cfg = small_config()
