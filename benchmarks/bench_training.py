@@ -128,8 +128,6 @@ def test_stage2_step_of_a_confident_prior(benchmark, one_thread_no_flush, flush)
     probabilities / frames down to e^-120 / N, many of them denormal in float32), with denormal floats kept
     (IEEE) vs flushed to zero (``TrainConfig.flush_denormal``, the trainer's default on the CPU), same inputs.
     On one thread, the one whose mode is set here."""
-    if DEVICE != "cpu":
-        pytest.skip("denormal flushing is the CPU trainer's (TrainConfig.flush_denormal); GPUs flush in hardware")
     from meshtalk_fast.training.objectives import Stage2Objective
 
     torch.manual_seed(0)

@@ -169,3 +169,29 @@ def test_the_cpu_trainer_flushes_denormals_unless_told_not_to(tmp_path, flush):
     cfg.flush_denormal = "yes"
     with pytest.raises(ValueError, match="flush_denormal must be true or false, got 'yes'"):
         cfg.validate()
+
+
+def test_a_checkpoint_with_broken_averaged_weights_is_refused(tmp_path):
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    from meshtalk_fast.models.checkpoint import CheckpointError
+
+    clips = synthetic_clips()
+    cfg = small_config(steps=2, ema=0.5)
+    Trainer(make_model(), clips, masks(), cfg, str(tmp_path / "a"), progress=False).fit(1)
+    path = tmp_path / "a" / "checkpoint.safetensors"
+    with safe_open(str(path), framework="pt") as f:
+        tensors, meta = {k: f.get_tensor(k) for k in f.keys()}, f.metadata()
+    n = sum(k.startswith("ema.") for k in tensors)
+    gap = {k: v for k, v in tensors.items() if k != "ema.1"}  # ema.0, ema.2, ...: one missing
+    save_file(gap, str(tmp_path / "gap.safetensors"), meta)
+    with pytest.raises(CheckpointError, match=r"tensors ema\.0 \.\. ema\.\d+ expected"):
+        load_train_state(str(tmp_path / "gap.safetensors"))
+    short = {k: v for k, v in tensors.items() if k != f"ema.{n - 1}"}  # one fewer than the stage's parameters
+    save_file(short, str(tmp_path / "short.safetensors"), meta)
+    resumed = Trainer(make_model(), clips, masks(), small_config(steps=3, ema=0.5), str(tmp_path / "b"),
+                      progress=False)
+    resumed.resume(str(tmp_path / "short.safetensors"))
+    with pytest.raises(ValueError, match=r"the checkpoint's averaged weights \(ema\) do not match"):
+        resumed.fit(1)

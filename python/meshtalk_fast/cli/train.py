@@ -55,12 +55,11 @@ def _train(args) -> int:
     from ..training.quickstart import initial_model
     from ..training import load_config
     from ..training.setup import folder_clips, folder_masks, has_split, training_masks
-    from ..training.trainer import Trainer
+    from ..training.trainer import Trainer, flush_denormals
 
     config = load_config(args.config)
     device = _setup_distributed() or args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    if config.flush_denormal and device == "cpu":  # before any torch work: torch's worker threads inherit it
-        torch.set_flush_denormal(True)
+    flush_denormals(config, device)  # before any torch work, so torch's worker threads inherit it
     train = folder_clips(args.data, "train", config)
     val = folder_clips(args.data, "val", config) if has_split(args.data, "val") else []
     fm = folder_masks(args.data)

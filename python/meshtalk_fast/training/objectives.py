@@ -241,7 +241,7 @@ def frozen_codes(encoder: MultimodalEncoder, geom: torch.Tensor, windows=None, m
         audio_code = encode_audio_inputs(encoder, windows, mel, positions)
         one_hot = quantize(encoder.fusion_model(expression_code, audio_code), argmax=True)
     encoder.train(was_training)
-    return one_hot.detach(), audio_code.detach()
+    return one_hot, audio_code
 
 
 class Stage2Objective(nn.Module):

@@ -215,13 +215,13 @@ def quickstart(out_dir: str, minutes: float = 10.0, template: Optional[str] = No
     from ..data import make_dataset
     from ..evaluation.evaluate import format_report, report
     from .setup import dataset_options, folder_clips, folder_masks, training_masks
-    from .trainer import Trainer
+    from .trainer import Trainer, flush_denormals
 
     if not minutes > 0:
         raise ValueError(f"minutes must be > 0, got {minutes}")
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cpu":  # before any torch work, so that torch's worker threads inherit it (TrainConfig.flush_denormal)
-        torch.set_flush_denormal(True)
+    config = quickstart_config(seed, audio_context_ms)
+    flush_denormals(config, device)  # before any torch work, so torch's worker threads inherit it
     t_start = time.perf_counter()
     if faces_per_voice is None:  # several procedural faces per voice; a template or a rig is one face
         faces_per_voice = FACES_PER_VOICE if template is None and rig is None else 1
@@ -240,7 +240,6 @@ def quickstart(out_dir: str, minutes: float = 10.0, template: Optional[str] = No
             raise ValueError(f"{data_dir} holds a data set made with other arguments than this quick start's "
                              f"({', '.join(differ)} differ); pass another --out, or remove {data_dir} to make it "
                              f"again")
-    config = quickstart_config(seed, audio_context_ms)
     train, val, test = (folder_clips(data_dir, split, config, required=False) for split in ("train", "val", "test"))
     fm = folder_masks(data_dir)
     masks_t = training_masks(fm)

@@ -50,6 +50,14 @@ AVERAGE_CHECK_BATCHES = 4
 AVERAGE_CHECK_STEP = 10**12
 
 
+def flush_denormals(config: TrainConfig, device) -> None:
+    """``TrainConfig.flush_denormal`` on a CPU: denormal floats flushed to zero from here on, for the process.
+    Only the calling thread's mode is set; torch's worker threads inherit it when they are made after this
+    call, so the CLI's ``train`` and ``quickstart()`` call it before any torch work (the Trainer calls it too)."""
+    if config.flush_denormal and torch.device(device).type == "cpu":
+        torch.set_flush_denormal(True)
+
+
 def _world():
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
@@ -73,10 +81,7 @@ class Trainer:
         self.out_dir, self.device, self.progress = out_dir, torch.device(device), progress
         self.prefetch = self.device.type == "cuda" if prefetch is None else bool(prefetch)
         self.rank, self.world = _world()
-        if self.config.flush_denormal and self.device.type == "cpu":
-            # this thread's; torch's worker threads inherit it only when made after it (the CLI's training
-            # commands and quickstart() set it before any torch work): TrainConfig.flush_denormal
-            torch.set_flush_denormal(True)
+        flush_denormals(self.config, self.device)
         self.step = 0
         self.stage = 1
         self.optimizer: Optional[torch.optim.Optimizer] = None
@@ -235,9 +240,8 @@ class Trainer:
         for group in optimizer.param_groups:
             group["lr"] = self._lr(stage, self.step)
         sums = self._forward(objective, micros, stage, self.step, backward=True)
-        cfg = self._stage_cfg(stage)
+        cfg, params = self._stage_cfg(stage), self._params()
         if cfg.clip_grad_norm > 0:  # the norm before clipping, logged as grad_norm
-            params = [p for group in optimizer.param_groups for p in group["params"]]
             sums["grad_norm"] = torch.nn.utils.clip_grad_norm_(params, cfg.clip_grad_norm).detach().float() \
                 / (self.world if self.world > 1 else 1)
         optimizer.step()
@@ -245,7 +249,6 @@ class Trainer:
         # backend's weight cache (backends/cpp.py) sees a change: bump them, or validation and the quick
         # start's evaluation decode with the weights of the first time they ran (measured: a validation LVE
         # frozen at 0.53 while the model's own was 0.16).
-        params = [p for group in optimizer.param_groups for p in group["params"]]
         increment_version(params)
         if self._ema is not None:
             with torch.no_grad():
@@ -294,9 +297,9 @@ class Trainer:
     def _params(self) -> List[torch.Tensor]:
         return [p for group in self.optimizer.param_groups for p in group["params"]]
 
-    def _start_ema(self, decay: float) -> None:
-        """The averaged weights: from the checkpoint being resumed when it holds them, else the weights now."""
-        params, saved, self._resume_ema = self._params(), self._resume_ema, None
+    def _start_ema(self, decay: float, saved: Optional[List[torch.Tensor]]) -> None:
+        """The averaged weights: ``saved`` (those of the checkpoint being resumed) when given, else the weights now."""
+        params = self._params()
         if decay <= 0:
             self._ema = None
             return
@@ -386,9 +389,8 @@ class Trainer:
         if resuming:
             self.optimizer.load_state_dict(self._resume_state)
         self._resume_state = None
-        if not resuming:
-            self._resume_ema = None
-        self._start_ema(cfg.ema)
+        self._start_ema(cfg.ema, self._resume_ema if resuming else None)
+        self._resume_ema = None
         self.model.train()
         if stage == 2:
             self.model.encoder.eval()
