@@ -55,9 +55,20 @@ def test_train_evaluate(dataset, tmp_path, capsys):
     assert result["blink_rate_ratio_train"] == pytest.approx(result["blink_rate"] / result["blink_rate_train"])
     assert len(result["expression_head_classes"]) == 0  # this config has no expression heads
     assert "squared-max convention" in capsys.readouterr().out
+    # the rates over every held-out split by default (as the quick start), post-smoothed; one split on request
+    assert result["rate_splits"] == ["test", "val"] and result["post_smoothed"]
+    test_only = tmp_path / "test_only.json"
+    assert cli.main(["evaluate", "--model", str(run / "model.safetensors"), "--data", str(dataset),
+                     "--rate-splits", "test", "--no-smoothing", "--out", str(test_only)]) == 0
+    one = json.loads(test_only.read_text())
+    assert one["rate_splits"] == ["test"] and not one["post_smoothed"]
+    assert one["rate_sequences"] < result["rate_sequences"] and one["lve"] == result["lve"]
     assert cli.main(["evaluate", "--model", str(run / "model.safetensors"), "--data", str(dataset),
                      "--samples", "0"]) == 2
     assert "--samples must be at least 1" in capsys.readouterr().err
+    assert cli.main(["evaluate", "--model", str(run / "model.safetensors"), "--data", str(dataset),
+                     "--rate-splits", "test,holdout"]) == 2
+    assert "--rate-splits names split 'holdout'" in capsys.readouterr().err
 
 
 def test_quickstart_smoke(dataset, tmp_path, capsys):
@@ -77,6 +88,7 @@ def test_quickstart_smoke(dataset, tmp_path, capsys):
                 "blink_rate_ratio", "brow_rate_ratio", "blink_rate_gt", "blink_rate_train", "blink_rate_ratio_train"):
         assert isinstance(metrics[key], float), key
     assert isinstance(metrics["blink_events_gt"], int) and isinstance(metrics["blink_events_train"], int)
+    assert metrics["post_smoothed"] and metrics["rate_sequences"] > 0  # over validation and test
     assert metrics["lve_static"] > 0 and metrics["stage1_steps"] >= 1 and metrics["missing"] == []
     for name in ("model.safetensors", "checkpoint.safetensors", "training_curves.png", "heldout/meshes.npz",
                  "heldout/upper_face.png", "heldout/speech.wav"):

@@ -12,6 +12,7 @@ from meshtalk_fast.evaluation import evaluate as ev
 from meshtalk_fast.evaluation.metrics import (event_scale, event_spans, lip_vertex_error_l2, region_error,
                                    region_motion)
 from meshtalk_fast.models.encoders import FusionMlp
+from meshtalk_fast.ops.smoothing import post_smooth
 from meshtalk_fast.training import align
 from meshtalk_fast.training.batches import CropSampler, upper_face_events
 
@@ -239,7 +240,11 @@ def stand_ins(monkeypatch):
         state.update(recon=recon, sample=sample)
 
     monkeypatch.setattr(ev, "reconstruct_clip", lambda model, clip: state["recon"](clip))
-    monkeypatch.setattr(ev, "animate_clip", lambda model, clip, seed=0, argmax=False: state["sample"](clip, seed))
+    def sample(model, clip, seed=0, argmax=False, smooth_masks=None):  # what animate_clip does after decoding
+        geom = state["sample"](clip, seed)
+        return geom if smooth_masks is None else post_smooth(geom, *smooth_masks, backend="torch")
+
+    monkeypatch.setattr(ev, "animate_clip", sample)
     return set_
 
 
@@ -350,6 +355,59 @@ def test_event_rates_count_the_ground_truth_as_upper_face_does(stand_ins):
         ev.event_rates([], EYE, BROW, 30)
 
 
+def test_rates_are_counted_over_rate_clips_and_errors_over_clips(stand_ins):
+    """rate_clips: the sampled and true rates (and the closure and timing numbers) come from those clips alone;
+    the reconstruction errors stay on ``clips``."""
+    model = mf.MeshTalk(V, heads=4, classes=8)
+    clips = _clips()
+    frozen = clips[2]  # its reconstruction never blinks; the other clips' are perfect
+    stand_ins(lambda c: c.template.expand_as(c.geom) if c is frozen else c.geom,
+              lambda c, s: c.geom if c is not frozen else c.template.expand_as(c.geom))
+    whole = ev.upper_face(model, clips, EYE, BROW, seeds=(0, 1))
+    part = ev.upper_face(model, clips, EYE, BROW, seeds=(0, 1), rate_clips=clips[:2])
+    for key in ("eyelid_error_ratio", "brow_error_ratio"):
+        assert part[key] == pytest.approx(whole[key]) and 0 < part[key] < 1
+    minutes = sum(c.frames for c in clips[:2]) / 30 / 60
+    assert part["blink_events_gt"] == 4 and part["blink_rate_gt"] == pytest.approx(4 / minutes)
+    assert part["blink_events"] == 8 and part["blink_rate_ratio"] == pytest.approx(1.0)  # both seeds as the data
+    assert whole["blink_events_gt"] == 5 and whole["blink_rate_ratio"] == pytest.approx(0.8)  # 4 of 5 sampled
+    assert part["brow_rate_ratio"] == pytest.approx(1.0) and whole["brow_rate_ratio"] == pytest.approx(2 / 3)
+    with pytest.raises(ValueError, match="rate_clips must hold at least one sequence"):
+        ev.upper_face(model, clips, EYE, BROW, rate_clips=[])
+
+
+def test_post_smoothing_merges_a_flickering_brow_raise(stand_ins):
+    """A sampled brow raise that dips under the event threshold for 3 frames counts as two raises on the
+    decoder's raw output and as one after the released post-processing (``smooth_masks``), which is what
+    ``animate`` writes; the eyes, outside the forehead mask, are not touched by it."""
+    model = mf.MeshTalk(V, heads=4, classes=8)
+    clips = _clips()
+
+    def flicker(c, s):
+        geom = c.geom.clone()
+        geom[49:52, 2:5, 1] = c.template[2:5, 1]  # the raise of frames 40-60 drops to rest for 3 frames
+        return geom
+
+    stand_ins(lambda c: c.geom, flicker)
+    raw = ev.upper_face(model, clips, EYE, BROW, seeds=(0,))
+    smooth = ev.upper_face(model, clips, EYE, BROW, seeds=(0,), smooth_masks=(BROW, torch.zeros(V)))
+    assert raw["brow_events"] == 6 and raw["brow_rate_ratio"] == pytest.approx(2.0) and not raw["post_smoothed"]
+    assert smooth["brow_events"] == 3 and smooth["brow_rate_ratio"] == pytest.approx(1.0) and smooth["post_smoothed"]
+    for key in ("blink_events", "blink_rate_ratio", "blink_closure_ratio"):
+        assert smooth[key] == raw[key]
+
+
+def test_animate_clip_smooths_as_animate_does():
+    torch.manual_seed(0)
+    model = mf.MeshTalk(V, heads=4, classes=8).eval()
+    clip = _clips()[0]
+    masks = (BROW * 0.7, torch.zeros(V).index_fill_(0, torch.tensor([9, 10]), 1.0))
+    raw = ev.animate_clip(model, clip, seed=3)
+    torch.testing.assert_close(ev.animate_clip(model, clip, seed=3, smooth_masks=masks),
+                               post_smooth(raw, *masks, backend="torch"), rtol=1e-5, atol=1e-5)
+    assert not torch.equal(ev.animate_clip(model, clip, seed=3, smooth_masks=masks), raw)
+
+
 def test_prior_cross_entropy_is_the_teacher_forced_loss_per_head_group():
     """prior_cross_entropy: the prior's mean negative log-probability of the encoders' argmax codes over
     the clips' frames, all heads and the expression / audio groups apart; the groups average to the whole."""
@@ -399,6 +457,10 @@ def test_report_of_a_small_model_has_every_number():
     assert r["blink_rate_ratio_train"] == pytest.approx(r["blink_rate"] / 60.0)
     assert r["brow_rate_ratio_train"] == pytest.approx(r["brow_rate"] / 20.0)
     assert "against the training split's 60.0 blinks/min (3 blinks)" in ev.format_report(r)
+    assert r["post_smoothed"] and r["rate_sequences"] == 3 and r["rate_minutes"] == pytest.approx(270 / 30 / 60)
+    assert "events counted over 3 held-out sequences (0.1 min, post-smoothed)" in ev.format_report(r)
+    r = ev.report(model, _clips(), masks, seeds=(0,), rate_clips=_clips()[:1], post_smoothed=False)
+    assert r["rate_sequences"] == 1 and not r["post_smoothed"] and r["blink_events_gt"] == 2
 
 
 # ------------------------------------------------------------------------------------------ pictures

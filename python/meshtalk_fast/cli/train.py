@@ -82,7 +82,7 @@ def _train(args) -> int:
 def _evaluate(args) -> int:
     from ..evaluation.evaluate import format_report, report
     from ..models.meshtalk import MeshTalk
-    from ..training.setup import folder_clips, folder_masks
+    from ..training.setup import folder_clips, folder_masks, has_split
 
     if args.samples < 1:
         raise ValueError(f"--samples must be at least 1, got {args.samples}")
@@ -95,9 +95,22 @@ def _evaluate(args) -> int:
 
         known = folder_templates(args.data, "train") or None
         reference = folder_clips(args.data, "train", model.config) or None
+    if args.rate_splits is None:  # as the quick start: every held-out split, validation and test
+        rate_splits = [args.split] + [s for s in ("val", "test") if s != args.split and args.split != "train"
+                                      and has_split(args.data, s)]
+    else:
+        rate_splits = [s.strip() for s in args.rate_splits.split(",") if s.strip()]
+        if not rate_splits:
+            raise ValueError(f"--rate-splits must name at least one split, got {args.rate_splits!r}")
+        for s in rate_splits:
+            if not has_split(args.data, s):
+                raise ValueError(f"--rate-splits names split {s!r}, which {args.data} does not have")
+    rate_clips = [c for s in rate_splits for c in (clips if s == args.split else
+                                                   folder_clips(args.data, s, model.config))]
     result = report(model, clips, folder_masks(args.data), mode=args.mode, seed=args.seed,
                     seeds=tuple(range(args.seed, args.seed + args.samples)), known_faces=known,
-                    reference_clips=reference)
+                    reference_clips=reference, rate_clips=rate_clips, post_smoothed=not args.no_smoothing)
+    result["rate_splits"] = rate_splits
     text = json.dumps(result, indent=1)
     if args.out:
         tmp = f"{args.out}.tmp"
@@ -157,6 +170,12 @@ def add_parsers(sub) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--samples", type=int, default=3,
                    help="sampled animations per sequence for the blink and brow rates (seeds seed, seed+1, ...)")
+    p.add_argument("--rate-splits", default=None,
+                   help="comma-separated splits the blink and brow rates are counted over (default: --split and "
+                        "the other held-out split, as the quick start: val and test hold twice the events of one)")
+    p.add_argument("--no-smoothing", action="store_true",
+                   help="count the rates on the decoder's raw output instead of the post-smoothed animation "
+                        "`animate` writes")
     p.add_argument("--out", help="also write the numbers to this JSON file")
     p.set_defaults(fn=_evaluate)
 

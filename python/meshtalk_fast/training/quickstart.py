@@ -253,8 +253,9 @@ def quickstart(out_dir: str, minutes: float = 10.0, template: Optional[str] = No
     model = trainer.model.cpu().eval()
 
     print("evaluating on the held-out sentences and voice ...", flush=True)
+    # the rates over every held-out clip (validation is never used to choose weights: only val[:4] is logged)
     result = report(model, test, fm, mode="audio", seed=seed, seeds=EVAL_SEEDS,
-                    known_faces=distinct_templates(train), reference_clips=train)
+                    known_faces=distinct_templates(train), reference_clips=train, rate_clips=test + val)
     log = [json.loads(line) for line in open(os.path.join(out_dir, "metrics.jsonl"))]
     metrics = {**result, "test_frames": result["frames"], "minutes": minutes, "seed": seed,
                "stage1_steps": max((r["step"] for r in log if r["stage"] == 1 and r["split"] == "train"), default=0),
@@ -377,8 +378,10 @@ def _write_heldout(folder: str, clip: Clip, model: MeshTalk, data_dir: str, mask
     from ..io.render import eye_colours, save_preview_mp4
 
     faces = load_folder_template(data_dir)[1]
-    samples = [animate_clip(model, clip, seed=s) for s in EVAL_SEEDS]
-    geom = samples[EVAL_SEEDS.index(seed)] if seed in EVAL_SEEDS else animate_clip(model, clip, seed=seed)
+    smooth = (masks.forehead, masks.neck)  # the released post-processing, as `animate` writes it
+    samples = [animate_clip(model, clip, seed=s, smooth_masks=smooth) for s in EVAL_SEEDS]
+    geom = (samples[EVAL_SEEDS.index(seed)] if seed in EVAL_SEEDS
+            else animate_clip(model, clip, seed=seed, smooth_masks=smooth))
     with temp_path(folder, "meshes", suffix=".npz") as tmp:
         np.savez(tmp, vertices=geom.numpy(), faces=faces.numpy(), fps=model.config.fps,
                  ground_truth=clip.geom.numpy())
