@@ -60,16 +60,26 @@ def _record(benchmark, audio, frames, elapsed):
     benchmark.extra_info.update(audio_s=seconds, frames=frames, real_time_factor=seconds / elapsed, **SIZE)
 
 
-@pytest.mark.parametrize("impl", ["python", "capi_session", "capi_session_2threads", "python_offline"])
+@pytest.mark.parametrize("impl", ["python", "capi_session", "capi_session_2threads", "capi_session_2threads_bf16",
+                                  "capi_session_2threads_int8", "python_offline"])
 def test_session_stream(benchmark, inputs, impl):
+    """``capi_session_2threads_bf16`` / ``_int8``: the same two-thread session with reduced-precision weights
+    (``mt_model_params.weights``), beside float32 on the same inputs."""
     core = _core()
     framing, model, path, template, masks, audio = inputs
     benchmark.group = f"session {SECONDS:g} s framing={framing} V={SIZE['V']} H={SIZE['H']} C={SIZE['C']}"
     pieces = [audio[i:i + 533] for i in range(0, audio.shape[0], 533)]
     timing = {}
     if impl.startswith("capi_session"):
-        threads = 2 if impl.endswith("2threads") else 1
-        core_model = core.CoreModel.from_file(str(path))
+        threads = 1 if impl == "capi_session" else 2
+        weights = impl.rpartition("_")[2] if impl.endswith(("_bf16", "_int8")) else "f32"
+        try:  # the core refuses a mode this CPU's kernels cannot run, naming the one that runs
+            core_model = core.CoreModel.from_file(str(path), weights=weights)
+        except ValueError as e:
+            if weights == "f32" or "use weights 'f32'" not in str(e):  # anything else is a failure
+                raise
+            pytest.skip(f"weights {weights!r} need the AVX2+FMA or AVX-512 GEMM kernels, which this CPU lacks: {e}")
+        benchmark.extra_info["weights"] = core_model.weights
         masks_np = tuple(m.numpy() for m in masks)
 
         def run():
