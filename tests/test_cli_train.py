@@ -69,6 +69,9 @@ def test_train_evaluate(dataset, tmp_path, capsys):
     assert cli.main(["evaluate", "--model", str(run / "model.safetensors"), "--data", str(dataset),
                      "--rate-splits", "test,holdout"]) == 2
     assert "--rate-splits names split 'holdout'" in capsys.readouterr().err
+    assert cli.main(["evaluate", "--model", str(run / "model.safetensors"), "--data", str(dataset),
+                     "--rate-splits", "test,val,test"]) == 2
+    assert "--rate-splits must name each split once" in capsys.readouterr().err
 
 
 def test_quickstart_smoke(dataset, tmp_path, capsys):

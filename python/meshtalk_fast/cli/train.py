@@ -102,6 +102,9 @@ def _evaluate(args) -> int:
         rate_splits = [s.strip() for s in args.rate_splits.split(",") if s.strip()]
         if not rate_splits:
             raise ValueError(f"--rate-splits must name at least one split, got {args.rate_splits!r}")
+        if len(set(rate_splits)) != len(rate_splits):
+            raise ValueError(f"--rate-splits must name each split once (its events would count twice), got "
+                             f"{args.rate_splits!r}")
         for s in rate_splits:
             if not has_split(args.data, s):
                 raise ValueError(f"--rate-splits names split {s!r}, which {args.data} does not have")
