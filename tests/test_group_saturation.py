@@ -33,3 +33,69 @@ def test_the_trainer_logs_each_groups_saturation(tmp_path):
     Trainer(grouped_model(), synthetic_clips(), masks(), small_config(steps=1), str(tmp_path), progress=False).fit(1)
     record = json.loads(open(tmp_path / "metrics.jsonl").readline())
     assert 0 < record["saturation_group0"] <= 1 and 0 < record["saturation_group1"] <= 1
+
+
+# ------------------------------------------------------------------ stage1.logit_gap_limit
+def test_logit_gap_penalty_known_values_and_a_gradient_where_the_softmax_has_none():
+    from meshtalk_fast.training.objectives import diversity_loss, logit_gap_penalty
+
+    z = torch.zeros(1, 2, 2, 8)
+    z[0, 0, 0, 3] = 4.0   # gap 4 - 4/8 = 3.5: under a limit of 6, no penalty
+    z[0, 1, 1, 5] = 80.0  # a saturated head: gap 80 - 10 = 70
+    logprobs = torch.log_softmax(z, -1)
+    assert float(logit_gap_penalty(logprobs, 100.0)) == 0.0
+    assert float(logit_gap_penalty(logprobs, 6.0)) == pytest.approx((70 - 6) ** 2 / 4, rel=1e-5)
+    assert float(logit_gap_penalty(logprobs[:, :1, :1], 6.0)) == 0.0
+    # the saturated head: the code-usage term's gradient on its logits vanishes, the gap term's does not
+    sat = torch.zeros(4, 1, 8)
+    sat[..., 5] = 80.0
+    for term, alive in ((lambda x: diversity_loss(torch.log_softmax(x, -1)), False),
+                        (lambda x: logit_gap_penalty(torch.log_softmax(x, -1), 6.0), True)):
+        x = sat.clone().requires_grad_()
+        term(x).backward()
+        assert (float(x.grad.abs().max()) > 1.0) == alive
+        if alive:  # it lowers the winning logit and raises the others
+            assert bool((x.grad[..., 5] > 0).all()) and bool((x.grad[..., :5] < 0).all())
+
+
+def test_stage1_adds_the_logit_gap_term_on_the_expression_heads_only():
+    from meshtalk_fast.training.objectives import Stage1Objective, logit_gap_penalty
+    from test_training import masks
+
+    model = grouped_model()
+    m = masks()
+    template = torch.randn(2, V, 3)
+    geom = template[:, None] + 0.1 * torch.randn(2, 6, V, 3)
+    windows = 0.1 * torch.randn(2, 6, model.config.window_samples)
+
+    def terms(**kw):
+        objective = Stage1Objective(model.encoder, model.vertex_unet, m.eye_keypoints, m.mouth, m.eye, codes="argmax",
+                                    **kw)
+        return objective(template, geom, torch.Generator().manual_seed(0), windows=windows)
+
+    off, on = terms(), terms(logit_gap=(0.5, 2.0))
+    assert "logit_gap" not in off
+    own = model.fuse(model.encoder.expression_encoder(geom, template), model.encoder.audio_encoder(windows))
+    expected = logit_gap_penalty(own[..., :2, :], 0.5)
+    torch.testing.assert_close(on["logit_gap"], expected)
+    torch.testing.assert_close(on["total"], off["total"] + 2.0 * expected)
+    with pytest.raises(ValueError, match="needs expression heads"):
+        Stage1Objective(mf.MeshTalk(V, heads=4, classes=8).encoder, model.vertex_unet, m.eye_keypoints, m.mouth,
+                        m.eye, logit_gap=(6.0, 0.01))
+    with pytest.raises(ValueError, match="logit_gap must be"):
+        terms(logit_gap=(-1.0, 0.01))
+
+
+def test_logit_gap_config_is_checked():
+    from meshtalk_fast.training.config import TrainConfig
+
+    cfg = TrainConfig()
+    cfg.stage1.logit_gap_limit = 6.0
+    with pytest.raises(ValueError, match=r"stage1.logit_gap_limit > 0 needs model.expression_heads > 0"):
+        cfg.validate()
+    cfg.model.expression_heads = 2
+    cfg.validate()
+    for bad in (-1.0, float("inf"), True, "6"):
+        cfg.stage1.logit_gap_weight = bad
+        with pytest.raises(ValueError, match="stage1.logit_gap_weight must be a finite number >= 0"):
+            cfg.validate()

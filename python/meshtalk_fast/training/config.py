@@ -76,6 +76,12 @@ class StageSection:
     event_crops: float = 0.0      # stage 1 share of each batch's crops drawn around an upper-face event of
                                   # the training data (a blink or brow raise; batches.CropSampler); 0 =
                                   # released (crops uniform over the data)
+    logit_gap_limit: float = 0.0  # stage 1: a penalty keeps each expression head's largest logit within this of its
+                                  # mean logit, logit_gap_weight x mean over frames and heads of relu(gap - limit)^2;
+                                  # 0 = off (released). A head whose softmax saturated on one class passes no
+                                  # gradient and never recovers (the brows' failure, RESULTS.md, "Stuck brow
+                                  # heads"); unlike a softmax-based term, this one's gradient grows with the gap
+    logit_gap_weight: float = 0.01
     ema: float = 0.0              # decay per step of an exponential moving average of the stage's weights
                                   # (Polyak averaging): the stage ends with the averaged weights, and
                                   # validation reads them; 0 = off (released). Adam's last steps leave each
@@ -133,6 +139,13 @@ class TrainConfig:
                 raise ValueError(f"{name}.event_crops must be a number in [0, 1], got {st.event_crops!r}")
             if not (isinstance(st.identity_mix, (int, float)) and 0 <= st.identity_mix <= 1):
                 raise ValueError(f"{name}.identity_mix must be a number in [0, 1], got {st.identity_mix!r}")
+            for field in ("logit_gap_limit", "logit_gap_weight"):
+                value = getattr(st, field)
+                if not (isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value < float("inf")):
+                    raise ValueError(f"{name}.{field} must be a finite number >= 0, got {value!r}")
+            if st.logit_gap_limit > 0 and not self.model.expression_heads:
+                raise ValueError(f"{name}.logit_gap_limit > 0 needs model.expression_heads > 0 (the heads it bounds), "
+                                 f"got 0")
             if not (isinstance(st.ema, (int, float)) and 0 <= st.ema < 1):
                 raise ValueError(f"{name}.ema must be a number in [0, 1) (0: off), got {st.ema!r}")
             if st.weight_decay < 0:

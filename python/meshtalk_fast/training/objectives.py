@@ -5,7 +5,7 @@ autoregressive prior on the frozen encoder's argmax codes (cross-entropy).
 """
 from __future__ import annotations
 
-from typing import Dict, Optional
+from typing import Dict, Optional, Tuple
 
 import torch
 from torch import nn
@@ -15,7 +15,7 @@ from ..models import MultimodalEncoder, VertexUnet
 from ..models.encoders import group_heads
 from ..models.quantize import code_statistics, quantize
 
-__all__ = ["Stage1Objective", "Stage2Objective", "frozen_codes", "encode_audio_inputs"]
+__all__ = ["Stage1Objective", "Stage2Objective", "frozen_codes", "encode_audio_inputs", "logit_gap_penalty"]
 
 
 class Stage1Objective(nn.Module):
@@ -26,8 +26,16 @@ class Stage1Objective(nn.Module):
                  mouth: torch.Tensor, eye: torch.Tensor, distance: str = "squared", loss_backend: str = "auto",
                  codes: str = "gumbel", diversity: float = 0.0, weights: Optional[Dict[str, float]] = None,
                  expression_diversity: Optional[float] = None, forehead: Optional[torch.Tensor] = None,
-                 upper_face_codes: str = "all", decode_rows: bool = True):
+                 upper_face_codes: str = "all", decode_rows: bool = True,
+                 logit_gap: Tuple[float, float] = (0.0, 0.0)):
         super().__init__()
+        # (limit, weight): the "logit_gap" term, weight x mean over frames and expression heads of
+        # relu(largest logit - mean logit - limit)^2 (logit_gap_penalty); limit 0: off (released)
+        self.logit_gap_limit, self.logit_gap_weight = (float(v) for v in logit_gap)
+        if not (self.logit_gap_limit >= 0 and self.logit_gap_weight >= 0):
+            raise ValueError(f"logit_gap must be (limit >= 0, weight >= 0), got {tuple(logit_gap)}")
+        if self.logit_gap_limit > 0 and not encoder.fusion_model.expression_heads:
+            raise ValueError("logit_gap with a limit > 0 needs expression heads (model.expression_heads), got 0")
         # True: the decodings that only a masked term reads (the two crossing terms, the eyelid and brow
         # terms' own decodings) are computed for their mask's vertices alone (VertexUnet(vertices=...)):
         # the same terms, ~3x less decoder work per step. False: whole decodings (the reference the test
@@ -126,6 +134,9 @@ class Stage1Objective(nn.Module):
             elif self.diversity > 0:
                 terms["diversity"] = diversity_loss(own)
                 terms["total"] = terms["total"] + self.diversity * terms["diversity"]
+            if self.logit_gap_limit > 0:
+                terms["logit_gap"] = logit_gap_penalty(own[..., :k, :], self.logit_gap_limit)
+                terms["total"] = terms["total"] + self.logit_gap_weight * terms["logit_gap"]
             terms.update(code_statistics(own))  # diagnostics only (no gradient, not in "total"): see quantize.py
             terms.update(group_saturation(own.detach(), fuse))
         return terms
@@ -205,6 +216,17 @@ def group_saturation(logprobs: torch.Tensor, fuse) -> Dict[str, torch.Tensor]:
     spans = group_heads(k, fuse.expression_groups) if fuse.expression_groups > 1 else [(0, k)]
     top = logprobs.float().amax(-1).exp()  # [..., H]
     return {f"saturation_group{g}": top[..., lo:hi].mean() for g, (lo, hi) in enumerate(spans)}
+
+
+def logit_gap_penalty(logprobs: torch.Tensor, limit: float) -> torch.Tensor:
+    """Mean over frames and heads of ``relu(max_c z - mean_c z - limit)^2`` for ``logprobs [..., H, C]`` (z: the
+    logits up to a constant per head, so log-probabilities serve). 0 while every head's largest logit is within
+    ``limit`` of its mean; above, its gradient grows with the gap, where a saturated softmax passes none (with C
+    classes and the others equal, a gap of ``limit`` is a largest probability of e^limit / (e^limit + C - 1):
+    0.76 at limit 6, C 128). The cure for a head stuck on one class has to reach the logits directly."""
+    z = logprobs.float()
+    gap = z.amax(-1) - z.mean(-1)
+    return torch.relu(gap - limit).square().mean()
 
 
 def live_heads(one_hot: torch.Tensor, lo: int, hi: int) -> torch.Tensor:
