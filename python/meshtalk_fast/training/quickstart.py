@@ -315,8 +315,8 @@ def stuck_heads_warning(classes: Sequence[int], groups: int) -> List[str]:
         if stuck:
             out.append(f"WARNING: expression head(s) {stuck} ({names.get(g, f'group {g}')}) gave every test frame one "
                        f"code, so those movements were not learnt: their softmax saturated on one class in stage 1 "
-                       f"(benchmarks/RESULTS.md, 'A new face, and bounded logits'). Another --seed may learn them; "
-                       f"model.expression_logit_scale keeps the softmax from saturating.")
+                       f"(saturation_group{g} near 1 in metrics.jsonl; benchmarks/RESULTS.md, 'Stuck brow heads'). "
+                       f"Another --seed may learn them; stage1.logit_gap_limit is the option measured against it.")
     return out
 
 
