@@ -23,6 +23,7 @@ import torch
 
 import meshtalk_fast as mf
 from bench_animate import speech
+from common import load_weights_or_skip
 
 FULL = os.environ.get("MESHTALK_BENCH_SIZE", "smoke") == "full"
 SECONDS = 60.0 if FULL else 1.5
@@ -73,12 +74,7 @@ def test_session_stream(benchmark, inputs, impl):
     if impl.startswith("capi_session"):
         threads = 1 if impl == "capi_session" else 2
         weights = impl.rpartition("_")[2] if impl.endswith(("_bf16", "_int8")) else "f32"
-        try:  # the core refuses a mode this CPU's kernels cannot run, naming the one that runs
-            core_model = core.CoreModel.from_file(str(path), weights=weights)
-        except ValueError as e:
-            if weights == "f32" or "use weights 'f32'" not in str(e):  # anything else is a failure
-                raise
-            pytest.skip(f"weights {weights!r} need the AVX2+FMA or AVX-512 GEMM kernels, which this CPU lacks: {e}")
+        core_model = load_weights_or_skip(lambda: core.CoreModel.from_file(str(path), weights=weights), weights)
         benchmark.extra_info["weights"] = core_model.weights
         masks_np = tuple(m.numpy() for m in masks)
 

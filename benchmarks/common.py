@@ -17,6 +17,19 @@ def require_backend(op: str, backend: str, device: torch.device = torch.device("
         pytest.skip(f"{op} backend {backend!r} cannot run here: {reason}")
 
 
+def load_weights_or_skip(load, weights: str):
+    """``load()`` (something that lays out weights in mode ``weights``: "f32", "bf16", "int8"), or skip the case
+    when the C++ core refuses a reduced mode because this CPU has neither the AVX2+FMA nor the AVX-512 GEMM
+    kernels (its error then names "f32" as the mode that runs). Any other error, and any error for "f32", is
+    a failure."""
+    try:
+        return load()
+    except ValueError as e:
+        if weights == "f32" or "use weights 'f32'" not in str(e):
+            raise
+        pytest.skip(f"weights {weights!r} need the AVX2+FMA or AVX-512 GEMM kernels, which this CPU lacks: {e}")
+
+
 def synchronized(fn):
     """``fn`` wrapped so a timing includes the GPU work it queued (a no-op on the CPU)."""
     def call():

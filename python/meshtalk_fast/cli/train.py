@@ -96,8 +96,8 @@ def _evaluate(args) -> int:
         known = folder_templates(args.data, "train") or None
         reference = folder_clips(args.data, "train", model.config) or None
     if args.rate_splits is None:  # as the quick start: every held-out split, validation and test
-        rate_splits = [args.split] + [s for s in ("val", "test") if s != args.split and args.split != "train"
-                                      and has_split(args.data, s)]
+        held_out = ("val", "test") if args.split != "train" else ()
+        rate_splits = [args.split] + [s for s in held_out if s != args.split and has_split(args.data, s)]
     else:
         rate_splits = [s.strip() for s in args.rate_splits.split(",") if s.strip()]
         if not rate_splits:

@@ -284,7 +284,7 @@ def upper_face(model: MeshTalk, clips: Sequence[Clip], eye_keypoints: Optional[t
       between sampled and true blinks.
     ``smooth_masks`` ``(forehead [V], neck [V])``: the speech-only animations go through the released
     post-processing first (``animate_clip``), as every animation ``animate`` writes does; ``post_smoothed``
-    says whether they did. The released model smooths the forehead because sampled codes make it flicker:
+    says whether they did, ``rate_sequences`` and ``rate_minutes`` what the rates count. The released model smooths the forehead because sampled codes make it flicker:
     unsmoothed, a flicker across the threshold counts as two brow raises.
     A missing or empty mask, or data without such events, gives None for its numbers and names the
     reason in ``missing``: a rate is never computed from nothing.
@@ -306,7 +306,8 @@ def upper_face(model: MeshTalk, clips: Sequence[Clip], eye_keypoints: Optional[t
     model.eval()
     fps = model.config.fps
     minutes = sum(c.frames for c in rate_clips) / fps / 60.0
-    out: Dict[str, object] = {"missing": [], "post_smoothed": smooth_masks is not None}
+    out: Dict[str, object] = {"missing": [], "post_smoothed": smooth_masks is not None,
+                              "rate_sequences": len(rate_clips), "rate_minutes": minutes}
     regions = {"blink": (eye_keypoints, "max", EYE_EVENT_LEVEL, "eyelid"),
                "brow": (forehead, "mean", BROW_EVENT_LEVEL, "brow")}
     usable = {}
@@ -449,9 +450,6 @@ def report(model: MeshTalk, clips: Sequence[Clip], masks, mode: str = "audio", s
     smooth = (masks.forehead, masks.neck) if post_smoothed else None
     result.update(upper_face(model, clips, masks.eye_keypoints, masks.forehead, seeds=seeds,
                              known_faces=known_faces, rate_clips=rate_clips, smooth_masks=smooth))
-    counted = list(clips) if rate_clips is None else list(rate_clips)
-    result["rate_sequences"] = len(counted)
-    result["rate_minutes"] = sum(c.frames for c in counted) / model.config.fps / 60.0
     if reference_clips is not None:
         ref = event_rates(reference_clips, masks.eye_keypoints, masks.forehead, model.config.fps)
         for name in ("blink", "brow"):

@@ -143,9 +143,6 @@ class TrainConfig:
                 value = getattr(st, field)
                 if not (isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value < float("inf")):
                     raise ValueError(f"{name}.{field} must be a finite number >= 0, got {value!r}")
-            if st.logit_gap_limit > 0 and not self.model.expression_heads:
-                raise ValueError(f"{name}.logit_gap_limit > 0 needs model.expression_heads > 0 (the heads it bounds), "
-                                 f"got 0")
             if not (isinstance(st.ema, (int, float)) and 0 <= st.ema < 1):
                 raise ValueError(f"{name}.ema must be a number in [0, 1) (0: off), got {st.ema!r}")
             if st.weight_decay < 0:
@@ -163,6 +160,8 @@ class TrainConfig:
         if self.stage1.relaxed_expression > 0 and not self.model.expression_heads:
             raise ValueError("stage1.relaxed_expression > 0 needs model.expression_heads > 0 (the heads it relaxes), "
                              "got 0")
+        if self.stage1.logit_gap_limit > 0 and not self.model.expression_heads:
+            raise ValueError("stage1.logit_gap_limit > 0 needs model.expression_heads > 0 (the heads it bounds), got 0")
         need = {"all": 0, "expression": 1, "split": 2}[self.stage1.upper_face_codes]
         if self.model.expression_heads < need:
             raise ValueError(f"stage1.upper_face_codes = {self.stage1.upper_face_codes!r} needs model.expression_heads "
