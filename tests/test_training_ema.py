@@ -195,3 +195,29 @@ def test_a_checkpoint_with_broken_averaged_weights_is_refused(tmp_path):
     resumed.resume(str(tmp_path / "short.safetensors"))
     with pytest.raises(ValueError, match=r"the checkpoint's averaged weights \(ema\) do not match"):
         resumed.fit(1)
+
+
+def test_the_check_compares_the_fitting_terms_without_the_regularisers(tmp_path):
+    """The code-usage term (and the logit-gap penalty) measure the codes' spread, not the fit: the end-of-stage
+    check reads the weighted data terms alone, the same number whatever the regulariser's weight."""
+    from meshtalk_fast.training.batches import CropSampler
+
+    clips = synthetic_clips()
+    checks, totals = [], []
+    for weight in (0.0, 50.0):
+        trainer = Trainer(make_model(), clips, masks(), small_config(steps=1, diversity=weight, brow_weight=0.0),
+                          str(tmp_path / str(weight)), progress=False)
+        trainer.fit(1)
+        trainer.model.load_state_dict(make_model().state_dict())  # the same weights in both
+        objective, _ = trainer._build(1)
+        mc = trainer.model.config
+        sampler = CropSampler(trainer.train_clips, 6, mc.fps, mc.clock, mc.lookahead, 0, mc.framing)
+        checks.append(trainer._fixed_objective(objective, sampler, 1))
+        micros = trainer._host_batches(sampler, 1, 10**12)
+        with torch.no_grad():
+            terms = trainer._forward(objective, micros, 1, 10**12, backward=False)
+        totals.append(float(terms["total"]))
+        assert float(terms["fitting"]) == pytest.approx(float(terms["recon"] + terms["landmarks"]
+                                                              + terms["modality_crossing"]), rel=1e-6)
+    assert totals[1] > totals[0] + 1e-3  # the regulariser is in the total ...
+    assert checks[0] == pytest.approx(checks[1], rel=1e-6)  # ... and not in the check

@@ -123,6 +123,9 @@ class Stage1Objective(nn.Module):
         with torch.autocast(geom.device.type, enabled=False):
             if any(w != (0.0 if k == "brow" else 1.0) for k, w in self.weights.items()):
                 terms["total"] = sum(w * terms[k] for k, w in self.weights.items() if w > 0)
+            # the weighted terms that fit the data, without the regularisers added below: what the trainer's
+            # end-of-stage check compares (Trainer._settle_average)
+            terms["fitting"] = terms["total"]
             k = self.encoder.fusion_model.expression_heads
             if k and self.expression_diversity != self.diversity:
                 if self.diversity > 0:
@@ -277,4 +280,4 @@ class Stage2Objective(nn.Module):
         logprobs = self.context_model(one_hot, audio_code)
         with torch.autocast(logprobs.device.type, enabled=False):  # the loss in float32 (see Stage1Objective)
             nll = -(logprobs.float() * one_hot.float()).sum(-1).mean()
-        return {"cross_entropy": nll, "total": nll}
+        return {"cross_entropy": nll, "fitting": nll, "total": nll}

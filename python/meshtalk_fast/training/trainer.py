@@ -312,8 +312,11 @@ class Trainer:
         self._ema = [t.detach().to(device=p.device, dtype=p.dtype).clone() for t, p in zip(source, params)]
 
     def _fixed_objective(self, objective, sampler: CropSampler, stage: int) -> float:
-        """The stage's total loss on ``AVERAGE_CHECK_BATCHES`` training batches that no run draws (steps from
-        ``AVERAGE_CHECK_STEP``), in eval mode with fixed draws: the same number for the same weights."""
+        """The stage's fitting terms (``"fitting"``: the weighted data terms, without the code-usage and
+        logit-gap regularisers) on ``AVERAGE_CHECK_BATCHES`` training batches that no run draws (steps from
+        ``AVERAGE_CHECK_STEP``), in eval mode with fixed draws: the same number for the same weights. The
+        regularisers stay out because they measure the codes' spread, not the fit: with the logit-gap
+        penalty on, the total rejected the average of a quick start (RESULTS.md, "Stuck brow groups: ...")."""
         modes = [m.training for m in self.model.modules()]
         self.model.eval()
         devices = [self.device] if self.device.type == "cuda" else []
@@ -322,7 +325,7 @@ class Trainer:
             with torch.no_grad(), torch.random.fork_rng(devices=devices):
                 for i in range(AVERAGE_CHECK_BATCHES):
                     micros = self._host_batches(sampler, stage, AVERAGE_CHECK_STEP + i)
-                    total += self._forward(objective, micros, stage, AVERAGE_CHECK_STEP + i, backward=False)["total"]
+                    total += self._forward(objective, micros, stage, AVERAGE_CHECK_STEP + i, backward=False)["fitting"]
         finally:
             for m, mode in zip(self.model.modules(), modes):
                 m.training = mode
@@ -331,8 +334,8 @@ class Trainer:
         return float(total) / AVERAGE_CHECK_BATCHES
 
     def _settle_average(self, objective, sampler: CropSampler, stage: int) -> None:
-        """End the stage with the averaged weights, unless the last ones have the lower loss on fixed training
-        batches: the average lags the weights, and where the codes still changed late in a stage it mixes two
+        """End the stage with the averaged weights, unless the last ones fit fixed training batches better
+        (``_fixed_objective``): the average lags the weights, and where the codes still changed late in a stage it mixes two
         meanings of a code (seen once, in a quick start on a busy machine: eyelid error 0.14 with the last
         weights, 0.57 with their average). Logged as split "average"."""
         last = self._fixed_objective(objective, sampler, stage)
