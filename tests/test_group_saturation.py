@@ -1,5 +1,6 @@
-"""The saturation diagnostic of the expression groups (``saturation_group{g}`` in the stage-1 losses): each
-group's heads' mean largest class probability, ~1/C for a flat softmax, ~1 for one stuck on a class."""
+"""The diagnostics of the expression groups in the stage-1 losses: ``saturation_group{g}``, each group's heads'
+mean largest class probability (~1/C for a flat softmax, ~1 for confident frames), and ``classes_group{g}``,
+how many classes the batch's frames chose (1 for a head stuck on one class)."""
 import pytest
 import torch
 
@@ -18,9 +19,17 @@ def test_group_saturation_reads_each_groups_largest_probability():
     logits = torch.zeros(2, 5, 4, 8)
     logits[..., 1, 3] = 50.0  # head 1 (group 1) on one class; head 0 (group 0) uniform
     got = group_saturation(torch.log_softmax(logits, -1), fuse)
-    assert set(got) == {"saturation_group0", "saturation_group1"}
+    assert set(got) == {"saturation_group0", "saturation_group1", "classes_group0", "classes_group1"}
     assert float(got["saturation_group0"]) == pytest.approx(1 / 8)
     assert float(got["saturation_group1"]) == pytest.approx(1.0)
+    # classes: head 0's frames choose classes (frame index) % 3 -> 3 classes, head 1 stays on one
+    frame = torch.arange(10).reshape(2, 5)
+    logits[..., 0, :] = 0.0
+    logits[..., 0, :].scatter_(-1, (frame % 3)[..., None], 0.5)
+    got = group_saturation(torch.log_softmax(logits, -1), fuse)
+    assert float(got["classes_group0"]) == 3.0 and float(got["classes_group1"]) == 1.0
+    logits[1, :, 1, 3], logits[1, :, 1, 6] = 0.0, 50.0  # the second sequence's frames of head 1 on another class
+    assert float(group_saturation(torch.log_softmax(logits, -1), fuse)["classes_group1"]) == 2.0
     assert group_saturation(torch.zeros(1, 1, 4, 8), mf.MeshTalk(V, heads=4, classes=8).encoder.fusion_model) == {}
 
 
@@ -33,6 +42,7 @@ def test_the_trainer_logs_each_groups_saturation(tmp_path):
     Trainer(grouped_model(), synthetic_clips(), masks(), small_config(steps=1), str(tmp_path), progress=False).fit(1)
     record = json.loads(open(tmp_path / "metrics.jsonl").readline())
     assert 0 < record["saturation_group0"] <= 1 and 0 < record["saturation_group1"] <= 1
+    assert all(1 <= record[f"classes_group{g}"] <= 8 for g in (0, 1))
 
 
 # ------------------------------------------------------------------ stage1.logit_gap_limit
