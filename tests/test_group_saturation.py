@@ -109,3 +109,75 @@ def test_logit_gap_config_is_checked():
         cfg.stage1.logit_gap_weight = bad
         with pytest.raises(ValueError, match="stage1.logit_gap_weight must be a finite number >= 0"):
             cfg.validate()
+
+
+# ------------------------------------------------------------------ stage1.expression_diversity_temperature
+def test_a_tempered_usage_term_reaches_a_head_stuck_on_one_class():
+    from meshtalk_fast.training.objectives import diversity_loss
+
+    stuck = torch.zeros(16, 1, 8)
+    stuck[..., 5] = 70.0  # every frame on class 5, saturated (the stuck brows' gap)
+    spread = torch.zeros(16, 1, 8)
+    spread[torch.arange(16), 0, torch.arange(16) % 8] = 30.0  # confident frames on every class in turn
+    grads = {}
+    for t in (1.0, 10.0):
+        x = stuck.clone().requires_grad_()
+        diversity_loss(torch.log_softmax(x, -1), t).backward()
+        grads[t] = x.grad
+    assert float(grads[1.0].abs().max()) < 1e-20  # at T = 1 the stuck head gets nothing
+    assert float(grads[10.0].abs().max()) > 1e-6  # at T = 10 it is pushed off its class (Adam scales it up)
+    assert bool((grads[10.0][..., 5] > 0).all()) and bool((grads[10.0][..., :5] < 0).all())
+    # T = 1 is the plain term; the spread head's usage is even, at either temperature
+    z = torch.randn(3, 4, 2, 8)
+    assert torch.equal(diversity_loss(torch.log_softmax(z, -1), 1.0), diversity_loss(torch.log_softmax(z, -1)))
+    for t in (1.0, 10.0):
+        assert float(diversity_loss(torch.log_softmax(spread, -1), t)) < 1e-4
+        assert float(diversity_loss(torch.log_softmax(stuck, -1), t)) > 0.3
+    # the tempered term equals the plain term on logits divided by T
+    torch.testing.assert_close(diversity_loss(torch.log_softmax(z, -1), 4.0), diversity_loss(torch.log_softmax(z / 4, -1)))
+
+
+def test_stage1_tempers_the_expression_heads_usage_term_only():
+    from meshtalk_fast.training.objectives import Stage1Objective, diversity_loss
+    from test_training import masks
+
+    model = grouped_model().eval()  # no dropout in the audio encoder: `own` below is what the objective saw
+    m = masks()
+    template = torch.randn(2, V, 3)
+    geom = template[:, None] + 0.1 * torch.randn(2, 6, V, 3)
+    windows = 0.1 * torch.randn(2, 6, model.config.window_samples)
+
+    def terms(**kw):
+        objective = Stage1Objective(model.encoder, model.vertex_unet, m.eye_keypoints, m.mouth, m.eye, codes="argmax",
+                                    diversity=0.5, **kw)
+        return objective(template, geom, torch.Generator().manual_seed(0), windows=windows)
+
+    plain, tempered = terms(), terms(expression_diversity_temperature=10.0)
+    own = model.fuse(model.encoder.expression_encoder(geom, template), model.encoder.audio_encoder(windows))
+    assert "expression_diversity" not in plain  # one term over all heads, as before
+    torch.testing.assert_close(plain["diversity"], diversity_loss(own))
+    torch.testing.assert_close(tempered["diversity"], diversity_loss(own[..., 2:, :]))
+    torch.testing.assert_close(tempered["expression_diversity"], diversity_loss(own[..., :2, :], 10.0))
+    torch.testing.assert_close(tempered["total"], tempered["fitting"] + 0.5 * (tempered["diversity"]
+                                                                                + tempered["expression_diversity"]))
+    with pytest.raises(ValueError, match="needs expression heads"):
+        Stage1Objective(mf.MeshTalk(V, heads=4, classes=8).encoder, model.vertex_unet, m.eye_keypoints, m.mouth,
+                        m.eye, expression_diversity_temperature=10.0)
+    for bad in (0.0, -1.0, float("inf")):
+        with pytest.raises(ValueError, match="expression_diversity_temperature must be a finite number > 0"):
+            terms(expression_diversity_temperature=bad)
+
+
+def test_expression_diversity_temperature_config_is_checked():
+    from meshtalk_fast.training.config import TrainConfig
+
+    cfg = TrainConfig()
+    cfg.stage1.expression_diversity_temperature = 10.0
+    with pytest.raises(ValueError, match=r"stage1.expression_diversity_temperature = 10.0 needs model.expression_heads"):
+        cfg.validate()
+    cfg.model.expression_heads = 2
+    cfg.validate()
+    for bad in (0, -2.0, float("nan"), True, "10"):
+        cfg.stage1.expression_diversity_temperature = bad
+        with pytest.raises(ValueError, match="stage1.expression_diversity_temperature must be a finite number > 0"):
+            cfg.validate()
