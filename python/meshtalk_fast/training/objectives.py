@@ -27,16 +27,8 @@ class Stage1Objective(nn.Module):
                  codes: str = "gumbel", diversity: float = 0.0, weights: Optional[Dict[str, float]] = None,
                  expression_diversity: Optional[float] = None, forehead: Optional[torch.Tensor] = None,
                  upper_face_codes: str = "all", decode_rows: bool = True,
-                 logit_gap: Tuple[float, float] = (0.0, 0.0), expression_diversity_temperature: float = 1.0):
+                 logit_gap: Tuple[float, float] = (0.0, 0.0)):
         super().__init__()
-        # the temperature of the expression heads' code-usage term (diversity_loss); 1: as the other heads'
-        self.expression_temperature = float(expression_diversity_temperature)
-        if not 0 < self.expression_temperature < float("inf"):
-            raise ValueError(f"expression_diversity_temperature must be a finite number > 0, got "
-                             f"{expression_diversity_temperature!r}")
-        if self.expression_temperature != 1.0 and not encoder.fusion_model.expression_heads:
-            raise ValueError("expression_diversity_temperature other than 1 needs expression heads "
-                             "(model.expression_heads), got 0")
         # (limit, weight): the "logit_gap" term, weight x mean over frames and expression heads of
         # relu(largest logit - mean logit - limit)^2 (logit_gap_penalty); limit 0: off (released)
         self.logit_gap_limit, self.logit_gap_weight = (float(v) for v in logit_gap)
@@ -135,12 +127,12 @@ class Stage1Objective(nn.Module):
             # end-of-stage check compares (Trainer._settle_average)
             terms["fitting"] = terms["total"]
             k = self.encoder.fusion_model.expression_heads
-            if k and (self.expression_diversity != self.diversity or self.expression_temperature != 1.0):
+            if k and self.expression_diversity != self.diversity:
                 if self.diversity > 0:
                     terms["diversity"] = diversity_loss(own[..., k:, :])
                     terms["total"] = terms["total"] + self.diversity * terms["diversity"]
                 if self.expression_diversity > 0:
-                    terms["expression_diversity"] = diversity_loss(own[..., :k, :], self.expression_temperature)
+                    terms["expression_diversity"] = diversity_loss(own[..., :k, :])
                     terms["total"] = terms["total"] + self.expression_diversity * terms["expression_diversity"]
             elif self.diversity > 0:
                 terms["diversity"] = diversity_loss(own)
@@ -255,19 +247,11 @@ def live_heads(one_hot: torch.Tensor, lo: int, hi: int) -> torch.Tensor:
     return torch.cat([one_hot[:, :, :lo].detach(), one_hot[:, :, lo:hi], one_hot[:, :, hi:].detach()], 2)
 
 
-def diversity_loss(logprobs: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+def diversity_loss(logprobs: torch.Tensor) -> torch.Tensor:
     """Code usage: 1 - (perplexity of the batch-averaged distribution per head) / C, averaged over heads,
     from ``logprobs [..., H, C]`` (0 when every class is used equally often, 1 - 1/C when all frames
     pick one class). The diversity loss of wav2vec 2.0 (Baevski et al., 2020, eq. 4), there for the
-    same failure: every frame's logits pushed towards one class.
-
-    ``temperature`` T: the usage of ``softmax(logits / T)`` instead (1: as wav2vec 2.0). When every frame
-    chose one class with a saturated softmax (the stuck brow heads: logit gaps of ~70), the term at T = 1 is
-    at its largest and passes no gradient; at T = 10 those frames read a gap of ~7, where the softmax passes
-    one. Frames that are confident on different classes still average to a spread usage, so the term stays
-    small for them."""
-    if temperature != 1.0:
-        logprobs = torch.log_softmax(logprobs.float() / temperature, dim=-1)
+    same failure: every frame's logits pushed towards one class."""
     p = logprobs.float().exp().flatten(0, -3).mean(0)  # [H, C]
     perplexity = torch.exp(-(p * p.clamp_min(1e-30).log()).sum(-1))
     return 1 - perplexity.mean() / logprobs.shape[-1]
