@@ -109,3 +109,80 @@ def test_logit_gap_config_is_checked():
         cfg.stage1.logit_gap_weight = bad
         with pytest.raises(ValueError, match="stage1.logit_gap_weight must be a finite number >= 0"):
             cfg.validate()
+
+
+# ------------------------------------------------------------------ stage1.expression_st_temperature
+def test_quantize_with_a_temperature_per_head_changes_the_gradient_only():
+    from meshtalk_fast.models.quantize import quantize
+
+    torch.manual_seed(0)
+    z = torch.randn(3, 5, 4, 8)
+    z[..., 1, 2] += 70.0  # head 1 saturated on class 2
+    tau = torch.tensor([[1.0], [10.0], [10.0], [1.0]])
+    weights = torch.randn(4, 8)  # a stand-in for what the decoder does with each class
+    grads = []
+    for t in (1.0, tau):
+        x = z.clone().requires_grad_()
+        codes = quantize(torch.log_softmax(x, -1), argmax=True, tau=t)
+        assert torch.equal(codes.detach(), torch.nn.functional.one_hot(z.argmax(-1), 8).float())
+        (codes * weights).sum().backward()
+        grads.append(x.grad)
+    # heads at temperature 1 get the same gradient; the saturated head gets none at 1 and one at 10
+    for h in (0, 3):
+        torch.testing.assert_close(grads[0][..., h, :], grads[1][..., h, :])
+    assert float(grads[0][..., 1, :].abs().max()) < 1e-20
+    assert float(grads[1][..., 1, :].abs().max()) > 1e-5
+    # at temperature T the gradient is that of softmax(logprobs / T) (the straight-through estimate)
+    x = z.clone().requires_grad_()
+    soft = torch.softmax(torch.log_softmax(x, -1) / tau, -1)
+    (soft * weights).sum().backward()
+    torch.testing.assert_close(grads[1], x.grad)
+
+
+def test_stage1_st_temperature_keeps_the_terms_and_the_audio_gradients():
+    from meshtalk_fast.training.objectives import Stage1Objective
+    from test_training import masks
+
+    m = masks()
+    template = torch.randn(2, V, 3)
+    geom = template[:, None] + 0.1 * torch.randn(2, 6, V, 3)
+    windows = 0.1 * torch.randn(2, 6, grouped_model().config.window_samples)
+    out = []
+    for t in (1.0, 10.0):
+        model = grouped_model().eval()  # the same weights each time; no dropout
+        objective = Stage1Objective(model.encoder, model.vertex_unet, m.eye_keypoints, m.mouth, m.eye, codes="argmax",
+                                    diversity=0.5, expression_st_temperature=t)
+        terms = objective(template, geom, torch.Generator().manual_seed(0), windows=windows)
+        terms["total"].backward()
+        out.append((terms, model))
+    (plain, a), (warm, b) = out
+    for k in ("total", "recon", "landmarks", "mouth", "eye"):  # the same codes, so the same terms
+        torch.testing.assert_close(plain[k], warm[k])
+    for (name, pa), pb in zip(a.named_parameters(), b.parameters()):
+        if name.startswith(("encoder.audio_encoder", "vertex_unet")):  # not behind an expression head's softmax
+            torch.testing.assert_close(pa.grad, pb.grad, msg=name)
+    changed = [name for (name, pa), pb in zip(a.named_parameters(), b.parameters())
+               if name.startswith("encoder.expression_encoder") and pa.grad is not None
+               and not torch.allclose(pa.grad, pb.grad)]
+    assert changed  # the expression encoders' gradient came through the tempered estimate
+    with pytest.raises(ValueError, match="needs expression heads"):
+        Stage1Objective(mf.MeshTalk(V, heads=4, classes=8).encoder, a.vertex_unet, m.eye_keypoints, m.mouth, m.eye,
+                        expression_st_temperature=10.0)
+    for bad in (0.0, -1.0, float("inf")):
+        with pytest.raises(ValueError, match="expression_st_temperature must be a finite number > 0"):
+            Stage1Objective(a.encoder, a.vertex_unet, m.eye_keypoints, m.mouth, m.eye, expression_st_temperature=bad)
+
+
+def test_expression_st_temperature_config_is_checked():
+    from meshtalk_fast.training.config import TrainConfig
+
+    cfg = TrainConfig()
+    cfg.stage1.expression_st_temperature = 10.0
+    with pytest.raises(ValueError, match=r"stage1.expression_st_temperature = 10.0 needs model.expression_heads"):
+        cfg.validate()
+    cfg.model.expression_heads = 2
+    cfg.validate()
+    for bad in (0, -2.0, float("nan"), True, "10"):
+        cfg.stage1.expression_st_temperature = bad
+        with pytest.raises(ValueError, match="stage1.expression_st_temperature must be a finite number > 0"):
+            cfg.validate()

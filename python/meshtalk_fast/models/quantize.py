@@ -1,7 +1,7 @@
 """Straight-through Gumbel-softmax quantisation of categorical log-probabilities (tau = 1)."""
 from __future__ import annotations
 
-from typing import Dict, Optional
+from typing import Dict, Optional, Union
 
 import torch
 import torch.nn.functional as F
@@ -13,9 +13,11 @@ __all__ = ["quantize", "code_statistics"]
 
 
 def quantize(logprobs: torch.Tensor, argmax: bool = False, generator: Optional[torch.Generator] = None,
-             tau: float = 1.0) -> torch.Tensor:
+             tau: Union[float, torch.Tensor] = 1.0) -> torch.Tensor:
     """``logprobs [..., C] -> one_hot [..., C]``: forward value is the hard one-hot, gradient flows
-    through ``soft = softmax((logprobs + g) / tau)`` (g Gumbel noise, omitted when ``argmax``)."""
+    through ``soft = softmax((logprobs + g) / tau)`` (g Gumbel noise, omitted when ``argmax``). ``tau``: a
+    number, or a tensor that broadcasts against ``[..., 1]`` (one per head: ``[H, 1]`` for ``[..., H, C]``).
+    The one-hot is the argmax of ``logprobs + g`` whatever ``tau``: only the gradient depends on it."""
     check_tensor("logprobs", logprobs, what="[..., C]")
     if logprobs.dim() == 0:
         raise ValueError("logprobs must have at least one dimension [..., C], got a 0-d tensor")

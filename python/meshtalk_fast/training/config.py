@@ -57,6 +57,10 @@ class StageSection:
                                   # (model.expression_heads); -1: the same as `diversity`. The upper face has
                                   # a few states, so spreading its frames evenly over all classes can only
                                   # be done by hashing something else into them (RESULTS.md, "The upper face")
+    expression_st_temperature: float = 1.0  # stage 1: the expression heads' straight-through gradient flows through
+                                  # softmax(logits / T); their codes (the argmax) are the same for any T. 1 = as
+                                  # released. A group whose softmax saturated on one class (the stuck brows,
+                                  # RESULTS.md, "Stuck brow heads") passes no gradient at T = 1 (objectives.py)
     # stage 1 weights of the released terms (all 1 as released): reconstruction, eye landmarks (the
     # paper's eyelid term) and the two modality-crossing terms (mouth: keep audio; eye: keep expression)
     recon_weight: float = 1.0
@@ -139,6 +143,9 @@ class TrainConfig:
                 raise ValueError(f"{name}.event_crops must be a number in [0, 1], got {st.event_crops!r}")
             if not (isinstance(st.identity_mix, (int, float)) and 0 <= st.identity_mix <= 1):
                 raise ValueError(f"{name}.identity_mix must be a number in [0, 1], got {st.identity_mix!r}")
+            t = st.expression_st_temperature
+            if not (isinstance(t, (int, float)) and not isinstance(t, bool) and 0 < t < float("inf")):
+                raise ValueError(f"{name}.expression_st_temperature must be a finite number > 0, got {t!r}")
             for field in ("logit_gap_limit", "logit_gap_weight"):
                 value = getattr(st, field)
                 if not (isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value < float("inf")):
@@ -160,6 +167,9 @@ class TrainConfig:
         if self.stage1.relaxed_expression > 0 and not self.model.expression_heads:
             raise ValueError("stage1.relaxed_expression > 0 needs model.expression_heads > 0 (the heads it relaxes), "
                              "got 0")
+        if self.stage1.expression_st_temperature != 1 and not self.model.expression_heads:
+            raise ValueError(f"stage1.expression_st_temperature = {self.stage1.expression_st_temperature} needs "
+                             f"model.expression_heads > 0 (the heads it is for), got 0")
         if self.stage1.logit_gap_limit > 0 and not self.model.expression_heads:
             raise ValueError("stage1.logit_gap_limit > 0 needs model.expression_heads > 0 (the heads it bounds), got 0")
         need = {"all": 0, "expression": 1, "split": 2}[self.stage1.upper_face_codes]

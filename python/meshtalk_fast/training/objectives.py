@@ -27,8 +27,19 @@ class Stage1Objective(nn.Module):
                  codes: str = "gumbel", diversity: float = 0.0, weights: Optional[Dict[str, float]] = None,
                  expression_diversity: Optional[float] = None, forehead: Optional[torch.Tensor] = None,
                  upper_face_codes: str = "all", decode_rows: bool = True,
-                 logit_gap: Tuple[float, float] = (0.0, 0.0)):
+                 logit_gap: Tuple[float, float] = (0.0, 0.0), expression_st_temperature: float = 1.0):
         super().__init__()
+        # T: the expression heads' straight-through gradient flows through softmax(logits / T) (their codes, the
+        # one-hots of the argmax, are the same for every T); 1: as the other heads (released). A head whose
+        # softmax saturated on one class (the stuck brows: the largest logit ~70 above the next) passes no
+        # gradient at T = 1; at T = 10 it sees a gap of ~7 and the decoder's gradient reaches its logits again
+        self.expression_st_temperature = float(expression_st_temperature)
+        if not 0 < self.expression_st_temperature < float("inf"):
+            raise ValueError(f"expression_st_temperature must be a finite number > 0, got "
+                             f"{expression_st_temperature!r}")
+        if self.expression_st_temperature != 1.0 and not encoder.fusion_model.expression_heads:
+            raise ValueError("expression_st_temperature other than 1 needs expression heads (model.expression_heads), "
+                             "got 0")
         # (limit, weight): the "logit_gap" term, weight x mean over frames and expression heads of
         # relu(largest logit - mean logit - limit)^2 (logit_gap_penalty); limit 0: off (released)
         self.logit_gap_limit, self.logit_gap_weight = (float(v) for v in logit_gap)
@@ -87,9 +98,14 @@ class Stage1Objective(nn.Module):
         """The codes the decoder reads: hard one-hots (straight-through), except the expression heads'
         while ``expression_tau`` is set (the trainer's ``stage1.relaxed_expression`` warm-up): then their
         relaxed codes ``softmax(logprobs / tau)``, so the decoder's gradient reaches every class of those
-        heads, not only through the straight-through estimate of the one that won."""
-        one_hot = quantize(logprobs, argmax=self.argmax, generator=generator)
+        heads, not only through the straight-through estimate of the one that won. The expression heads'
+        straight-through estimate reads ``softmax(logprobs / expression_st_temperature)``."""
         k = self.encoder.fusion_model.expression_heads
+        tau = 1.0
+        if self.expression_st_temperature != 1.0:
+            tau = torch.ones(logprobs.shape[-2], 1, device=logprobs.device, dtype=logprobs.dtype)
+            tau[:k] = self.expression_st_temperature
+        one_hot = quantize(logprobs, argmax=self.argmax, generator=generator, tau=tau)
         if self.expression_tau is None or not k:
             return one_hot
         soft = torch.softmax(logprobs[..., :k, :].float() / self.expression_tau, dim=-1).to(one_hot.dtype)

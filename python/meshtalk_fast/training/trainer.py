@@ -118,7 +118,8 @@ class Trainer:
                                                  "brow": cfg.brow_weight},
                                         forehead=self.masks.forehead,
                                         upper_face_codes=cfg.upper_face_codes,
-                                        logit_gap=(cfg.logit_gap_limit, cfg.logit_gap_weight)).to(dev)
+                                        logit_gap=(cfg.logit_gap_limit, cfg.logit_gap_weight),
+                                        expression_st_temperature=cfg.expression_st_temperature).to(dev)
             groups = [{"params": list(m.encoder.parameters()), "weight_decay": 0.0},
                       {"params": list(m.vertex_unet.parameters()), "weight_decay": cfg.weight_decay}]
         else:
