@@ -186,3 +186,50 @@ def test_expression_st_temperature_config_is_checked():
         cfg.stage1.expression_st_temperature = bad
         with pytest.raises(ValueError, match="stage1.expression_st_temperature must be a finite number > 0"):
             cfg.validate()
+
+
+def test_expression_st_temperature_schedule():
+    """``stage1.expression_st_anneal = s``: T falls geometrically to 1 over the first s of stage 1, 1 after;
+    0 keeps T for the whole stage."""
+    from meshtalk_fast.training.config import TrainConfig
+    from meshtalk_fast.training.trainer import Trainer
+
+    cfg = TrainConfig()
+    cfg.model.expression_heads = 2
+    cfg.stage1.expression_st_temperature, cfg.stage1.expression_st_anneal, cfg.stage1.steps = 16.0, 0.5, 100
+    cfg.validate()
+    trainer = Trainer.__new__(Trainer)  # only the schedule is exercised: no data needed
+    trainer.config, trainer._budget_frac = cfg, None
+    got = [trainer._expression_st_temperature(step) for step in (0, 25, 49, 50, 99)]
+    assert got[0] == 16.0 and got[1] == pytest.approx(4.0) and got[2] == pytest.approx(16 ** (1 - 0.49 / 0.5))
+    assert got[3] == 1.0 and got[4] == 1.0
+    trainer._budget_frac = 0.375  # under a time budget, whichever of steps and time is further
+    assert trainer._expression_st_temperature(0) == pytest.approx(16 ** 0.25)
+    cfg.stage1.expression_st_anneal, trainer._budget_frac = 0.0, None
+    assert {trainer._expression_st_temperature(s) for s in (0, 50, 99)} == {16.0}
+    for bad in (-0.1, 1.5, "0.5"):
+        cfg.stage1.expression_st_anneal = bad
+        with pytest.raises(ValueError, match=r"stage1.expression_st_anneal must be a number in \[0, 1\]"):
+            cfg.validate()
+
+
+def test_the_trainer_sets_the_temperature_it_schedules(tmp_path):
+    from meshtalk_fast.training.objectives import Stage1Objective
+    from meshtalk_fast.training.trainer import Trainer
+    from test_training import masks, small_config, synthetic_clips
+
+    cfg = small_config(steps=3, expression_st_temperature=8.0, expression_st_anneal=1.0)
+    cfg.model.expression_heads = 2  # as grouped_model()
+    seen = []
+    forward = Stage1Objective.forward
+
+    def recording(self, *args, **kwargs):
+        seen.append(self.expression_st_temperature)
+        return forward(self, *args, **kwargs)
+
+    Stage1Objective.forward = recording
+    try:
+        Trainer(grouped_model(), synthetic_clips(), masks(), cfg, str(tmp_path), progress=False).fit(1)
+    finally:
+        Stage1Objective.forward = forward
+    assert seen[:3] == [8.0, pytest.approx(8 ** (2 / 3)), pytest.approx(8 ** (1 / 3))]

@@ -61,6 +61,11 @@ class StageSection:
                                   # softmax(logits / T); their codes (the argmax) are the same for any T. 1 = as
                                   # released. A group whose softmax saturated on one class (the stuck brows,
                                   # RESULTS.md, "Stuck brow heads") passes no gradient at T = 1 (objectives.py)
+    expression_st_anneal: float = 0.0  # 0: expression_st_temperature for the whole of stage 1; s in (0, 1]: it falls
+                                  # geometrically to 1 over the first s of the stage (of its steps or time
+                                  # budget, as the lr schedule), 1 after: the stuck groups of the quick start
+                                  # got stuck in its first ~250 steps, and codes that never saturate keep
+                                  # changing late, which spoils the averaged weights (RESULTS.md)
     # stage 1 weights of the released terms (all 1 as released): reconstruction, eye landmarks (the
     # paper's eyelid term) and the two modality-crossing terms (mouth: keep audio; eye: keep expression)
     recon_weight: float = 1.0
@@ -146,6 +151,8 @@ class TrainConfig:
             t = st.expression_st_temperature
             if not (isinstance(t, (int, float)) and not isinstance(t, bool) and 0 < t < float("inf")):
                 raise ValueError(f"{name}.expression_st_temperature must be a finite number > 0, got {t!r}")
+            if not (isinstance(st.expression_st_anneal, (int, float)) and 0 <= st.expression_st_anneal <= 1):
+                raise ValueError(f"{name}.expression_st_anneal must be a number in [0, 1], got {st.expression_st_anneal!r}")
             for field in ("logit_gap_limit", "logit_gap_weight"):
                 value = getattr(st, field)
                 if not (isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value < float("inf")):

@@ -161,6 +161,16 @@ class Trainer:
             return None
         return RELAXED_TAU_END ** (frac / share)
 
+    def _expression_st_temperature(self, step: int) -> float:
+        """``stage1.expression_st_temperature`` at ``step``: constant, or with ``stage1.expression_st_anneal = s``
+        falling geometrically to 1 over the first s of the stage (as ``_progress`` counts it), 1 after."""
+        cfg = self.config.stage1
+        start, share = float(cfg.expression_st_temperature), cfg.expression_st_anneal
+        if share <= 0 or start == 1.0:
+            return start
+        frac = self._progress(1, step)
+        return 1.0 if frac >= share else start ** (1.0 - frac / share)
+
     def _elapsed(self, start: float) -> float:
         """Seconds since ``start``; with several processes the largest over them, so that every process
         stops at the same step (one stopping alone would leave the others waiting in all_reduce) and
@@ -226,7 +236,9 @@ class Trainer:
             audio = {k: batch[k] for k in ("windows", "mel", "positions") if k in batch}
             with sync, torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=use_amp):
                 if stage == 1:
-                    getattr(objective, "module", objective).expression_tau = self._expression_tau(step)
+                    inner = getattr(objective, "module", objective)
+                    inner.expression_tau = self._expression_tau(step)
+                    inner.expression_st_temperature = self._expression_st_temperature(step)
                     terms = objective(batch["template"], batch["geom"], gen, **audio)
                 else:
                     one_hot, audio_code = frozen_codes(self.model.encoder, batch["geom"], template=batch["template"],
