@@ -101,6 +101,16 @@ def quickstart_config(seed: int = 0, audio_context_ms: int = 1000) -> TrainConfi
     - stage 1 ends with the moving average of its weights (``stage1.ema = 0.99``, ~100 steps): Adam leaves
       each vertex of the decoder's last layer jittering around its optimum, and the brow error (the largest
       vertex error over the forehead) reads that jitter (RESULTS.md, "Averaged weights");
+    - for the first 40 % of stage 1 the expression heads' straight-through gradient flows through
+      ``softmax(logits / T)``, T falling from 10 to 1 (``stage1.expression_st_temperature``,
+      ``expression_st_anneal``; the codes themselves unchanged): every earlier run's brow group saturated
+      between steps ~130 and ~250, where a saturated softmax passes no gradient, and about one run in 6-12
+      stayed there on a single class for good (no brows, expression swap ~1). With it the brow group
+      leaves the anneal using 3-5 classes per batch or more; four seeds met 8, 7, 6 and 8 of the 8 targets
+      against 8, 8, 7 and 7 without (the same seeds): no worse, but whether it prevents the rare stuck
+      group is not measured (that needs tens of runs). T = 10 for the whole stage kept the codes moving late,
+      so the averaged weights lost to the last ones and the brows were worse (RESULTS.md, "Stuck brow
+      groups: ...");
     - the prior draws the expression heads free of the speech (``model.prior_expression = "free"``), as
       the data draws its blinks: with the speech reaching them, the blinks of two seeds coincided 4.6-8.4x
       more often than chance (they followed the speech);
@@ -135,6 +145,7 @@ def quickstart_config(seed: int = 0, audio_context_ms: int = 1000) -> TrainConfi
     cfg.stage1.landmarks_weight, cfg.stage1.brow_weight, cfg.stage1.mouth_weight = 20.0, 20.0, 3.0
     cfg.stage1.adam_beta2, cfg.stage1.upper_face_codes = 0.99, "split"
     cfg.stage1.ema = 0.99  # stage 1 ends with its weights averaged over its last ~100 steps
+    cfg.stage1.expression_st_temperature, cfg.stage1.expression_st_anneal = 10.0, 0.4
     cfg.stage1.schedule = cfg.stage2.schedule = "cosine"  # over the time budget (Trainer._lr)
     cfg.stage2.lr, cfg.stage2.batch_size, cfg.stage2.segment_frames = 1e-3, 8, 32
     cfg.stage1.steps = cfg.stage2.steps = 1_000_000  # the time budget ends each stage
