@@ -642,7 +642,8 @@ def test_the_quick_start_warns_for_each_stuck_group():
 
     [line] = stuck_heads_warning([12, 9, 1, 1], 2)
     assert line.startswith("WARNING: expression head(s) [2, 3] (the brows) gave every test frame one code")
-    assert "saturation_group1 near 1" in line and "stage1.logit_gap_limit" in line
+    assert "saturation_group1 near 1" in line and "classes_group1 1" in line
+    assert "stage1.expression_st_temperature" in line and "stage1.logit_gap_limit" in line
     assert len(stuck_heads_warning([1, 4, 1, 3], 2)) == 2 and "(the eyes)" in stuck_heads_warning([1, 4, 5, 3], 2)[0]
     assert stuck_heads_warning([12, 9, 3, 2], 2) == [] and stuck_heads_warning([], 1) == []
     assert "(group 0)" in stuck_heads_warning([1, 1], 1)[0]

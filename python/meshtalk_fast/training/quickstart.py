@@ -326,8 +326,10 @@ def stuck_heads_warning(classes: Sequence[int], groups: int) -> List[str]:
         if stuck:
             out.append(f"WARNING: expression head(s) {stuck} ({names.get(g, f'group {g}')}) gave every test frame one "
                        f"code, so those movements were not learnt: their softmax saturated on one class in stage 1 "
-                       f"(saturation_group{g} near 1 in metrics.jsonl; benchmarks/RESULTS.md, 'Stuck brow heads'). "
-                       f"Another --seed may learn them; stage1.logit_gap_limit is the option measured against it.")
+                       f"(saturation_group{g} near 1 and classes_group{g} 1 in metrics.jsonl; benchmarks/RESULTS.md, "
+                       f"'Stuck brow heads'). Another --seed may learn them; stage1.expression_st_temperature / "
+                       f"expression_st_anneal (the quick start's 10 over 40 %) and stage1.logit_gap_limit are the "
+                       f"options measured against it.")
     return out
 
 
