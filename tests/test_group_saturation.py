@@ -207,7 +207,7 @@ def test_expression_st_temperature_schedule():
     assert trainer._expression_st_temperature(0) == pytest.approx(16 ** 0.25)
     cfg.stage1.expression_st_anneal, trainer._budget_frac = 0.0, None
     assert {trainer._expression_st_temperature(s) for s in (0, 50, 99)} == {16.0}
-    for bad in (-0.1, 1.5, "0.5"):
+    for bad in (-0.1, 1.5, "0.5", True):
         cfg.stage1.expression_st_anneal = bad
         with pytest.raises(ValueError, match=r"stage1.expression_st_anneal must be a number in \[0, 1\]"):
             cfg.validate()

@@ -151,8 +151,9 @@ class TrainConfig:
             t = st.expression_st_temperature
             if not (isinstance(t, (int, float)) and not isinstance(t, bool) and 0 < t < float("inf")):
                 raise ValueError(f"{name}.expression_st_temperature must be a finite number > 0, got {t!r}")
-            if not (isinstance(st.expression_st_anneal, (int, float)) and 0 <= st.expression_st_anneal <= 1):
-                raise ValueError(f"{name}.expression_st_anneal must be a number in [0, 1], got {st.expression_st_anneal!r}")
+            anneal = st.expression_st_anneal
+            if not (isinstance(anneal, (int, float)) and not isinstance(anneal, bool) and 0 <= anneal <= 1):
+                raise ValueError(f"{name}.expression_st_anneal must be a number in [0, 1], got {anneal!r}")
             for field in ("logit_gap_limit", "logit_gap_weight"):
                 value = getattr(st, field)
                 if not (isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value < float("inf")):

@@ -227,11 +227,11 @@ class Stage1Objective(nn.Module):
 def group_saturation(logprobs: torch.Tensor, fuse) -> Dict[str, torch.Tensor]:
     """Diagnostics of expression group g's heads from ``logprobs [..., H, C]`` (no gradient):
     ``saturation_group{g}``, the mean over frames and heads of the largest class probability, and
-    ``classes_group{g}``, the mean over the group's heads of how many classes the batch's frames chose.
-    Saturation near 1 means confident frames: the argmax still varies from frame to frame in runs that learn
-    (0.5-0.99 in the quick start's brow group after step ~150), but a group whose frames all chose one class
-    (``classes_group{g}`` 1) with its softmax saturated passes no gradient to its logits and stays there
-    (RESULTS.md, "Stuck brow heads")."""
+    ``classes_group{g}``, the mean over the group's heads of how many classes the batch's frames chose. Saturation
+    near 1 means confident frames: the argmax still varies from frame to frame in runs that learn (0.5-0.99 in the
+    brow group after step ~150 in the quick starts before its straight-through temperature), but a group whose
+    frames all chose one class (``classes_group{g}`` 1) with its softmax saturated passes no gradient to its logits
+    and stays there (RESULTS.md, "Stuck brow heads")."""
     k = fuse.expression_heads
     if not k:
         return {}

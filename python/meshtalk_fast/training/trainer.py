@@ -348,8 +348,8 @@ class Trainer:
 
     def _settle_average(self, objective, sampler: CropSampler, stage: int) -> None:
         """End the stage with the averaged weights, unless the last ones fit fixed training batches better
-        (``_fixed_objective``): the average lags the weights, and where the codes still changed late in a stage it mixes two
-        meanings of a code (seen once, in a quick start on a busy machine: eyelid error 0.14 with the last
+        (``_fixed_objective``): the average lags the weights, and where the codes still changed late in a stage it
+        mixes two meanings of a code (seen once, in a quick start on a busy machine: eyelid error 0.14 with the last
         weights, 0.57 with their average). Logged as split "average"."""
         last = self._fixed_objective(objective, sampler, stage)
         own = [p.detach().clone() for p in self._params()]
