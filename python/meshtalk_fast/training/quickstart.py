@@ -102,9 +102,9 @@ def quickstart_config(seed: int = 0, audio_context_ms: int = 1000) -> TrainConfi
       each vertex of the decoder's last layer jittering around its optimum, and the brow error (the largest
       vertex error over the forehead) reads that jitter (RESULTS.md, "Averaged weights");
     - for the first 40 % of stage 1 the expression heads' straight-through gradient flows through
-      ``softmax(logits/T)``, T falling from 10 to 1 (``stage1.expression_st_temperature``, ``expression_st_anneal``; the codes
-      themselves unchanged): every earlier run's brow group saturated between steps ~130 and ~250, where a saturated
-      softmax passes no gradient, and about one run in 6-12 stayed there on a single class for good (no brows,
+      ``softmax(logits/T)``, T falling from 10 to 1 (``stage1.expression_st_temperature``, ``expression_st_anneal``;
+      the codes themselves unchanged): every earlier run's brow group saturated between steps ~130 and ~250, where a
+      saturated softmax passes no gradient, and about one run in 6-12 stayed there on a single class for good (no brows,
       expression swap ~1). With it the brow group's saturation over steps 100-400 was 0.08-0.61 (0.44-0.93 without),
       2.4-9 classes per batch; four seeds met 8, 7, 6 and 8 of the 8 targets against 8, 8, 7 and 7 without (the same
       seeds): no worse, but whether it prevents the rare stuck group is not measured (that needs tens of runs). T =
