@@ -617,7 +617,8 @@ def test_the_readme_recipe_is_the_quick_starts():
     for key in ("expression_heads", "expression_std", "expression_input"):
         assert getattr(cfg.model, key) == getattr(qs.model, key), key
     for key in ("landmarks_weight", "brow_weight", "mouth_weight", "event_crops", "expression_diversity",
-                "upper_face_codes", "adam_beta2", "codes", "diversity"):
+                "upper_face_codes", "adam_beta2", "codes", "diversity", "ema", "expression_st_temperature",
+                "expression_st_anneal"):
         assert getattr(cfg.stage1, key) == getattr(qs.stage1, key), key
 
 
