@@ -96,18 +96,26 @@ def test_stage1_adds_the_logit_gap_term_on_the_expression_heads_only():
         terms(logit_gap=(-1.0, 0.01))
 
 
-def test_logit_gap_config_is_checked():
+@pytest.mark.parametrize("field, value, needs, checked, bads, message", [
+    ("logit_gap_limit", 6.0, r"stage1.logit_gap_limit > 0 needs model.expression_heads > 0", "logit_gap_weight",
+     (-1.0, float("inf"), True, "6"), "stage1.logit_gap_weight must be a finite number >= 0"),
+    ("expression_st_temperature", 10.0, r"stage1.expression_st_temperature = 10.0 needs model.expression_heads",
+     "expression_st_temperature", (0, -2.0, float("nan"), True, "10"),
+     "stage1.expression_st_temperature must be a finite number > 0"),
+])
+def test_expression_head_options_are_checked(field, value, needs, checked, bads, message):
+    """An option for the expression heads needs them, and refuses values out of its range, naming the field."""
     from meshtalk_fast.training.config import TrainConfig
 
     cfg = TrainConfig()
-    cfg.stage1.logit_gap_limit = 6.0
-    with pytest.raises(ValueError, match=r"stage1.logit_gap_limit > 0 needs model.expression_heads > 0"):
+    setattr(cfg.stage1, field, value)
+    with pytest.raises(ValueError, match=needs):
         cfg.validate()
     cfg.model.expression_heads = 2
     cfg.validate()
-    for bad in (-1.0, float("inf"), True, "6"):
-        cfg.stage1.logit_gap_weight = bad
-        with pytest.raises(ValueError, match="stage1.logit_gap_weight must be a finite number >= 0"):
+    for bad in bads:
+        setattr(cfg.stage1, checked, bad)
+        with pytest.raises(ValueError, match=message):
             cfg.validate()
 
 
@@ -171,21 +179,6 @@ def test_stage1_st_temperature_keeps_the_terms_and_the_audio_gradients():
     for bad in (0.0, -1.0, float("inf")):
         with pytest.raises(ValueError, match="expression_st_temperature must be a finite number > 0"):
             Stage1Objective(a.encoder, a.vertex_unet, m.eye_keypoints, m.mouth, m.eye, expression_st_temperature=bad)
-
-
-def test_expression_st_temperature_config_is_checked():
-    from meshtalk_fast.training.config import TrainConfig
-
-    cfg = TrainConfig()
-    cfg.stage1.expression_st_temperature = 10.0
-    with pytest.raises(ValueError, match=r"stage1.expression_st_temperature = 10.0 needs model.expression_heads"):
-        cfg.validate()
-    cfg.model.expression_heads = 2
-    cfg.validate()
-    for bad in (0, -2.0, float("nan"), True, "10"):
-        cfg.stage1.expression_st_temperature = bad
-        with pytest.raises(ValueError, match="stage1.expression_st_temperature must be a finite number > 0"):
-            cfg.validate()
 
 
 def test_expression_st_temperature_schedule():
