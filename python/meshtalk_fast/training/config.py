@@ -96,6 +96,11 @@ class StageSection:
                                   # validation reads them; 0 = off (released). Adam's last steps leave each
                                   # weight jittering around its optimum; the average does not (RESULTS.md,
                                   # "Averaged weights")
+    prior_calibration: int = 0    # stage 2: after training, this many fixed-point steps fit the free expression heads'
+                                  # output biases so that the prior's own samples use each class as often as the
+                                  # training codes do (training/calibrate.py; model.prior_expression = "free"); 0 =
+                                  # off (released). Teacher forcing leaves the free-running samples drifting: brow
+                                  # raises 0.57x-1.92x the data's rate in four quick starts (RESULTS.md)
     identity_mix: float = 0.0     # share of each micro-batch's crops moved to another face: template and
                                   # frames shifted by a random combination of the training identities'
                                   # differences (batches.IdentityMix); 0 = released. Needs >= 2 identities
@@ -160,6 +165,9 @@ class TrainConfig:
                     raise ValueError(f"{name}.{field} must be a finite number >= 0, got {value!r}")
             if not (isinstance(st.ema, (int, float)) and 0 <= st.ema < 1):
                 raise ValueError(f"{name}.ema must be a number in [0, 1) (0: off), got {st.ema!r}")
+            pc = st.prior_calibration
+            if isinstance(pc, bool) or not isinstance(pc, int) or pc < 0:
+                raise ValueError(f"{name}.prior_calibration must be an integer >= 0 (0: off), got {pc!r}")
             if st.weight_decay < 0:
                 raise ValueError(f"{name}.weight_decay must be >= 0, got {st.weight_decay}")
         for field in ("amp", "flush_denormal"):
@@ -180,6 +188,11 @@ class TrainConfig:
                              f"model.expression_heads > 0 (the heads it is for), got 0")
         if self.stage1.logit_gap_limit > 0 and not self.model.expression_heads:
             raise ValueError("stage1.logit_gap_limit > 0 needs model.expression_heads > 0 (the heads it bounds), got 0")
+        if self.stage2.prior_calibration > 0 and not (self.model.expression_heads and
+                                                     self.model.prior_expression == "free"):
+            raise ValueError(f"stage2.prior_calibration > 0 needs a prior with free heads (model.expression_heads > 0 "
+                             f"and model.prior_expression = 'free'), got expression_heads="
+                             f"{self.model.expression_heads}, prior_expression={self.model.prior_expression!r}")
         need = {"all": 0, "expression": 1, "split": 2}[self.stage1.upper_face_codes]
         if self.model.expression_heads < need:
             raise ValueError(f"stage1.upper_face_codes = {self.stage1.upper_face_codes!r} needs model.expression_heads "

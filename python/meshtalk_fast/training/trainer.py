@@ -411,6 +411,7 @@ class Trainer:
         self.model.train()
         if stage == 2:
             self.model.encoder.eval()
+        calibration, max_seconds = self._prepare_calibration(stage, cfg, max_seconds)
         start, last = time.perf_counter(), {}
         # under a time budget the step count is not the limit: the bar counts steps and shows the seconds left
         bar = tqdm(total=None if max_seconds is not None else cfg.steps, initial=self.step, desc=f"stage {stage}",
@@ -430,6 +431,8 @@ class Trainer:
             self._log(last)
         if self._ema is not None:  # the stage ends with the averaged weights (stage{N}.ema), or the last ones
             self._settle_average(objective, sampler, stage)
+        if stage == 2 and cfg.prior_calibration > 0:
+            self._calibrate_prior(calibration, cfg.prior_calibration)
         self.save_checkpoint()
         if self.rank == 0:
             self.model.save(os.path.join(self.out_dir, "model.safetensors"))
@@ -442,6 +445,39 @@ class Trainer:
             # "terminate called without an active exception" (SIGABRT) in this project's test suites
             dist.barrier()
         return last
+
+    def _prepare_calibration(self, stage: int, cfg, max_seconds: Optional[float]):
+        """Stage 2 with ``stage2.prior_calibration``: the calibration prepared on rank 0 (its targets come from
+        the stage-1 codes, which stage 2 does not change) and, under a time budget, the budget left for the
+        training steps: the preparation and the calibration's passes (one timed here, +10 %) come out of it, so
+        the stage still ends on time. Otherwise ``(None, max_seconds)``."""
+        if stage != 2 or cfg.prior_calibration <= 0:
+            return None, max_seconds
+        from .calibrate import PriorCalibration
+
+        t0 = time.perf_counter()
+        calibration = PriorCalibration(self.model, self.train_clips, self.config.seed) if self.rank == 0 else None
+        if max_seconds is None:
+            return calibration, None
+        reserve = 0.0
+        if calibration is not None:
+            passes = cfg.prior_calibration + 1
+            reserve = (time.perf_counter() - t0) + 1.1 * passes * calibration.pass_seconds()
+        if self.world > 1:  # every rank stops its steps at the same time (rank 0's reserve)
+            t = torch.tensor([reserve], dtype=torch.float64, device=self.device)
+            dist.broadcast(t, 0)
+            reserve = float(t)
+        return calibration, max(0.0, max_seconds - reserve)
+
+    def _calibrate_prior(self, calibration, steps: int) -> None:
+        """``stage2.prior_calibration`` steps of the free heads' calibration (training/calibrate.py) on rank 0,
+        each pass logged (split "calibration"); the other ranks receive the calibrated output biases."""
+        if calibration is not None:
+            if self.progress:
+                print(f"calibrating the prior's free heads ({steps} steps) ...", flush=True)
+            calibration.run(steps, log=lambda r: self._log({"stage": 2, "step": self.step, "split": "calibration", **r}))
+        if self.world > 1:
+            dist.broadcast(self.model.context_model.logits.masked_linear.bias.data, 0)
 
     def _loop(self, stage, cfg, objective, sampler, start, max_seconds, bar, frames_per_step, pool, pending):
         last: Dict = {}
