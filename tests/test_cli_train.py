@@ -4,6 +4,7 @@ import json
 import os
 
 import pytest
+import torch
 
 import meshtalk_fast as mf
 from meshtalk_fast import cli
@@ -101,6 +102,16 @@ def test_quickstart_smoke(dataset, tmp_path, capsys):
     assert "targets: lve_ratio" in printed and "blinks/min" in printed
     assert ("WARNING: the decoded face hardly depends on the codes" in printed) == \
         (metrics["code_sensitivity"] < COLLAPSED)
+    # stage 2 ended with the free heads' calibration (stage2.prior_calibration), each pass logged
+    log = [json.loads(line) for line in open(out / "metrics.jsonl")]
+    assert [r["pass"] for r in log if r["split"] == "calibration"] == list(range(6))
+    # and `calibrate` does it again to any model file: only the free heads' output biases change
+    again = tmp_path / "calibrated.safetensors"
+    assert cli.main(["calibrate", "--model", str(out / "model.safetensors"), "--data", str(out / "data"),
+                     "--steps", "2", "--out", str(again)]) == 0
+    assert "pass 2: total variation" in capsys.readouterr().out
+    before, after = (mf.MeshTalk.load(p).state_dict() for p in (out / "model.safetensors", again))
+    assert [k for k in before if not torch.equal(before[k], after[k])] == ["context_model.logits.masked_linear.bias"]
 
 
 def test_quickstart_with_the_600ms_audio_context(dataset, tmp_path, capsys):
@@ -148,6 +159,12 @@ def test_train_errors(dataset, tmp_path, capsys):
     bad.write_text("[stage1]\nlr = -1\n")
     assert cli.main(["train", "--data", str(dataset), "--stage", "1", "--out", str(tmp_path), "--config", str(bad)]) == 2
     assert "stage1.lr must be > 0" in capsys.readouterr().err
+    released = tmp_path / "released.safetensors"  # a prior whose heads all read the speech has nothing to calibrate
+    mf.MeshTalk(30, heads=4, classes=8).save(released)
+    assert cli.main(["calibrate", "--model", str(released), "--data", str(dataset), "--out",
+                     str(tmp_path / "c.safetensors")]) == 2
+    assert "calibrating the prior needs free heads" in capsys.readouterr().err
+    assert not (tmp_path / "c.safetensors").exists()
 
 
 TINY = ("log_every = 1\nval_every = 100\ncheckpoint_every = 100\nseed = {seed}\n"

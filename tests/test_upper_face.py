@@ -594,8 +594,8 @@ def test_upper_face_terms_can_stay_off_the_audio_heads():
 
 
 def test_the_readme_recipe_is_the_quick_starts():
-    """The TOML in the README's Training section trains what quickstart_config trains (model and stage-1
-    choices), so a user who copies it gets the measured recipe."""
+    """The TOML in the README's Training section trains what quickstart_config trains (model, stage-1 and
+    stage-2 choices), so a user who copies it gets the measured recipe."""
     import pathlib
     import re
     import sys
@@ -611,7 +611,7 @@ def test_the_readme_recipe_is_the_quick_starts():
     block = re.search(r"```toml\n\s*(\[model\].*?)```", readme, re.S).group(1)
     block = "\n".join(line.strip() for line in block.splitlines())
     cfg, qs = TrainConfig.from_dict(tomllib.loads(block)), quickstart_config(0)
-    for section in ("model", "stage1"):
+    for section in ("model", "stage1", "stage2"):
         for key, value in tomllib.loads(block)[section].items():
             assert getattr(getattr(cfg, section), key) == getattr(getattr(qs, section), key), (section, key)
     for key in ("expression_heads", "expression_std", "expression_input"):
@@ -620,6 +620,7 @@ def test_the_readme_recipe_is_the_quick_starts():
                 "upper_face_codes", "adam_beta2", "codes", "diversity", "ema", "expression_st_temperature",
                 "expression_st_anneal"):
         assert getattr(cfg.stage1, key) == getattr(qs.stage1, key), key
+    assert cfg.stage2.prior_calibration == qs.stage2.prior_calibration > 0
 
 
 def test_expression_head_classes_finds_a_head_stuck_on_one_code():

@@ -7,7 +7,7 @@ Subcommands:
   demo               speech -> meshes with the reference path on the real example sentence
   animate            speech -> meshes.npz, OBJ sequence, animation.glb, preview.mp4 (cli/animate.py)
   stream             live speech (file or stdin) -> frames as they are ready, with the latency (cli/animate.py)
-  make-dataset, train, evaluate, quickstart: data, training and evaluation (cli/train.py)
+  make-dataset, train, evaluate, calibrate, quickstart: data, training and evaluation (cli/train.py)
   make-rig           the built-in face as an ARKit-named blendshape rig (cli/rig.py)
 Errors are one line on stderr with exit code 2.
 """

@@ -125,6 +125,24 @@ def _evaluate(args) -> int:
     return 0
 
 
+def _calibrate(args) -> int:
+    from ..models.meshtalk import MeshTalk
+    from ..training.calibrate import calibrate_free_heads
+    from ..training.setup import folder_clips
+
+    model = MeshTalk.load(args.model)
+    clips = folder_clips(args.data, args.split, model.config)
+    print(f"calibrating the prior's free heads on {len(clips)} {args.split} sequences ({args.steps} steps) ...",
+          flush=True)
+    records = calibrate_free_heads(model, clips, args.steps, seed=args.seed,
+                                   log=lambda r: print(f"  pass {r['pass']}: total variation {r['total_variation']} "
+                                                       f"({r['seconds']:.1f} s)", flush=True))
+    model.save(args.out)
+    print(f"wrote {args.out} (total variation {records[0]['total_variation_mean']:.3f} -> "
+          f"{records[-1]['total_variation_mean']:.3f})")
+    return 0
+
+
 def _quickstart(args) -> int:
     from ..training.quickstart import quickstart
 
@@ -181,6 +199,16 @@ def add_parsers(sub) -> None:
                         "`animate` writes")
     p.add_argument("--out", help="also write the numbers to this JSON file")
     p.set_defaults(fn=_evaluate)
+
+    p = sub.add_parser("calibrate", help="calibrate a trained prior's free heads to the training codes "
+                                         "(stage2.prior_calibration, for a model trained without it)")
+    p.add_argument("--model", required=True)
+    p.add_argument("--data", required=True)
+    p.add_argument("--split", default="train", help="the clips whose codes are the target (default: train)")
+    p.add_argument("--steps", type=int, default=5)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, help="the calibrated model file (may be --model itself)")
+    p.set_defaults(fn=_calibrate)
 
     p = sub.add_parser("quickstart", help="data set + both stages + evaluation + animation in a time budget")
     p.add_argument("--out", required=True)
