@@ -147,3 +147,14 @@ def test_prior_calibration_needs_free_heads():
                                          "expression_heads=0, prior_expression='audio'"):
         cfg.validate()
     _config(prior_calibration=3)  # with free heads it validates
+
+
+@needs_core
+def test_each_module_keeps_its_own_mode():
+    """Stage 2 trains the prior with the encoder in eval mode (no dropout); calibrating must leave it so."""
+    clips = synthetic_clips(n=2)
+    model = _free_model().train()
+    model.encoder.eval()
+    PriorCalibration(model, clips).run(1)
+    assert model.training and model.context_model.training and not model.encoder.training
+    assert not any(m.training for m in model.encoder.modules())

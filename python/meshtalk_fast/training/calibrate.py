@@ -19,6 +19,7 @@ they are left alone.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import time
 from typing import Callable, Dict, List, Optional, Sequence
@@ -41,6 +42,19 @@ def _free_heads(model: MeshTalk) -> int:
         raise ValueError("calibrating the prior needs free heads (model.prior_expression = 'free' with "
                          "model.expression_heads > 0), got a prior whose heads all read the speech")
     return k
+
+
+@contextlib.contextmanager
+def _evaluating(model: torch.nn.Module):
+    """``model`` in eval mode inside, every submodule's own mode restored after (stage 2 trains the prior with
+    the encoder in eval mode; a plain ``train(True)`` after would switch the encoder's dropout back on)."""
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for m, mode in modes:
+            m.training = mode
 
 
 @torch.no_grad()
@@ -75,10 +89,8 @@ class PriorCalibration:
             raise ValueError("clips must hold at least one sequence, got none")
         self.model, self.seed = model, seed
         self.heads, self.classes = _free_heads(model), model.context_model.classes
-        was_training = model.training
-        model.eval()
-        labels, audio = zip(*(_clip_codes(model, c) for c in clips))
-        model.train(was_training)
+        with _evaluating(model):
+            labels, audio = zip(*(_clip_codes(model, c) for c in clips))
         self.target = free_head_occupancy(torch.cat(labels), self.heads, self.classes)  # [K, C]
         self.target_switches = switch_rate([l[:, :self.heads] for l in labels])  # [K]
         order = torch.randperm(len(clips), generator=torch.Generator().manual_seed(seed)).tolist()
@@ -119,9 +131,12 @@ class PriorCalibration:
         ``log`` gets each record as it comes."""
         if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
             raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
+        with _evaluating(self.model):
+            return self._run(steps, log)
+
+    @torch.no_grad()
+    def _run(self, steps: int, log: Optional[Callable[[Dict], None]]) -> List[Dict]:
         model, k, C = self.model, self.heads, self.classes
-        was_training = model.training
-        model.eval()
         sampler = self._sampler()
         local = sampler.context_model.logits.masked_linear.bias.view(-1, C)  # head h's classes in row h
         records = []
@@ -144,7 +159,6 @@ class PriorCalibration:
         if sampler is not model:
             bias = model.context_model.logits.masked_linear.bias
             bias.copy_(sampler.context_model.logits.masked_linear.bias.to(bias))
-        model.train(was_training)
         return records
 
 
