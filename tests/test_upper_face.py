@@ -651,6 +651,18 @@ def test_the_quick_start_warns_for_each_stuck_group():
     assert "(group 0)" in stuck_heads_warning([1, 1], 1)[0]
 
 
+def test_the_quick_start_warns_when_the_upper_face_is_not_reconstructed():
+    from meshtalk_fast.training.quickstart import NOT_LEARNT, unlearnt_upper_face_warning
+
+    [line] = unlearnt_upper_face_warning({"eyelid_error_ratio": 0.09, "brow_error_ratio": 0.80})
+    assert line.startswith("WARNING: the model does not reconstruct the brow raises: brow_error_ratio 0.80")
+    both = unlearnt_upper_face_warning({"eyelid_error_ratio": NOT_LEARNT + 0.01, "brow_error_ratio": 0.9})
+    assert len(both) == 2 and "the blinks" in both[0]
+    assert unlearnt_upper_face_warning({"eyelid_error_ratio": 0.25, "brow_error_ratio": NOT_LEARNT}) == []
+    # a data set without an eye or forehead mask has no ratio: no warning
+    assert unlearnt_upper_face_warning({"eyelid_error_ratio": None, "brow_error_ratio": None}) == []
+
+
 def test_the_quick_start_warns_when_the_mouth_ignores_the_speech():
     from meshtalk_fast.training.quickstart import speech_ignored_warning
 
