@@ -158,3 +158,39 @@ def test_each_module_keeps_its_own_mode():
     PriorCalibration(model, clips).run(1)
     assert model.training and model.context_model.training and not model.encoder.training
     assert not any(m.training for m in model.encoder.modules())
+
+
+def _ddp_calibration_worker(rank, world, init_file, out_dir, result_dir):
+    import datetime
+    import os
+
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world,
+                            timeout=datetime.timedelta(seconds=120))
+    trainer = Trainer(_free_model(), synthetic_clips()[:3], masks(), _config(prior_calibration=1, steps=10**6),
+                      os.path.join(out_dir, str(rank)), progress=False)
+    trainer.fit(1)
+    trainer.fit(2, max_seconds=3.0)
+    torch.save({"step": trainer.step, "bias": trainer.model.context_model.logits.masked_linear.bias.detach().clone()},
+               os.path.join(result_dir, f"{rank}.pt"))
+    dist.destroy_process_group()
+
+
+@needs_core
+def test_two_processes_calibrate_once_and_agree(tmp_path):
+    """With two processes rank 0 calibrates (its passes logged once), both stop their stage-2 steps at the same step
+    (rank 0's time reserve), and both end with rank 0's biases."""
+    import os
+
+    import torch.multiprocessing as mp
+
+    os.makedirs(tmp_path / "res")
+    mp.spawn(_ddp_calibration_worker, args=(2, str(tmp_path / "init"), str(tmp_path / "out"), str(tmp_path / "res")),
+             nprocs=2, join=True)
+    a, b = (torch.load(tmp_path / "res" / f"{r}.pt") for r in (0, 1))
+    assert a["step"] == b["step"] and torch.equal(a["bias"], b["bias"])
+    log = [json.loads(line) for line in open(tmp_path / "out" / "0" / "metrics.jsonl")]
+    assert [r["pass"] for r in log if r["split"] == "calibration"] == [0, 1]
+    assert not (tmp_path / "out" / "1" / "metrics.jsonl").exists() or \
+        not any(json.loads(line)["split"] == "calibration" for line in open(tmp_path / "out" / "1" / "metrics.jsonl"))

@@ -138,6 +138,43 @@ def test_two_processes_match_one(tmp_path):
         torch.testing.assert_close(result["state"][k], v, rtol=1e-4, atol=1e-6)
 
 
+def _ddp_stage2_worker(rank, world, init_file, out_dir, result_file, stage1_state):
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    model = make_model()
+    model.load_state_dict(torch.load(stage1_state))
+    trainer = Trainer(model, synthetic_clips(), masks(), small_config(steps=3), out_dir, progress=False)
+    trainer.fit(2)
+    if rank == 0:
+        losses = [json.loads(line)["total"] for line in open(os.path.join(out_dir, "metrics.jsonl"))]
+        torch.save({"losses": losses, "state": trainer.model.state_dict()}, result_file)
+    dist.destroy_process_group()
+
+
+def test_two_processes_match_one_in_stage_2(tmp_path):
+    """Stage 2 under two processes: the prior's embedding and logits layers have audio weights that get no
+    gradient (as released), which DDP must be told about; then 2 processes x 1 micro-batch = 1 process x 2."""
+    import torch.multiprocessing as mp
+
+    cfg = small_config(steps=3)
+    cfg.stage2.accumulate = 2
+    single = Trainer(make_model(), synthetic_clips(), masks(), cfg, str(tmp_path / "single"), progress=False)
+    single.fit(1)
+    torch.save(single.model.state_dict(), tmp_path / "stage1.pt")
+    single.fit(2)
+    single_losses = [json.loads(line)["total"] for line in open(tmp_path / "single" / "metrics.jsonl")
+                     if json.loads(line)["stage"] == 2]
+    os.makedirs(tmp_path / "ddp")
+    mp.spawn(_ddp_stage2_worker, args=(2, str(tmp_path / "init"), str(tmp_path / "ddp"), str(tmp_path / "r.pt"),
+                                       str(tmp_path / "stage1.pt")), nprocs=2, join=True)
+    result = torch.load(tmp_path / "r.pt")
+    assert len(result["losses"]) == len(single_losses) == 2
+    torch.testing.assert_close(torch.tensor(result["losses"]), torch.tensor(single_losses), rtol=1e-5, atol=1e-7)
+    for k, v in single.model.state_dict().items():
+        torch.testing.assert_close(result["state"][k], v, rtol=1e-4, atol=1e-6)
+
+
 def _ddp_budget_worker(rank, world, init_file, out_dir, result_dir):
     import datetime
     import itertools

@@ -130,7 +130,11 @@ class Trainer:
         optimizer = torch.optim.Adam(groups, lr=cfg.lr, betas=(0.9, cfg.adam_beta2),
                                      fused=torch.device(dev).type in ("cpu", "cuda"))
         if self.world > 1:
-            objective = torch.nn.parallel.DistributedDataParallel(objective)
+            # stage 2: the prior's embedding and logits layers hold audio weights (unmasked_linear) that the released
+            # model has and never uses (only the context layers read the audio), so they get no gradient; DDP must be
+            # told, or it stops at the second step waiting for their reduction (found by the calibration's
+            # two-process test: stage 2 had never run under torchrun)
+            objective = torch.nn.parallel.DistributedDataParallel(objective, find_unused_parameters=stage == 2)
         return objective, optimizer
 
     def _progress(self, stage: int, step: int) -> float:
