@@ -164,6 +164,9 @@ def test_train_errors(dataset, tmp_path, capsys):
     assert cli.main(["calibrate", "--model", str(released), "--data", str(dataset), "--out",
                      str(tmp_path / "c.safetensors")]) == 2
     assert "calibrating the prior needs free heads" in capsys.readouterr().err
+    assert cli.main(["calibrate", "--model", str(released), "--data", str(dataset), "--steps", "0", "--out",
+                     str(tmp_path / "c.safetensors")]) == 2
+    assert "--steps must be at least 1, got 0" in capsys.readouterr().err
     assert not (tmp_path / "c.safetensors").exists()
 
 

@@ -130,6 +130,8 @@ def _calibrate(args) -> int:
     from ..training.calibrate import calibrate_free_heads
     from ..training.setup import folder_clips
 
+    if args.steps < 1:
+        raise ValueError(f"--steps must be at least 1, got {args.steps}")
     model = MeshTalk.load(args.model)
     clips = folder_clips(args.data, args.split, model.config)
     print(f"calibrating the prior's free heads on {len(clips)} {args.split} sequences ({args.steps} steps) ...",

@@ -121,12 +121,13 @@ def quickstart_config(seed: int = 0, audio_context_ms: int = 1000) -> TrainConfi
       the sampled blinks closed the eye to 0.96-0.98 of the data's closure instead of 0.59-0.62, and the
       brow raises' rate fell from 1.9-4.0x the data's to 0.56-1.3x (RESULTS.md, "The prior's head masks");
     - stage 2 ends with 5 steps of the free heads' calibration (``stage2.prior_calibration``,
-      training/calibrate.py, ~20 s of the stage's budget): teacher forcing leaves the prior's own samples
+      training/calibrate.py, ~27 s of the stage's 270 s): teacher forcing leaves the prior's own samples
       drifting from the codes' class shares, and with them the sampled brow-raise rate (0.57-1.92x the data's
       over four seeds); on six finished quick starts' models (four 10-minute, two 50-minute), calibrated after the
       fact, the held-out brow-raise rates went from 0.57-1.92x to 0.73-1.34x and the blink rates from 0.76-1.19x
-      to 0.88-1.35x: every one inside the 1.5x target, against three of six brow rates before (RESULTS.md, "The
-      prior's free-running drift").
+      to 0.88-1.35x: every one inside the 1.5x target, against three of six brow rates before; in fresh quick
+      starts of seeds 0-2 with it, brow raises 0.98x, 1.26x and 1.01x (RESULTS.md, "The prior's free-running
+      drift").
 
     Measured and not used (RESULTS.md, "A new face, and bounded logits"): bounded logits
     (``model.expression_logit_scale``, ``model.audio_logit_scale``), which keep a head's softmax from
