@@ -53,7 +53,7 @@ def test_the_calibration_brings_the_sampled_shares_to_the_codes():
     assert [r["pass"] for r in records] == [0, 1, 2, 3, 4]
     first, last = records[0]["total_variation_mean"], records[-1]["total_variation_mean"]
     assert first > 0.3, f"the pushed biases should have moved the samples off the codes' shares, got {first}"
-    assert last < 0.4 * first, f"total variation {first:.3f} -> {last:.3f}"
+    assert last < 0.1 * first, f"total variation {first:.3f} -> {last:.3f}"  # measured: 0.98 -> 0.008
     after = model.state_dict()
     changed = [k for k in before if not torch.equal(before[k], after[k])]
     assert changed == ["context_model.logits.masked_linear.bias"]
