@@ -109,12 +109,16 @@ def test_interrupted_checkpoint_write_keeps_the_last_good_one(tmp_path, monkeypa
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".meshtalk-")) == []
 
 
-def _ddp_worker(rank, world, init_file, out_dir, result_file):
+def _ddp_worker(rank, world, init_file, out_dir, result_file, stage=1, stage1_state=None):
+    """Train ``stage`` (stage 2 from the weights in ``stage1_state``) in one of ``world`` processes."""
     import torch.distributed as dist
 
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
-    trainer = Trainer(make_model(), synthetic_clips(), masks(), small_config(steps=3), out_dir, progress=False)
-    trainer.fit(1)
+    model = make_model()
+    if stage1_state is not None:
+        model.load_state_dict(torch.load(stage1_state))
+    trainer = Trainer(model, synthetic_clips(), masks(), small_config(steps=3), out_dir, progress=False)
+    trainer.fit(stage)
     if rank == 0:
         losses = [json.loads(line)["total"] for line in open(os.path.join(out_dir, "metrics.jsonl"))]
         torch.save({"losses": losses, "state": trainer.model.state_dict()}, result_file)
@@ -138,20 +142,6 @@ def test_two_processes_match_one(tmp_path):
         torch.testing.assert_close(result["state"][k], v, rtol=1e-4, atol=1e-6)
 
 
-def _ddp_stage2_worker(rank, world, init_file, out_dir, result_file, stage1_state):
-    import torch.distributed as dist
-
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
-    model = make_model()
-    model.load_state_dict(torch.load(stage1_state))
-    trainer = Trainer(model, synthetic_clips(), masks(), small_config(steps=3), out_dir, progress=False)
-    trainer.fit(2)
-    if rank == 0:
-        losses = [json.loads(line)["total"] for line in open(os.path.join(out_dir, "metrics.jsonl"))]
-        torch.save({"losses": losses, "state": trainer.model.state_dict()}, result_file)
-    dist.destroy_process_group()
-
-
 def test_two_processes_match_one_in_stage_2(tmp_path):
     """Stage 2 under two processes: the prior's embedding and logits layers have audio weights that get no
     gradient (as released), which DDP must be told about; then 2 processes x 1 micro-batch = 1 process x 2."""
@@ -166,8 +156,8 @@ def test_two_processes_match_one_in_stage_2(tmp_path):
     single_losses = [json.loads(line)["total"] for line in open(tmp_path / "single" / "metrics.jsonl")
                      if json.loads(line)["stage"] == 2]
     os.makedirs(tmp_path / "ddp")
-    mp.spawn(_ddp_stage2_worker, args=(2, str(tmp_path / "init"), str(tmp_path / "ddp"), str(tmp_path / "r.pt"),
-                                       str(tmp_path / "stage1.pt")), nprocs=2, join=True)
+    mp.spawn(_ddp_worker, args=(2, str(tmp_path / "init"), str(tmp_path / "ddp"), str(tmp_path / "r.pt"), 2,
+                                str(tmp_path / "stage1.pt")), nprocs=2, join=True)
     result = torch.load(tmp_path / "r.pt")
     assert len(result["losses"]) == len(single_losses) == 2
     torch.testing.assert_close(torch.tensor(result["losses"]), torch.tensor(single_losses), rtol=1e-5, atol=1e-7)

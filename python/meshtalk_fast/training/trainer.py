@@ -479,7 +479,8 @@ class Trainer:
         if calibration is not None:
             if self.progress:
                 print(f"calibrating the prior's free heads ({steps} steps) ...", flush=True)
-            calibration.run(steps, log=lambda r: self._log({"stage": 2, "step": self.step, "split": "calibration", **r}))
+            calibration.run(steps, log=lambda r: self._log({"stage": 2, "step": self.step, "split": "calibration",
+                                                            **r}))
         if self.world > 1:
             dist.broadcast(self.model.context_model.logits.masked_linear.bias.data, 0)
 
