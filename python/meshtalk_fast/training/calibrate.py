@@ -60,12 +60,11 @@ def _evaluating(model: torch.nn.Module):
 @torch.no_grad()
 def _clip_codes(model: MeshTalk, clip: Clip):
     """The clip's argmax code labels ``[T, H]`` from its meshes and speech, and its audio code ``[T, A]``, on
-    the CPU."""
-    device = next(model.parameters()).device
-    audio_code = model.encode_speech(clip.audio.to(device))[:, :clip.frames]
-    expression = model.encode_expression(clip.geom[None].to(device), clip.template.to(device))
-    labels = model.quantize(model.fuse(expression, audio_code), argmax=True)[0].argmax(-1)
-    return labels.cpu(), audio_code[0].float().cpu()
+    the CPU (the evaluation's codes, ``evaluate._argmax_codes``)."""
+    from ..evaluation.evaluate import _argmax_codes
+
+    one_hot, audio_code = _argmax_codes(model, clip)
+    return one_hot[0].argmax(-1).cpu(), audio_code[0].float().cpu()
 
 
 def free_head_occupancy(labels: torch.Tensor, heads: int, classes: int) -> torch.Tensor:
