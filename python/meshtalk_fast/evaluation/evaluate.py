@@ -20,7 +20,7 @@ from .metrics import (BROW_EVENT_LEVEL, EYE_EVENT_LEVEL, event_signals, event_sp
 from ..training.batches import Clip
 
 __all__ = ["animate_clip", "reconstruct_clip", "evaluate", "disentanglement", "mean_disentanglement",
-           "expression_head_classes",
+           "expression_head_classes", "argmax_codes",
            "code_sensitivity", "upper_face", "report", "format_report", "on_model_device"]
 
 
@@ -43,7 +43,8 @@ def _codes(model: MeshTalk, clip: Clip):
     return expression_code, audio_code
 
 
-def _argmax_codes(model: MeshTalk, clip: Clip):
+@torch.no_grad()
+def argmax_codes(model: MeshTalk, clip: Clip):
     """The clip's argmax codes from its true meshes and speech ``one_hot [1, T, H, C]``, and its audio codes."""
     expression_code, audio_code = _codes(model, clip)
     return model.quantize(model.fuse(expression_code, audio_code), argmax=True), audio_code
@@ -70,7 +71,7 @@ def animate_clip(model: MeshTalk, clip: Clip, seed: int = 0, argmax: bool = Fals
 def reconstruct_clip(model: MeshTalk, clip: Clip) -> torch.Tensor:
     """Ground-truth meshes + speech -> argmax codes -> meshes ``[T, V, 3]`` on the model's device."""
     clip = on_model_device(model, clip)
-    one_hot, _ = _argmax_codes(model, clip)
+    one_hot, _ = argmax_codes(model, clip)
     return model.decode(clip.template, one_hot)[0]
 
 
@@ -154,7 +155,7 @@ def prior_cross_entropy(model: MeshTalk, clips: Sequence[Clip]) -> Dict[str, Opt
     E, H = model.config.expression_heads, model.config.heads
     total, frames = torch.zeros(H, dtype=torch.float64), 0
     for clip in clips:
-        one_hot, audio_code = _argmax_codes(model, clip)
+        one_hot, audio_code = argmax_codes(model, clip)
         logprobs = model.context_model(one_hot, audio_code)
         total += -(logprobs.double() * one_hot.double()).sum(-1)[0].sum(0).cpu()  # [H]
         frames += one_hot.shape[1]
@@ -183,7 +184,7 @@ def code_sensitivity(model: MeshTalk, clips: Sequence[Clip]) -> float:
             raise ValueError(f"sequence {clip.name!r} must have at least 2 frames to rotate, got {clip.frames}")
         shift = clip.frames // 2
         clip = on_model_device(model, clip)
-        one_hot, _ = _argmax_codes(model, clip)
+        one_hot, _ = argmax_codes(model, clip)
         own = model.decode(clip.template, one_hot)[0]
         other = model.decode(clip.template, one_hot.roll(shift, 1))[0]
         moved += float((own - other).norm(dim=-1).mean()) * clip.frames

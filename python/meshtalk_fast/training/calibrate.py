@@ -26,6 +26,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
 
+from ..evaluation.evaluate import argmax_codes
 from ..models.meshtalk import MeshTalk
 from .batches import Clip
 
@@ -60,10 +61,8 @@ def _evaluating(model: torch.nn.Module):
 @torch.no_grad()
 def _clip_codes(model: MeshTalk, clip: Clip):
     """The clip's argmax code labels ``[T, H]`` from its meshes and speech, and its audio code ``[T, A]``, on
-    the CPU (the evaluation's codes, ``evaluate._argmax_codes``)."""
-    from ..evaluation.evaluate import _argmax_codes
-
-    one_hot, audio_code = _argmax_codes(model, clip)
+    the CPU (the evaluation's codes, ``evaluate.argmax_codes``)."""
+    one_hot, audio_code = argmax_codes(model, clip)
     return one_hot[0].argmax(-1).cpu(), audio_code[0].float().cpu()
 
 
