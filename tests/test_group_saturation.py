@@ -192,7 +192,7 @@ def test_expression_st_temperature_schedule():
     cfg.stage1.expression_st_temperature, cfg.stage1.expression_st_anneal, cfg.stage1.steps = 16.0, 0.5, 100
     cfg.validate()
     trainer = Trainer.__new__(Trainer)  # only the schedule is exercised: no data needed
-    trainer.config, trainer._budget_frac = cfg, None
+    trainer.config, trainer._budget_frac, trainer._locks = cfg, None, None
     got = [trainer._expression_st_temperature(step) for step in (0, 25, 49, 50, 99)]
     assert got[0] == 16.0 and got[1] == pytest.approx(4.0) and got[2] == pytest.approx(16 ** (1 - 0.49 / 0.5))
     assert got[3] == 1.0 and got[4] == 1.0

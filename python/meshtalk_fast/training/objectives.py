@@ -5,7 +5,7 @@ autoregressive prior on the frozen encoder's argmax codes (cross-entropy).
 """
 from __future__ import annotations
 
-from typing import Dict, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import torch
 from torch import nn
@@ -15,7 +15,8 @@ from ..models import MultimodalEncoder, VertexUnet
 from ..models.encoders import group_heads
 from ..models.quantize import code_statistics, quantize
 
-__all__ = ["Stage1Objective", "Stage2Objective", "frozen_codes", "encode_audio_inputs", "logit_gap_penalty"]
+__all__ = ["Stage1Objective", "Stage2Objective", "frozen_codes", "encode_audio_inputs", "logit_gap_penalty",
+           "expression_group_spans"]
 
 
 class Stage1Objective(nn.Module):
@@ -101,10 +102,18 @@ class Stage1Objective(nn.Module):
         heads, not only through the straight-through estimate of the one that won. The expression heads'
         straight-through estimate reads ``softmax(logprobs / expression_st_temperature)``."""
         k = self.encoder.fusion_model.expression_heads
-        tau = 1.0
-        if self.expression_st_temperature != 1.0:
+        tau, t = 1.0, self.expression_st_temperature
+        if isinstance(t, tuple):  # one per expression group (the trainer's lock watch, training/locks.py)
+            spans = expression_group_spans(self.encoder.fusion_model)
+            if len(t) != len(spans):
+                raise ValueError(f"expression_st_temperature: one per expression group ({len(spans)}) expected, "
+                                 f"got {len(t)}")
             tau = torch.ones(logprobs.shape[-2], 1, device=logprobs.device, dtype=logprobs.dtype)
-            tau[:k] = self.expression_st_temperature
+            for (lo, hi), tg in zip(spans, t):
+                tau[lo:hi] = tg
+        elif t != 1.0:
+            tau = torch.ones(logprobs.shape[-2], 1, device=logprobs.device, dtype=logprobs.dtype)
+            tau[:k] = t
         one_hot = quantize(logprobs, argmax=self.argmax, generator=generator, tau=tau)
         if self.expression_tau is None or not k:
             return one_hot
@@ -224,6 +233,15 @@ class Stage1Objective(nn.Module):
         return terms
 
 
+def expression_group_spans(fuse) -> List[Tuple[int, int]]:
+    """The expression groups' head ranges ``[(lo, hi)]`` of the fusion model (one group when it has no groups; none
+    without expression heads)."""
+    k = fuse.expression_heads
+    if not k:
+        return []
+    return group_heads(k, fuse.expression_groups) if fuse.expression_groups > 1 else [(0, k)]
+
+
 def group_saturation(logprobs: torch.Tensor, fuse) -> Dict[str, torch.Tensor]:
     """Diagnostics of expression group g's heads from ``logprobs [..., H, C]`` (no gradient):
     ``saturation_group{g}``, the mean over frames and heads of the largest class probability, and
@@ -232,10 +250,9 @@ def group_saturation(logprobs: torch.Tensor, fuse) -> Dict[str, torch.Tensor]:
     brow group after step ~150 in the quick starts before its straight-through temperature), but a group whose
     frames all chose one class (``classes_group{g}`` 1) with its softmax saturated passes no gradient to its logits
     and stays there (RESULTS.md, "Stuck brow heads")."""
-    k = fuse.expression_heads
-    if not k:
+    spans = expression_group_spans(fuse)
+    if not spans:
         return {}
-    spans = group_heads(k, fuse.expression_groups) if fuse.expression_groups > 1 else [(0, k)]
     z = logprobs.detach().float()
     top = z.amax(-1).exp()  # [..., H]
     labels = z.argmax(-1).flatten(0, -2)  # [N, H]

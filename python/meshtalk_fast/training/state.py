@@ -3,7 +3,7 @@
 Written atomically (``atomic_save_file``): a kill during the write leaves the last good checkpoint.
 Tensors live under ``model.*``, ``optim.<param index>.<name>``, ``ema.<param index>`` (the averaged weights of
 ``stage{N}.ema``, when on) and ``rng.torch``; the rest (configs, stage, step, the optimizer's
-hyper-parameters) is JSON in the metadata.
+hyper-parameters, the trainer's own state such as stage 1's lock watch under ``extra``) is JSON in the metadata.
 """
 from __future__ import annotations
 
@@ -22,8 +22,10 @@ TRAIN_FORMAT = "meshtalk_fast.train"
 
 
 def save_train_state(path: str, model: MeshTalk, optimizer: torch.optim.Optimizer, stage: int, step: int,
-                     train_config: Dict[str, Any], ema: Optional[Sequence[torch.Tensor]] = None) -> None:
-    """``ema``: the averaged weights, one per parameter of the optimizer's groups in their order."""
+                     train_config: Dict[str, Any], ema: Optional[Sequence[torch.Tensor]] = None,
+                     extra: Optional[Dict[str, Any]] = None) -> None:
+    """``ema``: the averaged weights, one per parameter of the optimizer's groups in their order; ``extra``: the
+    trainer's own state (JSON-serialisable), returned by ``load_train_state`` as ``extra`` ({} when none)."""
     tensors = {f"model.{k}": v for k, v in saved_state(model).items()}
     for i, v in enumerate(ema or ()):
         tensors[f"ema.{i}"] = v.detach().cpu().contiguous()
@@ -41,13 +43,15 @@ def save_train_state(path: str, model: MeshTalk, optimizer: torch.optim.Optimize
         "model_config": json.dumps(model.config.__dict__, sort_keys=True),
         "train_config": json.dumps(train_config, sort_keys=True),
         "param_groups": json.dumps(opt["param_groups"]), "optim_scalars": json.dumps(scalars),
+        "extra": json.dumps(extra or {}, sort_keys=True),
     }
     atomic_save_file(tensors, path, meta)
 
 
 def load_train_state(path: str) -> Dict[str, Any]:
-    """-> dict(model=MeshTalk, optimizer_state=..., stage, step, train_config, rng_state, ema): ``ema`` the list of
-    averaged weights, or None when the checkpoint has none."""
+    """-> dict(model=MeshTalk, optimizer_state=..., stage, step, train_config, rng_state, ema, extra): ``ema`` the list
+    of averaged weights, or None when the checkpoint has none; ``extra`` the trainer's own state ({} in checkpoints
+    written before it existed)."""
     from safetensors import safe_open
 
     path = os.fspath(path)
@@ -71,6 +75,9 @@ def load_train_state(path: str) -> Dict[str, Any]:
             if k.startswith("optim."):
                 _, idx, name = k.split(".", 2)
                 opt_state.setdefault(int(idx), {})[name] = v
+        extra = json.loads(meta.get("extra", "{}"))
+        if not isinstance(extra, dict):
+            raise TypeError(f"metadata 'extra' must be a JSON object, got {type(extra).__name__}")
         for idx, entry in json.loads(meta["optim_scalars"]).items():
             opt_state.setdefault(int(idx), {}).update(entry)
         return {
@@ -79,9 +86,10 @@ def load_train_state(path: str) -> Dict[str, Any]:
             "optimizer_state": {"state": opt_state, "param_groups": json.loads(meta["param_groups"])},
             "rng_state": tensors["rng.torch"],
             "ema": ema,
+            "extra": extra,
         }
     except (ValueError, TypeError, AttributeError) as exc:
-        raise CheckpointError(f"{path}: the optimizer state or step in the metadata is malformed ({exc})") from None
+        raise CheckpointError(f"{path}: the optimizer state, step or extra state in the metadata is malformed ({exc})") from None
 
 
 def _indexed(tensors: Dict[str, torch.Tensor], prefix: str, path: str) -> Optional[list]:

@@ -13,7 +13,7 @@ import math
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.distributed as dist
@@ -23,7 +23,8 @@ from ..base.checks import check_mask_weights
 from ..models.meshtalk import MeshTalk
 from .batches import Clip, CropSampler, IdentityMix, distinct_templates, step_seed, upper_face_events
 from .config import TrainConfig
-from .objectives import Stage1Objective, Stage2Objective, frozen_codes
+from .locks import LockWatch, annealed_temperature
+from .objectives import Stage1Objective, Stage2Objective, expression_group_spans, frozen_codes
 from .state import load_train_state, save_train_state
 
 # The expression heads' relaxed codes (stage1.relaxed_expression) end their warm-up at this temperature,
@@ -90,6 +91,8 @@ class Trainer:
         self._ema: Optional[List[torch.Tensor]] = None  # the averaged weights of stage{N}.ema, while a stage runs
         self._budget_frac: Optional[float] = None  # fraction of the time budget used, while fit runs under one
         self._identity_mix: Optional[IdentityMix] = None  # the stage's identity augmentation (stage{N}.identity_mix)
+        self._locks: Optional[LockWatch] = None  # stage 1's lock watch (stage1.expression_lock_steps), while it runs
+        self._resume_locks: Optional[dict] = None
         os.makedirs(out_dir, exist_ok=True)
         self.log_path = os.path.join(out_dir, "metrics.jsonl")
         self._tb = None
@@ -165,15 +168,18 @@ class Trainer:
             return None
         return RELAXED_TAU_END ** (frac / share)
 
-    def _expression_st_temperature(self, step: int) -> float:
+    def _expression_st_temperature(self, step: int) -> Union[float, Tuple[float, ...]]:
         """``stage1.expression_st_temperature`` at ``step``: constant, or with ``stage1.expression_st_anneal = s``
-        falling geometrically to 1 over the first s of the stage (as ``_progress`` counts it), 1 after."""
+        falling geometrically to 1 over the first s of the stage (as ``_progress`` counts it), 1 after. With
+        ``stage1.expression_lock_steps`` one temperature per expression group (training/locks.py)."""
         cfg = self.config.stage1
         start, share = float(cfg.expression_st_temperature), cfg.expression_st_anneal
         if share <= 0 or start == 1.0:
             return start
         frac = self._progress(1, step)
-        return 1.0 if frac >= share else start ** (1.0 - frac / share)
+        if self._locks is not None:  # one per group: a locked group's own re-anneal where it is above the schedule
+            return self._locks.temperatures(frac)
+        return annealed_temperature(start, frac / share)
 
     def _elapsed(self, start: float) -> float:
         """Seconds since ``start``; with several processes the largest over them, so that every process
@@ -191,7 +197,7 @@ class Trainer:
         path = os.path.join(self.out_dir, "checkpoint.safetensors")
         if self.rank == 0:
             save_train_state(path, self.model, self.optimizer, self.stage, self.step, self.config.to_dict(),
-                             ema=self._ema)
+                             ema=self._ema, extra={"locks": self._locks.state_dict()} if self._locks else None)
         return path
 
     def resume(self, path: str) -> None:
@@ -205,6 +211,7 @@ class Trainer:
         torch.set_rng_state(state["rng_state"])
         self._resume_state = state["optimizer_state"]
         self._resume_ema = state["ema"]
+        self._resume_locks = state["extra"].get("locks")
 
     # ------------------------------------------------------------------ one step
     def _micro_batches(self, sampler: CropSampler, stage: int, step: int):
@@ -412,6 +419,8 @@ class Trainer:
         self._resume_state = None
         self._start_ema(cfg.ema, self._resume_ema if resuming else None)
         self._resume_ema = None
+        self._locks = self._lock_watch(stage, cfg, self._resume_locks if resuming else None)
+        self._resume_locks = None
         self.model.train()
         if stage == 2:
             self.model.encoder.eval()
@@ -449,6 +458,23 @@ class Trainer:
             # "terminate called without an active exception" (SIGABRT) in this project's test suites
             dist.barrier()
         return last
+
+    def _lock_watch(self, stage: int, cfg, saved: Optional[dict]) -> Optional[LockWatch]:
+        """Stage 1's lock watch when ``stage1.expression_lock_steps`` is on (``saved``: the checkpoint's), else None."""
+        if stage != 1 or not cfg.expression_lock_steps:
+            return None
+        watch = LockWatch(len(expression_group_spans(self.model.encoder.fusion_model)), cfg.expression_lock_steps,
+                          cfg.expression_st_temperature, cfg.expression_st_anneal)
+        if saved is not None:
+            watch.load_state_dict(saved)
+        return watch
+
+    def _watch_locks(self, losses: Dict[str, float]) -> None:
+        """After a stage-1 step: count the locked groups (every process sees the same all-reduced terms, so all
+        decide alike) and log each new lock (split "lock")."""
+        for g in self._locks.observe(losses, self._progress(1, self.step)):
+            self._log({"stage": 1, "step": self.step, "split": "lock", "group": g,
+                       "temperature": self._locks.start})
 
     def _prepare_calibration(self, stage: int, cfg, max_seconds: Optional[float]):
         """Stage 2 with ``stage2.prior_calibration``: the calibration prepared on rank 0 (its targets come from
@@ -503,6 +529,8 @@ class Trainer:
             losses = self._train_step(objective, self.optimizer, micros, stage)
             dt = time.perf_counter() - t0
             self.step += 1
+            if self._locks is not None:
+                self._watch_locks(losses)
             last = {"stage": stage, "step": self.step, "split": "train", **losses,
                     "lr": self.optimizer.param_groups[0]["lr"], "frames_per_s": frames_per_step / dt}
             if self.step % self.config.log_every == 0 or self.step == 1:
