@@ -181,3 +181,24 @@ def test_the_lock_watch_config_is_checked(changes, message):
         setattr(cfg.stage1, k, v)
     with pytest.raises(ValueError, match=message):
         cfg.validate()
+
+
+@pytest.mark.parametrize("extra, message", [("[1]", "metadata 'extra' must be a JSON object, got list"),
+                                            ("{not json", "the optimizer state, step or extra state")])
+def test_a_checkpoint_with_a_malformed_extra_state_is_refused(tmp_path, extra, message):
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    from meshtalk_fast.models.checkpoint import CheckpointError
+    from meshtalk_fast.training.state import load_train_state
+    from meshtalk_fast.training.trainer import Trainer
+
+    trainer = Trainer(grouped_model(), synthetic_clips(), masks(), lock_config(1, 2), str(tmp_path), progress=False)
+    trainer.fit(1)
+    path = str(tmp_path / "checkpoint.safetensors")
+    assert load_train_state(path)["extra"] == {"locks": {"count": [0, 0], "since": [None, None], "locks": []}}
+    with safe_open(path, framework="pt") as f:
+        tensors, meta = {k: f.get_tensor(k) for k in f.keys()}, f.metadata()
+    save_file(tensors, path, {**meta, "extra": extra})
+    with pytest.raises(CheckpointError, match=message):
+        load_train_state(path)
