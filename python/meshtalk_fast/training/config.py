@@ -67,10 +67,11 @@ class StageSection:
                                   # got stuck in its first ~250 steps, and codes that never saturate keep
                                   # changing late, which spoils the averaged weights (RESULTS.md)
     expression_lock_steps: int = 0  # stage 1: 0 = off; N: a group of expression heads whose batches chose one class on
-                                  # every head with a saturated softmax for N steps in a row is locked, and its
-                                  # straight-through temperature goes back to expression_st_temperature and anneals
-                                  # again from there (needs the anneal; training/locks.py): a group that locked as T
-                                  # reached 1 stayed locked for good (RESULTS.md, "A lock watch")
+                                  # every head with a saturated softmax in at least 80 % of its last N steps is
+                                  # locked, and its straight-through temperature goes back to
+                                  # expression_st_temperature and anneals again from there (needs the anneal;
+                                  # training/locks.py): a group that locked as T reached 1 stayed locked for good
+                                  # (RESULTS.md, "A lock watch")
     # stage 1 weights of the released terms (all 1 as released): reconstruction, eye landmarks (the
     # paper's eyelid term) and the two modality-crossing terms (mouth: keep audio; eye: keep expression)
     recon_weight: float = 1.0
@@ -170,7 +171,8 @@ class TrainConfig:
             if lock and not (t > 1 and anneal > 0):
                 raise ValueError(f"{name}.expression_lock_steps = {lock} raises a locked group's straight-through "
                                  f"temperature back to expression_st_temperature and anneals it again: it needs "
-                                 f"expression_st_temperature > 1 and expression_st_anneal > 0, got {t!r} and {anneal!r}")
+                                 f"expression_st_temperature > 1 and expression_st_anneal > 0, got {t!r} and "
+                                 f"{anneal!r}")
             for field in ("logit_gap_limit", "logit_gap_weight"):
                 value = getattr(st, field)
                 if not (isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value < float("inf")):

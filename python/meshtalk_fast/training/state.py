@@ -89,7 +89,8 @@ def load_train_state(path: str) -> Dict[str, Any]:
             "extra": extra,
         }
     except (ValueError, TypeError, AttributeError) as exc:
-        raise CheckpointError(f"{path}: the optimizer state, step or extra state in the metadata is malformed ({exc})") from None
+        raise CheckpointError(f"{path}: the optimizer state, step or extra state in the metadata is malformed "
+                              f"({exc})") from None
 
 
 def _indexed(tensors: Dict[str, torch.Tensor], prefix: str, path: str) -> Optional[list]:
