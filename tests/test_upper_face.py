@@ -502,8 +502,20 @@ def test_plots_write_pictures(tmp_path):
             f.write(json.dumps({"stage": 1, "step": step, "split": "train", "recon": 1.0 / step, "landmarks": 0.5,
                                 "mouth": 2.0, "eye": 0.1, "total": 3.0, "code_perplexity": 100.0}) + "\n")
         f.write(json.dumps({"stage": 2, "step": 1, "split": "train", "cross_entropy": 4.0}) + "\n")
-    plot_training_curves(str(log), str(tmp_path / "c.png"))
+    drawn = plot_training_curves(str(log), str(tmp_path / "c.png"))
     assert Image.open(tmp_path / "c.png").size[0] > 500
+    assert drawn == {"panels": ["stage 1: reconstruction", "stage 1: modality crossing", "stage 1: codes",
+                                "stage 2: prior"], "locks": []}
+    # the expression groups' diagnostics get panels of their own, and the lock watch's firings are marked
+    with open(log, "a") as f:
+        for step in range(6, 9):
+            f.write(json.dumps({"stage": 1, "step": step, "split": "train", "recon": 0.1, "saturation_group0": 0.5,
+                                "saturation_group1": 1.0, "classes_group0": 3.0, "classes_group1": 1.0}) + "\n")
+        f.write(json.dumps({"stage": 1, "step": 8, "split": "lock", "group": 1, "temperature": 10.0}) + "\n")
+    drawn = plot_training_curves(str(log), str(tmp_path / "c.png"))
+    assert drawn["locks"] == [8] and drawn["panels"][3:5] == [
+        "stage 1: expression groups, largest class probability",
+        "stage 1: expression groups, classes per batch (1: locked)"]
     plot_upper_face(str(tmp_path / "u.png"), 30, {"eye closure": [0, 1, 0]}, {"eye closure": [[0, 0, 1]]},
                     {"eye closure": 0.5})
     assert Image.open(tmp_path / "u.png").size[0] > 500

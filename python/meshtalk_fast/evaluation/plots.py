@@ -14,6 +14,10 @@ CURVE_PANELS = [
     (1, "train", "stage 1: reconstruction", ("total", "recon", "landmarks", "brow")),
     (1, "train", "stage 1: modality crossing", ("mouth", "eye")),
     (1, "train", "stage 1: codes", ("code_perplexity", "diversity", "expression_diversity")),
+    (1, "train", "stage 1: expression groups, largest class probability",
+     tuple(f"saturation_group{g}" for g in range(8))),
+    (1, "train", "stage 1: expression groups, classes per batch (1: locked)",
+     tuple(f"classes_group{g}" for g in range(8))),
     (1, "val", "stage 1: validation (reconstruction)", ("lve", "lve_static", "code_sensitivity")),
     (2, "train", "stage 2: prior", ("cross_entropy",)),
     (2, "val", "stage 2: validation (speech only)", ("lve", "lve_static")),
@@ -53,11 +57,14 @@ def _save(fig, png_path: str) -> None:
     os.replace(tmp, png_path)
 
 
-def plot_training_curves(log_path: str, png_path: str) -> None:
-    """One panel per stage and group of terms (``CURVE_PANELS``), log-scaled y where all values are > 0."""
+def plot_training_curves(log_path: str, png_path: str) -> Dict[str, list]:
+    """One panel per stage and group of terms (``CURVE_PANELS``), log-scaled y where all values are > 0; the stage-1
+    lock watch's firings (split ``"lock"``, training/locks.py) as dotted vertical lines on the stage-1 training
+    panels. Returns what it drew: ``{"panels": [titles], "locks": [stage-1 steps]}``."""
     if not os.path.isfile(log_path):
         raise FileNotFoundError(f"training log {log_path!r} does not exist")
     series = _series(log_path)
+    locks = [step for step, _ in series.get((1, "lock", "group"), [])]
     panels = [(stage, split, title, [k for k in keys if (stage, split, k) in series])
               for stage, split, title, keys in CURVE_PANELS]
     panels = [p for p in panels if p[3]]
@@ -72,6 +79,9 @@ def plot_training_curves(log_path: str, png_path: str) -> None:
             steps, values = zip(*series[(stage, split, k)])
             positive &= min(values) > 0
             ax.plot(steps, values, marker="o" if len(steps) < 30 else None, ms=3, label=k)
+        if (stage, split) == (1, "train"):
+            for i, step in enumerate(locks):
+                ax.axvline(step, color="red", ls=":", lw=1, label="lock watch fired" if i == 0 else None)
         if positive:
             ax.set_yscale("log")
         ax.set_title(title, fontsize=10)
@@ -81,6 +91,7 @@ def plot_training_curves(log_path: str, png_path: str) -> None:
     for ax in list(axes.flat)[len(panels):]:
         ax.set_visible(False)
     _save(fig, png_path)
+    return {"panels": [title for _, _, title, _ in panels], "locks": locks}
 
 
 def plot_upper_face(png_path: str, fps: float, truth: Dict[str, Sequence[float]],
