@@ -105,6 +105,8 @@ def test_quickstart_smoke(dataset, tmp_path, capsys):
     # stage 2 ended with the free heads' calibration (stage2.prior_calibration), each pass logged
     log = [json.loads(line) for line in open(out / "metrics.jsonl")]
     assert [r["pass"] for r in log if r["split"] == "calibration"] == list(range(6))
+    # the lock watch's firings, if any, are in metrics.json as they are in the log (stage1.expression_lock_steps)
+    assert metrics["stage1_locks"] == [[r["group"], r["step"]] for r in log if r["split"] == "lock"]
     # and `calibrate` does it again to any model file: only the free heads' output biases change
     again = tmp_path / "calibrated.safetensors"
     assert cli.main(["calibrate", "--model", str(out / "model.safetensors"), "--data", str(out / "data"),

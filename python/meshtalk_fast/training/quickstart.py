@@ -111,6 +111,16 @@ def quickstart_config(seed: int = 0, audio_context_ms: int = 1000) -> TrainConfi
       seeds): no worse, but whether it prevents the rare stuck group is not measured (that needs tens of runs). T =
       10 for the whole stage kept the codes moving late, so the averaged weights lost to the last ones and the brows
       were worse (RESULTS.md, "Stuck brow groups: ...");
+    - a lock watch on the expression groups (``stage1.expression_lock_steps = 50``, training/locks.py): a group whose
+      batches chose one class on every head with a saturated softmax in at least 80 % of its last 50 steps gets
+      T = 10 back, annealed again over 40 % of the stage from there. The anneal delays the lock-in and does not prevent
+      it (seed 3 locked at step ~370 as T reached ~1.4 and never learnt its brows). With a lock made by hand at step
+      380 (the brow heads' last layer zeroed, one class 60 above the rest), the watch (30 steps in a row, its first
+      rule) fired at step 410 and the group used two classes again within 20-60 steps: brow error 0.27 and 0.32
+      against 0.76 and 0.74 without it (seeds 0 and 1; the adopted rule: fired at 420, 0.29; RESULTS.md, "A lock
+      watch"). A group that slid into a lock late (a probe of seed 4, from step ~840 of 1150) was caught at step 945
+      and not cured. A run where no group locks is the schedule's, step for step (tested); in the 20 healthy runs and
+      probes on record no 50 steps of the brow group were more than 20 % locked;
     - the prior draws the expression heads free of the speech (``model.prior_expression = "free"``), as
       the data draws its blinks: with the speech reaching them, the blinks of two seeds coincided 4.6-8.4x
       more often than chance (they followed the speech);
@@ -154,6 +164,7 @@ def quickstart_config(seed: int = 0, audio_context_ms: int = 1000) -> TrainConfi
     cfg.stage1.adam_beta2, cfg.stage1.upper_face_codes = 0.99, "split"
     cfg.stage1.ema = 0.99  # stage 1 ends with its weights averaged over its last ~100 steps
     cfg.stage1.expression_st_temperature, cfg.stage1.expression_st_anneal = 10.0, 0.4
+    cfg.stage1.expression_lock_steps = 50
     cfg.stage1.schedule = cfg.stage2.schedule = "cosine"  # over the time budget (Trainer._lr)
     cfg.stage2.lr, cfg.stage2.batch_size, cfg.stage2.segment_frames = 1e-3, 8, 32
     cfg.stage2.prior_calibration = 5
@@ -279,7 +290,9 @@ def quickstart(out_dir: str, minutes: float = 10.0, template: Optional[str] = No
     log = [json.loads(line) for line in open(os.path.join(out_dir, "metrics.jsonl"))]
     metrics = {**result, "test_frames": result["frames"], "minutes": minutes, "seed": seed,
                "stage1_steps": max((r["step"] for r in log if r["stage"] == 1 and r["split"] == "train"), default=0),
-               "stage2_steps": trainer.step}
+               "stage2_steps": trainer.step,
+               # the lock watch's firings (stage1.expression_lock_steps): [expression group, stage-1 step] each
+               "stage1_locks": [[r["group"], r["step"]] for r in log if r["split"] == "lock"]}
 
     held = _preview_clip(test, fm)
     heldout_dir = os.path.join(out_dir, "heldout")
@@ -355,8 +368,9 @@ def stuck_heads_warning(classes: Sequence[int], groups: int) -> List[str]:
             out.append(f"WARNING: expression head(s) {stuck} ({names.get(g, f'group {g}')}) gave every test frame one "
                        f"code, so those movements were not learnt: their softmax saturated on one class in stage 1 "
                        f"(saturation_group{g} near 1 and classes_group{g} 1 in metrics.jsonl; benchmarks/RESULTS.md, "
-                       f"'Stuck brow heads'). Another --seed may learn them; stage1.expression_st_temperature / "
-                       f"expression_st_anneal (the quick start's 10 over 40 %) and stage1.logit_gap_limit are the "
+                       f"'Stuck brow heads'; split 'lock' records there say whether the lock watch fired). Another "
+                       f"--seed may learn them; stage1.expression_st_temperature / expression_st_anneal (the quick "
+                       f"start's 10 over 40 %), stage1.expression_lock_steps (50) and stage1.logit_gap_limit are the "
                        f"options measured against it.")
     return out
 
