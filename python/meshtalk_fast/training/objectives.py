@@ -102,18 +102,17 @@ class Stage1Objective(nn.Module):
         heads, not only through the straight-through estimate of the one that won. The expression heads'
         straight-through estimate reads ``softmax(logprobs / expression_st_temperature)``."""
         k = self.encoder.fusion_model.expression_heads
-        tau, t = 1.0, self.expression_st_temperature
-        if isinstance(t, tuple):  # one per expression group (the trainer's lock watch, training/locks.py)
-            spans = expression_group_spans(self.encoder.fusion_model)
-            if len(t) != len(spans):
-                raise ValueError(f"expression_st_temperature: one per expression group ({len(spans)}) expected, "
-                                 f"got {len(t)}")
+        spans = expression_group_spans(self.encoder.fusion_model)
+        t = self.expression_st_temperature  # one for every expression head, or one per group (training/locks.py)
+        temps = t if isinstance(t, tuple) else (t,) * len(spans)
+        if len(temps) != len(spans):
+            raise ValueError(f"expression_st_temperature: one per expression group ({len(spans)}) expected, "
+                             f"got {len(temps)}")
+        tau = 1.0
+        if any(tg != 1.0 for tg in temps):
             tau = torch.ones(logprobs.shape[-2], 1, device=logprobs.device, dtype=logprobs.dtype)
-            for (lo, hi), tg in zip(spans, t):
+            for (lo, hi), tg in zip(spans, temps):
                 tau[lo:hi] = tg
-        elif t != 1.0:
-            tau = torch.ones(logprobs.shape[-2], 1, device=logprobs.device, dtype=logprobs.dtype)
-            tau[:k] = t
         one_hot = quantize(logprobs, argmax=self.argmax, generator=generator, tau=tau)
         if self.expression_tau is None or not k:
             return one_hot
@@ -236,10 +235,7 @@ class Stage1Objective(nn.Module):
 def expression_group_spans(fuse) -> List[Tuple[int, int]]:
     """The expression groups' head ranges ``[(lo, hi)]`` of the fusion model (one group when it has no groups; none
     without expression heads)."""
-    k = fuse.expression_heads
-    if not k:
-        return []
-    return group_heads(k, fuse.expression_groups) if fuse.expression_groups > 1 else [(0, k)]
+    return group_heads(fuse.expression_heads, fuse.expression_groups) if fuse.expression_heads else []
 
 
 def group_saturation(logprobs: torch.Tensor, fuse) -> Dict[str, torch.Tensor]:
