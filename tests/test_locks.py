@@ -28,7 +28,7 @@ def test_a_group_locked_in_most_of_its_last_n_steps_is_annealed_again_and_the_ot
         assert watch.observe(terms, 0.30 + step / 100) == []
     assert watch.temperatures(0.35) == (annealed_temperature(10.0, 0.35 / 0.4),) * 2
     assert watch.observe(stuck, 0.36) == [1]  # stuck, two, stuck, stuck, stuck: 4 of 5
-    assert watch.locks == [(1, 0.36)] and len(watch.window[1]) == 0 and len(watch.window[0]) == 5
+    assert watch.since == [None, 0.36] and len(watch.window[1]) == 0 and len(watch.window[0]) == 5
     t0, t1 = watch.temperatures(0.36)
     assert t0 == pytest.approx(10 ** (1 - 0.36 / 0.4)) and t1 == 10.0
     t0, t1 = watch.temperatures(0.56)  # group 1 re-anneals over the same share: halfway at 0.36 + 0.2
@@ -143,7 +143,10 @@ def test_the_trainer_raises_a_locked_groups_temperature_logs_it_and_resumes_with
                       progress=False)
     resumed.resume(str(tmp_path / "checkpoint.safetensors"))
     resumed.fit(1)
-    assert resumed._locks.locks[:2] == [(1, pytest.approx(0.5)), (1, pytest.approx(1.0))]
+    # the resumed run's log goes on: group 1's emptied window fills again at steps 5-6, and it locks at step 6
+    records = [json.loads(line) for line in open(tmp_path / "r" / "metrics.jsonl")]
+    assert [(r["step"], r["group"]) for r in records if r.get("split") == "lock"] == [(6, 1)]
+    assert resumed._locks.since == [None, pytest.approx(6 / 6)]
     assert seen[0][1] == pytest.approx(max(annealed_temperature(8.0, 4 / 6 / 0.5),
                                            annealed_temperature(8.0, (4 / 6 - 1.0) / 0.5)))
 
@@ -196,7 +199,7 @@ def test_a_checkpoint_with_a_malformed_extra_state_is_refused(tmp_path, extra, m
     trainer = Trainer(grouped_model(), synthetic_clips(), masks(), lock_config(1, 2), str(tmp_path), progress=False)
     trainer.fit(1)
     path = str(tmp_path / "checkpoint.safetensors")
-    assert load_train_state(path)["extra"] == {"locks": {"window": [[0], [0]], "since": [None, None], "locks": []}}
+    assert load_train_state(path)["extra"] == {"locks": {"window": [[0], [0]], "since": [None, None]}}
     with safe_open(path, framework="pt") as f:
         tensors, meta = {k: f.get_tensor(k) for k in f.keys()}, f.metadata()
     save_file(tensors, path, {**meta, "extra": extra})

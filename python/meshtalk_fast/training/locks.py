@@ -40,8 +40,9 @@ def annealed_temperature(start: float, progress: float) -> float:
 
 class LockWatch:
     """``LockWatch(groups, steps, start, share)``: ``observe(terms, frac)`` after each stage-1 step (the step's logged
-    terms, ``frac`` the stage's progress in [0, 1]) returns the groups that locked at it; ``temperatures(frac)`` the
-    straight-through temperature of each group. ``state_dict``/``load_state_dict`` carry it through checkpoints."""
+    terms, ``frac`` the stage's progress in [0, 1]) returns the groups that locked at it (the trainer logs them: the
+    log is the record of every lock); ``temperatures(frac)`` the straight-through temperature of each group.
+    ``state_dict``/``load_state_dict`` carry it through checkpoints."""
 
     def __init__(self, groups: int, steps: int, start: float, share: float):
         if groups < 1:
@@ -55,7 +56,6 @@ class LockWatch:
         self.need = math.ceil(LOCKED_SHARE * steps)     # locked steps in the window that lock the group
         self.window: List[Deque[bool]] = [deque(maxlen=steps) for _ in range(groups)]  # last steps' verdicts
         self.since: List[Optional[float]] = [None] * groups  # the progress at which its temperature was raised again
-        self.locks: List[Tuple[int, float]] = []        # (group, progress) of every lock seen
 
     def temperatures(self, frac: float) -> Tuple[float, ...]:
         """Each group's temperature at progress ``frac``: the schedule's, or its own re-anneal where larger."""
@@ -81,13 +81,11 @@ class LockWatch:
             if len(self.window[g]) == self.steps and sum(self.window[g]) >= self.need:
                 self.window[g].clear()
                 self.since[g] = float(frac)
-                self.locks.append((g, float(frac)))
                 locked.append(g)
         return locked
 
     def state_dict(self) -> dict:
-        return {"window": [[int(x) for x in w] for w in self.window], "since": list(self.since),
-                "locks": [list(x) for x in self.locks]}
+        return {"window": [[int(x) for x in w] for w in self.window], "since": list(self.since)}
 
     def load_state_dict(self, state: dict) -> None:
         window, since = list(state.get("window", [])), list(state.get("since", []))
@@ -95,4 +93,3 @@ class LockWatch:
             raise ValueError(f"the lock watch state holds {len(window)} / {len(since)} groups, expected {self.groups}")
         self.window = [deque((bool(x) for x in w), maxlen=self.steps) for w in window]
         self.since = [None if s is None else float(s) for s in since]
-        self.locks = [(int(g), float(f)) for g, f in state.get("locks", [])]
