@@ -3,21 +3,21 @@ training curves, one panel per stage and group of terms, and the upper face over
 brow height, ground truth vs sampled)."""
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
 from typing import Dict, List, Optional, Sequence, Tuple
 
 __all__ = ["plot_training_curves", "plot_upper_face", "CURVE_PANELS"]
 
-# (stage, split, title, keys): one panel each; a panel with nothing logged is left out
+# (stage, split, title, keys): one panel each; a panel with nothing logged is left out. A key may be an fnmatch
+# pattern ("saturation_group*": every expression group the log has, in group order)
 CURVE_PANELS = [
     (1, "train", "stage 1: reconstruction", ("total", "recon", "landmarks", "brow")),
     (1, "train", "stage 1: modality crossing", ("mouth", "eye")),
     (1, "train", "stage 1: codes", ("code_perplexity", "diversity", "expression_diversity")),
-    (1, "train", "stage 1: expression groups, largest class probability",
-     tuple(f"saturation_group{g}" for g in range(8))),
-    (1, "train", "stage 1: expression groups, classes per batch (1: locked)",
-     tuple(f"classes_group{g}" for g in range(8))),
+    (1, "train", "stage 1: expression groups, largest class probability", ("saturation_group*",)),
+    (1, "train", "stage 1: expression groups, classes per batch (1: locked)", ("classes_group*",)),
     (1, "val", "stage 1: validation (reconstruction)", ("lve", "lve_static", "code_sensitivity")),
     (2, "train", "stage 2: prior", ("cross_entropy",)),
     (2, "val", "stage 2: validation (speech only)", ("lve", "lve_static")),
@@ -38,6 +38,17 @@ def _series(log_path: str) -> Dict[Tuple[int, str, str], List[Tuple[int, float]]
                 if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in ("stage", "step"):
                     series.setdefault((rec.get("stage"), rec.get("split"), k), []).append((rec["step"], float(v)))
     return series
+
+
+def _logged(series, stage: int, split: str, keys: Sequence[str]) -> List[str]:
+    """The names of ``keys`` (names or fnmatch patterns) that the log has for (stage, split), in the order of ``keys``
+    and, within a pattern, by the number the name ends with (``classes_group2`` before ``classes_group10``)."""
+    names = [k for (st, sp, k) in series if (st, sp) == (stage, split)]
+    out: List[str] = []
+    for key in keys:
+        found = fnmatch.filter(names, key) if any(c in key for c in "*?[") else [key] if key in names else []
+        out += sorted((k for k in found if k not in out), key=lambda k: (len(k), k))
+    return out
 
 
 def _figure(rows: int, cols: int, width: float, height: float):
@@ -65,8 +76,7 @@ def plot_training_curves(log_path: str, png_path: str) -> Dict[str, list]:
         raise FileNotFoundError(f"training log {log_path!r} does not exist")
     series = _series(log_path)
     locks = [step for step, _ in series.get((1, "lock", "group"), [])]
-    panels = [(stage, split, title, [k for k in keys if (stage, split, k) in series])
-              for stage, split, title, keys in CURVE_PANELS]
+    panels = [(stage, split, title, _logged(series, stage, split, keys)) for stage, split, title, keys in CURVE_PANELS]
     panels = [p for p in panels if p[3]]
     cols = 2
     rows = max(1, -(-len(panels) // cols))
